@@ -1,0 +1,5 @@
+import sys
+
+from gzmorph.cli import main
+
+sys.exit(main())

@@ -1,0 +1,48 @@
+"""The ``gzmorph`` command: a thin layer over the Python API.
+
+Each subcommand lives in ``gzmorph/commands/<name>.py`` and defines ``HELP`` (one
+line), ``add_arguments(parser)`` and ``run(args) -> int``; this module only
+dispatches, so importing the CLI does not import torch-heavy modules until a
+command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+import gzmorph.commands as _commands
+
+
+def _command_modules():
+    names = sorted(m.name for m in pkgutil.iter_modules(_commands.__path__) if not m.name.startswith("_"))
+    return [(name.replace("_", "-"), importlib.import_module(f"gzmorph.commands.{name}")) for name in names]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gzmorph",
+        description="Galaxy Zoo 2 morphology from galaxy images (Dieleman, Willett & Dambre 2015).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, mod in _command_modules():
+        p = sub.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``gzmorph`` subcommand (see :mod:`gzmorph.cli`)."""

@@ -1,0 +1,99 @@
+"""Device, dtype, seeding and atomic checkpoint I/O: decided once, used everywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["Runtime", "resolve_device", "seed_everything", "atomic_save", "load_checkpoint", "write_json"]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how tensors are computed.
+
+    ``autocast`` is bf16 autocast on CUDA only: CPU bf16 matmuls are slow on many
+    cores, and results must not depend on the machine unless asked.
+    """
+
+    device: torch.device
+    autocast: bool
+    channels_last: bool
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def autocast_context(self):
+        if self.autocast:
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return torch.autocast(device_type=self.device.type, enabled=False)
+
+
+def resolve_device(spec: str | None = "auto", fast: bool = True) -> Runtime:
+    """Pick the device once: ``"auto"`` takes CUDA when present, else the CPU.
+
+    ``fast`` turns on the GPU-only speed paths (bf16 autocast, channels_last) on CUDA.
+    """
+    if spec in (None, "", "auto"):
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {spec!r} requested but CUDA is not available on this machine")
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    return Runtime(device=device, autocast=cuda and fast, channels_last=cuda and fast)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a torch CPU generator seeded the same."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
+
+    A job killed mid-write leaves the previous checkpoint intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`atomic_save` with ``weights_only=True``.
+
+    Checkpoints therefore hold only tensors and plain Python containers/scalars
+    (configs are stored as dicts, RNG states as tensors).
+    """
+    return torch.load(Path(path), map_location=map_location, weights_only=True)
+
+
+def write_json(obj: Any, path: str | Path) -> None:
+    """Write JSON atomically (rename over the target)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
