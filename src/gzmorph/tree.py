@@ -297,7 +297,7 @@ class TreeConstraint(nn.Module):
 
 
 def check_labels(
-    table: pd.DataFrame, tree: Tree = GZ2, tol: float = 0.01, id_column: str | None = "GalaxyID"
+    table: pd.DataFrame, tree: Tree = GZ2, tol: float = 1e-3, id_column: str | None = "GalaxyID"
 ) -> pd.DataFrame:
     """Report rows whose answer values break the tree's rules.
 
