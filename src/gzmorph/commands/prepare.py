@@ -1,0 +1,60 @@
+"""``gzmorph prepare``: decode a catalog once into a memory-mapped cache."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "decode a catalog's images once into a memory-mapped cache (resumable)"
+DESCRIPTION = (
+    "Decode every image of DATA (a Kaggle-layout directory, a CSV/Parquet catalog or a folder "
+    "of images) at SIZE x SIZE pixels into CACHE, with the ids and labels, so that training and "
+    "prediction read pixels instead of JPEGs. Interrupt it at any time; rerunning the same "
+    "command resumes. Images that cannot be decoded are listed in CACHE/errors.csv."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from gzmorph.images import DEFAULT_SIZE  # light import: keeps `gzmorph --help` fast
+
+    parser.add_argument("data", metavar="DATA", help="Kaggle directory, catalog file or image folder")
+    parser.add_argument("--out", metavar="CACHE", default=None,
+                        help="cache directory (None: DATA_cache<SIZE> next to DATA, DATA_test_cache<SIZE> for --split test)")
+    parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="side of the cached images in pixels")
+    parser.add_argument("--workers", type=int, default=None, help="decoding processes (None: all cores)")
+    parser.add_argument("--split", choices=["train", "test"], default="train", help="Kaggle layout: which images")
+    parser.add_argument("--id-column", default="GalaxyID", help="id column of a catalog file")
+    parser.add_argument("--path-column", default="path", help="image path column of a catalog file")
+    parser.add_argument("--tree", default="gz2", help="decision tree: 'gz2' or a JSON file")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a cache of a different catalog or size at CACHE")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def default_out(data: str | Path, split: str, size: int) -> Path:
+    """``DATA_cache141`` next to DATA (``DATA_test_cache141`` for the Kaggle test split)."""
+    data = Path(data).expanduser().resolve()
+    stem = data.stem if data.is_file() else data.name
+    tag = "_test" if split == "test" else ""
+    return data.parent / f"{stem}{tag}_cache{size}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from gzmorph.cache import prepare
+    from gzmorph.data import CatalogError, open_catalog
+    from gzmorph.tree import get_tree
+
+    out = Path(args.out) if args.out else default_out(args.data, args.split, args.size)
+    try:
+        catalog = open_catalog(args.data, tree=get_tree(args.tree), split=args.split,
+                               id_column=args.id_column, path_column=args.path_column)
+        print(f"{len(catalog)} images from {catalog.source} -> {out} at {args.size}x{args.size} px")
+        cache = prepare(catalog, out, size=args.size, workers=args.workers,
+                        progress=not args.no_progress, overwrite=args.overwrite)
+    except (CatalogError, ValueError) as exc:
+        print(f"error: {exc}")
+        return 2
+    n_failed = len(cache) - int(cache.ok.sum())
+    print(f"decoded {int(cache.ok.sum())}, failed {n_failed}"
+          + (f" (listed in {out / 'errors.csv'})" if n_failed else "") + f"; cache: {out}")
+    return 0 if cache.ok.any() else 1

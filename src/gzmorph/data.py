@@ -1,0 +1,278 @@
+"""Catalogs: which images, with which ids and (possibly partial) labels.
+
+Three sources are read by :func:`open_catalog`:
+
+* the Kaggle layout, a directory with ``images_training_rev1/``, ``images_test_rev1/``
+  and ``training_solutions_rev1.csv`` (split ``"train"`` = the label rows and their
+  images; ``"test"`` = the test images, unlabelled);
+* a catalog file (CSV or Parquet) with an id column, an image path column (relative
+  paths are resolved against the catalog's folder) and any subset of the tree's answer
+  columns; other columns are ignored;
+* a plain directory of images (``.jpg``, ``.jpeg``, ``.png``; not recursive), ids =
+  file stems, no labels; and a cache directory written by :func:`gzmorph.cache.prepare`.
+
+Labels are ``float32 (N, tree.n_answers)`` in tree order with ``NaN`` wherever the source
+lacks a column or a value: missing answers are masked downstream, never read as zero.
+Bad input raises :class:`CatalogError` naming the file and the line (CSV, counting the
+header as line 1) or row (Parquet, from 0); broken tree sums only warn
+(:class:`LabelWarning`) with the report of :func:`gzmorph.tree.check_labels`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gzmorph.tables import (MAX_LISTED, CatalogError, LabelWarning, listing, parse_ids_text, read_catalog_table,
+                             show_id, user_stacklevel)
+from gzmorph.tree import GZ2, Tree
+
+__all__ = ["Catalog", "CatalogError", "LabelWarning", "open_catalog", "train_val_split",
+           "IMAGE_SUFFIXES", "KAGGLE_LABELS", "KAGGLE_TRAIN_DIR", "KAGGLE_TEST_DIR"]
+
+KAGGLE_LABELS = "training_solutions_rev1.csv"
+KAGGLE_TRAIN_DIR = "images_training_rev1"
+KAGGLE_TEST_DIR = "images_test_rev1"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+@dataclass
+class Catalog:
+    """Images with ids and NaN-masked labels, in a fixed row order.
+
+    Parameters
+    ----------
+    ids : ndarray, shape (N,)
+        ``int64`` when every id is an integer, else ``object`` strings.
+    paths : ndarray, shape (N,), object
+        Absolute image paths (str), or ``None`` where pixels come from elsewhere (a
+        cache, or a labels-only table).
+    labels : ndarray, shape (N, tree.n_answers), float32
+        Tree column order; ``NaN`` = not available.
+    tree : Tree
+    id_column : str
+        Name of the id column in output files.
+    source : str
+        Where the catalog came from (for messages and provenance).
+    """
+
+    ids: np.ndarray
+    paths: np.ndarray
+    labels: np.ndarray
+    tree: Tree = GZ2
+    id_column: str = "GalaxyID"
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        self.ids = np.asarray(self.ids)
+        if self.ids.dtype.kind not in "iu":
+            self.ids = self.ids.astype(object)
+        self.paths = np.asarray(self.paths, dtype=object)
+        self.labels = np.asarray(self.labels, dtype=np.float32)
+        n = len(self.ids)
+        if self.ids.ndim != 1 or self.paths.shape != (n,):
+            raise ValueError(f"ids and paths must be 1-D of equal length, got {self.ids.shape} and {self.paths.shape}")
+        if self.labels.shape != (n, self.tree.n_answers):
+            raise ValueError(
+                f"labels must have shape ({n}, {self.tree.n_answers}) for tree {self.tree.name!r}, "
+                f"got {self.labels.shape}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, index: np.ndarray) -> "Catalog":
+        """The rows ``index`` (integer positions or a boolean mask), in that order."""
+        index = np.asarray(index)
+        return Catalog(self.ids[index], self.paths[index], self.labels[index], self.tree, self.id_column, self.source)
+
+    @property
+    def column_mask(self) -> np.ndarray:
+        """``(n_answers,)`` bool: answer columns with at least one value."""
+        return ~np.isnan(self.labels).all(axis=0) if len(self) else np.zeros(self.tree.n_answers, dtype=bool)
+
+    @property
+    def label_columns(self) -> list[str]:
+        """The tree's answer columns that this catalog has values for, in tree order."""
+        return [c for c, ok in zip(self.tree.columns, self.column_mask) if ok]
+
+    @property
+    def has_labels(self) -> bool:
+        return bool(self.column_mask.any())
+
+    def to_frame(self, with_paths: bool = True) -> pd.DataFrame:
+        """Id column, ``path`` (optional) and the available answer columns as a DataFrame."""
+        frame = pd.DataFrame({self.id_column: self.ids})
+        if with_paths:
+            frame["path"] = self.paths
+        mask = self.column_mask
+        cols = pd.DataFrame(self.labels[:, mask], columns=self.label_columns)
+        return pd.concat([frame, cols], axis=1)
+
+
+def _scan_images(folder: Path) -> dict[str, Path]:
+    """Map file stem -> path for the images directly in ``folder``."""
+    found: dict[str, Path] = {}
+    base = folder.resolve()  # once, not per file: Kaggle folders hold ~60k images
+    for entry in sorted(folder.iterdir()):
+        if entry.suffix.lower() in IMAGE_SUFFIXES and entry.is_file():
+            if entry.stem in found:
+                raise CatalogError(f"{folder}: duplicate ids: {found[entry.stem].name} and {entry.name} "
+                                   f"share the id {entry.stem!r}")
+            found[entry.stem] = base / entry.name
+    return found
+
+
+def _open_folder(folder: Path, tree: Tree, id_column: str) -> Catalog:
+    found = _scan_images(folder)
+    if not found:
+        raise CatalogError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this directory")
+    stems = list(found)
+    ids = parse_ids_text(stems)
+    order = np.argsort(ids, kind="stable")
+    paths = np.asarray([str(found[stems[i]]) for i in order], dtype=object)
+    labels = np.full((len(ids), tree.n_answers), np.nan, dtype=np.float32)
+    return Catalog(ids[order], paths, labels, tree, id_column, str(folder))
+
+
+def _open_kaggle_train(root: Path, tree: Tree, id_column: str) -> Catalog:
+    labels_file, image_dir = root / KAGGLE_LABELS, root / KAGGLE_TRAIN_DIR
+    if not labels_file.is_file():
+        raise CatalogError(f"{root}: Kaggle layout without {KAGGLE_LABELS} (needed for split 'train')")
+    if not image_dir.is_dir():
+        raise CatalogError(f"{root}: Kaggle layout without the image folder {KAGGLE_TRAIN_DIR}/")
+    ids, paths, labels = read_catalog_table(labels_file, tree, id_column, path_column=None)
+    catalog = Catalog(ids, paths, labels, tree, id_column, str(root))
+    found = _scan_images(image_dir)
+    keys = [str(i) for i in catalog.ids] if catalog.ids.dtype.kind in "iu" else list(catalog.ids)
+    missing = np.flatnonzero([k not in found for k in keys])
+    if len(missing):
+        raise CatalogError(f"{len(missing)} label row(s) without an image in {image_dir}: "
+                           + listing(labels_file, missing, lambda r: f"no image for id {keys[r]}"))
+    extra = sorted(set(found) - set(keys))
+    if extra:
+        warnings.warn(f"{image_dir}: {len(extra)} image(s) have no label row in {labels_file.name} and are "
+                      f"left out of the training catalog (e.g. {', '.join(extra[:MAX_LISTED])}); "
+                      f"open the folder itself to predict them", LabelWarning, stacklevel=user_stacklevel())
+    catalog.paths = np.asarray([str(found[k]) for k in keys], dtype=object)
+    return catalog
+
+
+def _is_kaggle(folder: Path) -> bool:
+    return any((folder / name).exists() for name in (KAGGLE_LABELS, KAGGLE_TRAIN_DIR, KAGGLE_TEST_DIR))
+
+
+def _require_labels(catalog: Catalog) -> None:
+    if not catalog.has_labels:
+        raise CatalogError(f"{catalog.source}: no labels (none of the answer columns of tree "
+                           f"{catalog.tree.name!r} has a value), but labels are required")
+    unlabelled = np.flatnonzero(np.isnan(catalog.labels).all(axis=1))
+    if len(unlabelled):
+        path = Path(catalog.source)
+        raise CatalogError(f"{len(unlabelled)} image(s) without any label, but labels are required: "
+                           + listing(path, unlabelled, lambda r: f"id {show_id(catalog.ids[r])}"))
+
+
+def open_catalog(
+    spec: str | Path,
+    *,
+    tree: Tree = GZ2,
+    split: str = "train",
+    id_column: str = "GalaxyID",
+    path_column: str = "path",
+    require_labels: bool = False,
+) -> Catalog:
+    """Open a Kaggle directory, a CSV/Parquet catalog, an image folder or a cache.
+
+    Parameters
+    ----------
+    spec : str or Path
+        A Kaggle-layout directory, a ``.csv``/``.parquet`` catalog, a directory of
+        images, or a cache directory written by :func:`gzmorph.cache.prepare` (its rows
+        align with the cache's images; paths are ``None``).
+    tree : Tree
+        Defines the answer columns read and the order of ``labels``.
+    split : {"train", "test"}
+        For the Kaggle layout only: the labelled training images or the unlabelled
+        test images.
+    id_column : str
+        Id column of a catalog file (also the name used in output files).
+    path_column : str
+        Image path column of a catalog file; without it the paths are ``None`` (a
+        labels-only table, e.g. for evaluation).
+    require_labels : bool
+        Raise unless every row has at least one answer value (for training).
+
+    Returns
+    -------
+    Catalog
+
+    Raises
+    ------
+    CatalogError
+        Missing files, a wrong header, duplicate ids, non-numeric or out-of-range
+        values, label rows whose image is missing; the message names file and row.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise CatalogError(f"{path}: no such file or directory")
+    if path.is_file():
+        ids, paths, labels = read_catalog_table(path, tree, id_column, path_column)
+        catalog = Catalog(ids, paths, labels, tree, id_column, str(path))
+    elif (path / "cache.json").is_file():  # gzmorph.cache.CACHE_META; cache imports this module
+        from gzmorph.cache import ImageCache
+
+        catalog = ImageCache.open(path).catalog()
+    elif _is_kaggle(path):
+        if split == "train":
+            catalog = _open_kaggle_train(path, tree, id_column)
+        else:
+            if not (path / KAGGLE_TEST_DIR).is_dir():
+                raise CatalogError(f"{path}: Kaggle layout without the image folder {KAGGLE_TEST_DIR}/")
+            catalog = _open_folder(path / KAGGLE_TEST_DIR, tree, id_column)
+    else:
+        catalog = _open_folder(path, tree, id_column)
+    if require_labels:
+        _require_labels(catalog)
+    return catalog
+
+
+def train_val_split(catalog: Catalog, val_fraction: float = 0.1, seed: int | None = None) -> tuple[Catalog, Catalog]:
+    """Split a catalog into training and validation parts, deterministically.
+
+    Parameters
+    ----------
+    catalog : Catalog
+    val_fraction : float
+        Fraction held out, rounded to the nearest whole row (at least one row each).
+    seed : int or None
+        ``None``: sort by id and hold out the last rows (as the paper did); an int: a
+        random subset drawn with ``numpy.random.default_rng(seed)``.
+
+    Returns
+    -------
+    (train, val) : tuple of Catalog
+        Both sorted by id.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    n = len(catalog)
+    if n < 2:
+        raise ValueError(f"cannot split a catalog of {n} row(s) ({catalog.source})")
+    n_val = min(max(int(round(n * val_fraction)), 1), n - 1)
+    keys = catalog.ids if catalog.ids.dtype.kind in "iu" else catalog.ids.astype(str)
+    order = np.argsort(keys, kind="stable")
+    if seed is None:
+        val = order[n - n_val:]
+    else:
+        chosen = np.zeros(n, dtype=bool)
+        chosen[np.random.default_rng(seed).choice(n, size=n_val, replace=False)] = True
+        val = order[chosen[order]]  # keep id order
+    is_val = np.zeros(n, dtype=bool)
+    is_val[val] = True
+    train = order[~is_val[order]]
+    return catalog.subset(train), catalog.subset(val)

@@ -1,0 +1,186 @@
+"""Ensembles of trained runs: weighted mean, test-time averaging, fitted weights.
+
+:class:`Ensemble` turns a batch of uint8 images into tree-consistent probabilities:
+for every ``(angle, scale, flip)`` of :func:`gzmorph.augment.tta_transforms` the crops
+are rendered with fixed transforms and each run's outputs are averaged, then the runs
+are combined with non-negative weights summing to one (uniform by default, or fitted
+on labelled data by :func:`gzmorph.predict.fit_weights` with
+:func:`fit_simplex_weights`).  Averages of tree-consistent vectors with such weights
+are again tree-consistent.
+
+Image sizes: each run may have been trained at its own ``image_size``.  The caller
+decodes at :attr:`Ensemble.image_size` (the largest); a run that expects another
+size gets the batch resized on the device (bilinear with antialiasing), while a run
+at the decode size sees exactly the pixels it was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gzmorph import augment as aug
+from gzmorph.runs import TrainedModel, load_run
+from gzmorph.runtime import Runtime
+from gzmorph.tree import Tree
+
+__all__ = ["ModelSpec", "Ensemble", "fit_simplex_weights", "load_weights"]
+
+ModelSpec = str | Path | TrainedModel
+
+
+class Ensemble:
+    """Trained runs combined as a weighted mean, with test-time averaging.
+
+    Parameters
+    ----------
+    runs : sequence of TrainedModel
+        Loaded on ``runtime.device``; all must predict the same tree.
+    runtime : Runtime
+    tta : {"none", "rot", "paper"}
+    weights : sequence of float, optional
+        Non-negative, one per run; normalised to sum to one.  Default uniform.
+    """
+
+    def __init__(self, runs: Sequence[TrainedModel], runtime: Runtime, tta: str = "none",
+                 weights: Sequence[float] | None = None) -> None:
+        if not runs:
+            raise ValueError("no model given")
+        self.runs = list(runs)
+        self.tree: Tree = self.runs[0].tree
+        for run in self.runs[1:]:
+            if run.tree.columns != self.tree.columns:
+                raise ValueError(f"run {run.run_dir} predicts tree {run.tree.name!r}, "
+                                 f"run {self.runs[0].run_dir} tree {self.tree.name!r}: cannot average them")
+        w = np.full(len(self.runs), 1.0) if weights is None else np.asarray(weights, dtype=np.float64)
+        if w.shape != (len(self.runs),) or not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"weights must be {len(self.runs)} non-negative numbers with a positive sum, "
+                             f"got {weights}")
+        self.weights = w / w.sum()
+        self.runtime = runtime
+        self.tta = tta
+        self.transforms = aug.tta_transforms(tta)
+        self.image_size = max(run.image_size for run in self.runs)
+        if runtime.channels_last:
+            for run in self.runs:
+                run.model.to(memory_format=torch.channels_last)
+
+    @classmethod
+    def load(cls, models: ModelSpec | Sequence[ModelSpec], runtime: Runtime, tta: str = "none",
+             weights: Sequence[float] | str | Path | None = None, which: str = "best") -> "Ensemble":
+        """Load run directories (or take loaded runs); ``weights`` may be a weights JSON file."""
+        specs = [models] if isinstance(models, (str, Path, TrainedModel)) else list(models)
+        runs = [m if isinstance(m, TrainedModel) else load_run(m, which=which, device=runtime.device)
+                for m in specs]
+        for run in runs:
+            run.model.to(runtime.device).eval()
+        if isinstance(weights, (str, Path)):
+            weights = load_weights(weights, [run.run_dir for run in runs])
+        return cls(runs, runtime, tta, weights)
+
+    @property
+    def names(self) -> list[str]:
+        """Resolved run directories, identifying the runs in manifests and weight files."""
+        return [str(Path(run.run_dir).resolve()) for run in self.runs]
+
+    def _forward(self, run: TrainedModel, images: torch.Tensor) -> torch.Tensor:
+        # images: uint8 (B, S, S, 3) or float (B, 3, s, s) in [0, 1], on the device
+        n = images.shape[0]
+        total = torch.zeros(n, self.tree.n_answers, device=images.device)
+        for angle, scale, flip in self.transforms:
+            t = aug.fixed_transforms(n, angle=angle, scale=scale, flip=flip).to(images.device)
+            crops = aug.render_crops(images, t, run.augment, run.pca)  # (B, 2, 3, 69, 69)
+            with self.runtime.autocast_context():
+                total += run.model(crops).float()
+        return total / len(self.transforms)
+
+    @torch.inference_mode()
+    def predict_runs(self, images: np.ndarray) -> np.ndarray:
+        """Per-run TTA-averaged probabilities, ``(n_runs, B, n_answers)`` float32.
+
+        ``images`` are uint8 ``(B, S, S, 3)``; runs trained at another size than
+        ``S`` get the batch resized on the device.
+        """
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.runtime.device, non_blocking=True)
+        resized: dict[int, torch.Tensor] = {}
+        out = []
+        for run in self.runs:
+            source = x
+            if run.image_size != x.shape[1]:
+                if run.image_size not in resized:
+                    chw = x.permute(0, 3, 1, 2).float() / 255.0  # (B, 3, S, S)
+                    resized[run.image_size] = F.interpolate(chw, size=(run.image_size,) * 2, mode="bilinear",
+                                                            antialias=True, align_corners=False).clamp_(0, 1)
+                source = resized[run.image_size]
+            out.append(self._forward(run, source))
+        return torch.stack(out).cpu().numpy()
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """Ensemble probabilities ``(B, n_answers)`` float32 of uint8 images ``(B, S, S, 3)``."""
+        per_run = self.predict_runs(images)  # (R, B, A)
+        return np.tensordot(self.weights, per_run, axes=1).astype(np.float32)
+
+
+# ------------------------------------------------------------------ weights
+def _project_simplex(v: np.ndarray) -> np.ndarray:
+    # Euclidean projection onto {w >= 0, sum w = 1} (sort-based, Duchi et al. 2008).
+    u = np.sort(v)[::-1]
+    css = np.cumsum(u) - 1.0
+    k = np.flatnonzero(u - css / np.arange(1, len(v) + 1) > 0)[-1]
+    return np.maximum(v - css[k] / (k + 1), 0.0)
+
+
+def fit_simplex_weights(per_run: np.ndarray, labels: np.ndarray, iterations: int = 20000) -> np.ndarray:
+    """Weights on the simplex minimising the MSE of the weighted mean on the labelled entries.
+
+    Parameters
+    ----------
+    per_run : array, shape (R, N, A)
+        Each run's predictions.
+    labels : array, shape (N, A)
+        NaN where no label: those entries are left out.
+
+    Returns
+    -------
+    array, shape (R,)
+        Non-negative weights summing to one (accelerated projected gradient on the
+        ``R x R`` normal equations, so the cost does not grow with N after setup).
+    """
+    per_run = np.asarray(per_run, dtype=np.float64)
+    mask = ~np.isnan(labels)
+    if not mask.any():
+        raise ValueError("no labelled entries to fit ensemble weights on")
+    x = per_run[:, mask].T  # (M, R): each labelled entry, one column per run
+    y = np.asarray(labels, dtype=np.float64)[mask]
+    gram, rhs = x.T @ x / len(y), x.T @ y / len(y)
+    lipschitz = max(float(np.linalg.eigvalsh(gram).max()), 1e-12)
+    w = z = np.full(len(gram), 1.0 / len(gram))
+    t = 1.0
+    for _ in range(iterations):
+        w_next = _project_simplex(z - (gram @ z - rhs) / lipschitz)
+        t_next = (1 + np.sqrt(1 + 4 * t * t)) / 2
+        z = w_next + (t - 1) / t_next * (w_next - w)
+        if np.abs(w_next - w).max() < 1e-13:
+            w = w_next
+            break
+        w, t = w_next, t_next
+    return w
+
+
+def load_weights(path: str | Path, run_dirs: Sequence[str | Path]) -> list[float]:
+    """Weights for ``run_dirs`` (in that order) from a file written by :func:`fit_weights`."""
+    try:
+        record = json.loads(Path(path).read_text())
+        stored = dict(zip(record["runs"], record["weights"], strict=True))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not an ensemble weights file ({exc})") from exc
+    names = [str(Path(r).resolve()) for r in run_dirs]
+    if sorted(names) != sorted(stored):
+        raise ValueError(f"{path}: weights were fitted for runs {sorted(stored)}, "
+                         f"but the models given are {names}")
+    return [float(stored[name]) for name in names]

@@ -1,0 +1,447 @@
+"""Evaluation: how good are the predictions, and where can the model be trusted?
+
+:func:`evaluate` joins a prediction file with a labelled catalog on the galaxy ids and
+computes, over the answer columns the labels have:
+
+* the Kaggle RMSE (square root of the mean squared error over all images and answer
+  columns), overall, per question and per answer;
+* per question, the classification accuracy (most likely answer, crowd vs model) on the
+  images that at least half of the volunteers reached, and that accuracy in equal bins of
+  crowd agreement and of model confidence (the paper's Figure 9);
+* precision and recall of every answer (the paper's Table 4);
+* triage: the confidence threshold above which the model answers a question alone while
+  keeping a target accuracy, and the fraction of images it covers.
+
+Agreement and confidence are both ``a = 1 - H / log n`` of the renormalised answers
+(:func:`gzmorph.tree.agreement`), of the crowd's and of the model's answers respectively.
+The numbers live in an :class:`Evaluation`; :meth:`Evaluation.write` saves them as JSON/CSV
+next to the triage thresholds file that ``gzmorph predict --triage-thresholds`` reads and
+the HTML report of :mod:`gzmorph.report`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gzmorph.tree import GZ2, Tree, agreement, get_tree
+
+__all__ = ["EvaluationConfig", "Evaluation", "evaluate", "read_table", "UNREACHABLE_THRESHOLD"]
+
+#: Threshold of a question where no confidence level reaches the target accuracy. It is
+#: above every possible confidence (a <= 1), so every reached image goes to an expert.
+UNREACHABLE_THRESHOLD = 1.01
+
+# Float32 labels of a question reached by exactly half of the volunteers can sum to just
+# below 0.5; they must still count as reached.
+_REACH_TOL = 1e-6
+_CURVE_POINTS = 501
+_COLUMNS = {
+    "per_question": ["question", "text", "n_answers", "labelled", "rmse", "n_images", "n_reached", "accuracy",
+                     "chance", "mean_agreement", "mean_confidence", "threshold", "coverage"],
+    "precision_recall": ["question", "answer", "column", "rmse", "n_examples", "n_predicted", "n_correct",
+                         "precision", "recall", "never_predicted"],
+    "bins": ["question", "ranking", "bin", "n", "low", "high", "mean", "accuracy"],
+    "triage": ["question", "n_reached", "target_accuracy", "threshold", "coverage", "to_experts", "accuracy_kept",
+               "reached_target"],
+    "triage_curves": ["question", "threshold", "fraction_to_experts", "accuracy"],
+}
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Settings of :func:`evaluate`.
+
+    Parameters
+    ----------
+    target_accuracy : float
+        Accuracy the model must keep on the images it answers alone (triage), in (0, 1].
+    n_bins : int
+        Number of equal-count bins of agreement / confidence.
+    min_reach : float
+        A question is scored on the images whose crowd reach (the sum of its answers)
+        is at least this; the paper uses 0.5 ("at least half of the participants").
+    """
+
+    target_accuracy: float = 0.99
+    n_bins: int = 10
+    min_reach: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 < float(self.target_accuracy) <= 1.0:
+            raise ValueError(f"target_accuracy must be in (0, 1], got {self.target_accuracy}")
+        if int(self.n_bins) != self.n_bins or self.n_bins < 1:
+            raise ValueError(f"n_bins must be a positive integer, got {self.n_bins}")
+        if not 0.0 <= float(self.min_reach) <= 1.0:
+            raise ValueError(f"min_reach must be in [0, 1], got {self.min_reach}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EvaluationConfig":
+        return cls(**d)
+
+
+@dataclass
+class Evaluation:
+    """All numbers of one evaluation (see :func:`evaluate` for their definitions).
+
+    ``rmse`` is the Kaggle RMSE over the matched images and ``rmse_columns``. The tables
+    (columns in ``_COLUMNS``): ``per_question`` has one row per tree question (unscored
+    ones NaN), ``precision_recall`` one per answer of a scored question (precision NaN
+    where ``never_predicted``), ``bins`` the accuracy per bin of crowd ``agreement`` and
+    model ``confidence``, ``triage`` one row per scored question and ``triage_curves``
+    the accuracy of the images the model keeps at each confidence cut.
+    ``missing_questions`` lack (complete) labels and are not scored.
+    """
+
+    tree: Tree
+    config: EvaluationConfig
+    id_column: str
+    rmse: float
+    rmse_columns: list[str]
+    n_predictions: int
+    n_labels: int
+    n_matched: int
+    only_in_predictions: np.ndarray
+    only_in_labels: np.ndarray
+    per_question: pd.DataFrame
+    precision_recall: pd.DataFrame
+    bins: pd.DataFrame
+    triage: pd.DataFrame
+    triage_curves: pd.DataFrame
+    missing_questions: list[str]
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """Confidence threshold per scored question (see :func:`_triage`)."""
+        return {r.question: float(r.threshold) for r in self.triage.itertuples()}
+
+    @property
+    def coverage(self) -> dict[str, float]:
+        """Fraction of reached images the model answers alone, per scored question."""
+        return {r.question: float(r.coverage) for r in self.triage.itertuples()}
+
+    @property
+    def evaluated_questions(self) -> list[str]:
+        return [q.name for q in self.tree.questions if q.name not in self.missing_questions]
+
+    def thresholds_dict(self) -> dict[str, Any]:
+        """Content of ``triage_thresholds.json`` (read by ``gzmorph predict``)."""
+        return {"tree": self.tree.name, "target_accuracy": float(self.config.target_accuracy),
+                "thresholds": self.thresholds, "coverage": self.coverage}
+
+    def to_metrics(self) -> dict[str, Any]:
+        """The summary numbers as plain JSON-able Python objects."""
+        per_q = self.per_question.astype(object).where(self.per_question.notna(), None)
+        return {
+            "tree": self.tree.name,
+            "config": self.config.to_dict(),
+            "sources": dict(self.sources),
+            "id_column": self.id_column,
+            "n_predictions": self.n_predictions,
+            "n_labels": self.n_labels,
+            "n_matched": self.n_matched,
+            "n_only_in_predictions": int(len(self.only_in_predictions)),
+            "n_only_in_labels": int(len(self.only_in_labels)),
+            "rmse": None if np.isnan(self.rmse) else float(self.rmse),
+            "rmse_columns": list(self.rmse_columns),
+            "evaluated_questions": self.evaluated_questions,
+            "missing_questions": list(self.missing_questions),
+            "per_question": per_q.to_dict(orient="records"),
+            "triage": self.thresholds_dict(),
+        }
+
+    def write(self, out: str | Path, title: str | None = None) -> Path:
+        """Write ``metrics.json``, ``triage_thresholds.json``, the CSV tables and the HTML
+        report into ``out`` (:func:`gzmorph.report.write_outputs`); return the report path."""
+        from gzmorph.report import write_outputs  # matplotlib is only needed for the report
+
+        return write_outputs(self, out, title=title)
+
+
+# --------------------------------------------------------------------------- inputs
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV (optionally compressed) or Parquet table, chosen by the file name."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    name = path.name.lower()
+    if name.endswith((".parquet", ".pq")):
+        return pd.read_parquet(path)
+    if any(name.endswith(s) for s in (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zst")):
+        return pd.read_csv(path)
+    raise ValueError(f"{path}: unknown table format (expected .csv or .parquet)")
+
+
+def _answer_matrix(table: pd.DataFrame, tree: Tree, source: str) -> np.ndarray:
+    """``(N, n_answers)`` float64 in tree order; NaN for absent columns and values."""
+    out = np.full((len(table), tree.n_answers), np.nan)
+    for j, col in enumerate(tree.columns):
+        if col not in table.columns:
+            continue
+        values = pd.to_numeric(table[col], errors="coerce")
+        bad = np.flatnonzero(values.isna().to_numpy() & table[col].notna().to_numpy())
+        if bad.size:
+            raise ValueError(f"{source}: row {int(bad[0])} (file line {int(bad[0]) + 2}), column "
+                             f"{col!r}: {table[col].iloc[bad[0]]!r} is not a number")
+        out[:, j] = values.to_numpy(dtype=np.float64)
+    return out
+
+
+def _id_keys(ids: Any) -> np.ndarray:
+    """Ids as int64 when they are all integers, else as strings (for joining)."""
+    a = np.asarray(ids)
+    if a.dtype.kind in "iu":
+        return a.astype(np.int64)
+    if a.dtype.kind == "f" and np.isfinite(a).all() and (a == np.round(a)).all():
+        return a.astype(np.int64)
+    return a.astype(str).astype(object)
+
+
+def _check_unique(keys: np.ndarray, source: str) -> None:
+    dup = pd.Index(keys).duplicated()
+    if dup.any():
+        rows = np.flatnonzero(dup)[:5].tolist()
+        raise ValueError(f"{source}: duplicate ids {keys[rows].tolist()} (rows {rows}); ids must be unique")
+
+
+def _load_predictions(predictions: Any, tree: Tree, id_column: str) -> tuple[np.ndarray, np.ndarray, str]:
+    source = "predictions" if isinstance(predictions, pd.DataFrame) else str(predictions)
+    table = predictions if isinstance(predictions, pd.DataFrame) else read_table(predictions)
+    if id_column not in table.columns:
+        raise ValueError(f"{source}: no id column {id_column!r} (columns: {list(table.columns)[:8]}...); "
+                         "give the right one with id_column / --id-column")
+    if not any(c in table.columns for c in tree.columns):
+        raise ValueError(f"{source}: none of the {tree.name!r} answer columns ({tree.columns[0]}, ...) is present")
+    keys = _id_keys(table[id_column].to_numpy())
+    _check_unique(keys, source)
+    return keys, _answer_matrix(table, tree, source), source
+
+
+def _load_labels(labels: Any, tree: Tree, id_column: str) -> tuple[np.ndarray, np.ndarray, str]:
+    if isinstance(labels, pd.DataFrame):
+        source = "labels"
+        if id_column not in labels.columns:
+            raise ValueError(f"labels: no id column {id_column!r}")
+        ids, values = labels[id_column].to_numpy(), _answer_matrix(labels, tree, source)
+    else:
+        if isinstance(labels, (str, Path)):
+            from gzmorph.data import open_catalog  # data.py pulls in image handling; import on use
+
+            labels = open_catalog(labels, tree=tree, id_column=id_column)
+        source = str(getattr(labels, "source", "") or "labels catalog")
+        ids, values = np.asarray(labels.ids), np.asarray(labels.labels, dtype=np.float64)
+        if values.shape != (len(ids), tree.n_answers):
+            raise ValueError(f"{source}: labels have shape {values.shape}, expected ({len(ids)}, {tree.n_answers}) "
+                             f"for tree {tree.name!r}")
+    if not np.isfinite(values).any():
+        raise ValueError(f"{source}: no labels (none of the {tree.name!r} answer columns has a value)")
+    keys = _id_keys(ids)
+    _check_unique(keys, source)
+    return keys, values, source
+
+
+def _match_ids(pred_keys: np.ndarray, label_keys: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Rows of each side that share an id (in prediction order), then the ids of each side
+    that the other lacks: ``(pred_rows, label_rows, only_in_predictions, only_in_labels)``."""
+    if (pred_keys.dtype == object) != (label_keys.dtype == object):
+        # One side has integer ids, the other strings: compare them as text.
+        pred_keys, label_keys = pred_keys.astype(str).astype(object), label_keys.astype(str).astype(object)
+    pos = pd.Index(label_keys).get_indexer(pred_keys)  # -1 where the id has no label
+    matched = pos >= 0
+    in_preds = pd.Index(label_keys).isin(pred_keys)
+    return np.flatnonzero(matched), pos[matched], pred_keys[~matched], label_keys[~in_preds]
+
+
+# --------------------------------------------------------------------------- metrics
+def _rmse(sse: np.ndarray, count: np.ndarray) -> float:
+    """RMSE from summed squared errors and entry counts (NaN when nothing is labelled)."""
+    n = int(np.sum(count))
+    return float(np.sqrt(np.sum(sse) / n)) if n else float("nan")
+
+
+def _bins(values: np.ndarray, correct: np.ndarray, n_bins: int, question: str, ranking: str) -> list[dict]:
+    """Accuracy in ``n_bins`` equal-count bins of ``values`` (ranked low to high)."""
+    rows = []
+    order = np.argsort(values, kind="stable")
+    for b, idx in enumerate(np.array_split(order, n_bins)):
+        if idx.size == 0:  # fewer images than bins
+            continue
+        v = values[idx]
+        rows.append(dict(question=question, ranking=ranking, bin=b, n=int(idx.size), low=float(v.min()),
+                         high=float(v.max()), mean=float(v.mean()), accuracy=float(correct[idx].mean())))
+    return rows
+
+
+def _triage(confidence: np.ndarray, correct: np.ndarray, target: float) -> tuple[dict, pd.DataFrame]:
+    """Lowest confidence threshold whose kept images (confidence >= threshold) reach ``target``.
+
+    Only cuts between distinct confidences are considered (ties stay together). The
+    threshold lies halfway between the lowest kept and the highest rejected confidence,
+    so a confidence recomputed with float32 noise falls on the same side; it is 0 when the
+    model keeps everything and :data:`UNREACHABLE_THRESHOLD` when no cut reaches the target.
+    """
+    n = confidence.size
+    if n == 0:
+        curve = pd.DataFrame(columns=["threshold", "fraction_to_experts", "accuracy"], dtype=float)
+        return dict(threshold=UNREACHABLE_THRESHOLD, coverage=0.0, accuracy_kept=float("nan")), curve
+    order = np.argsort(-confidence, kind="stable")
+    conf, ok = confidence[order], correct[order]
+    acc = np.cumsum(ok) / np.arange(1, n + 1)  # accuracy of the k most confident images
+    cuts = np.flatnonzero(np.r_[conf[:-1] > conf[1:], True])  # last index of each tie group
+    below = np.r_[conf[1:], 0.0]
+    thresholds = (conf[cuts] + below[cuts]) / 2
+    thresholds[-1] = 0.0
+    good = np.flatnonzero(acc[cuts] >= target - 1e-12)  # tolerance: 99/100 must pass a 0.99 target
+    # The curve keeps about _CURVE_POINTS cuts (and the chosen one): enough to draw, small on disk.
+    keep = np.unique(np.r_[np.searchsorted(cuts, np.linspace(0, n - 1, _CURVE_POINTS)), good[-1:]])
+    curve = pd.DataFrame({"threshold": thresholds[keep], "fraction_to_experts": 1.0 - (cuts[keep] + 1) / n,
+                          "accuracy": acc[cuts[keep]]})
+    if good.size == 0:
+        return dict(threshold=UNREACHABLE_THRESHOLD, coverage=0.0, accuracy_kept=float("nan")), curve
+    k = good[-1]
+    return dict(threshold=float(thresholds[k]), coverage=float((cuts[k] + 1) / n),
+                accuracy_kept=float(acc[cuts[k]])), curve
+
+
+def _precision_recall(q, crowd: np.ndarray, model: np.ndarray, sse: np.ndarray, count: np.ndarray) -> list[dict]:
+    """Per answer: RMSE (all matched images) and precision/recall (reached images)."""
+    rows = []
+    for j, (answer, col) in enumerate(zip(q.answers, q.columns)):
+        n_ex, n_pred = int((crowd == j).sum()), int((model == j).sum())
+        n_ok = int(((crowd == j) & (model == j)).sum())
+        rows.append(dict(question=q.name, answer=answer, column=col, rmse=_rmse(sse[j], count[j]),
+                         n_examples=n_ex, n_predicted=n_pred, n_correct=n_ok,
+                         precision=n_ok / n_pred if n_pred else float("nan"),
+                         recall=n_ok / n_ex if n_ex else float("nan"), never_predicted=n_pred == 0))
+    return rows
+
+
+def _score_question(q, pred_q: np.ndarray, lab_q: np.ndarray, sse: np.ndarray, count: np.ndarray,
+                    config: EvaluationConfig) -> dict:
+    """Accuracy, bins, precision/recall and triage of one question ``(N, n answers)``."""
+    reached = lab_q.sum(axis=1) >= config.min_reach - _REACH_TOL  # the crowd reach, = parent value
+    use = np.isfinite(lab_q).all(axis=1) & np.isfinite(pred_q).all(axis=1) & reached
+    n = int(use.sum())
+    crowd, model = lab_q[use].argmax(axis=1), pred_q[use].argmax(axis=1)
+    correct = crowd == model
+    agree = agreement(lab_q[use]) if n else np.empty(0)
+    # A question the model gives zero probability has no distribution: least confident.
+    conf = np.nan_to_num(agreement(pred_q[use]), nan=0.0) if n else np.empty(0)
+
+    def mean(x: np.ndarray) -> float:
+        return float(x.mean()) if n else float("nan")
+
+    triage, curve = _triage(conf, correct, config.target_accuracy)
+    triage = dict(question=q.name, n_reached=n, target_accuracy=config.target_accuracy, **triage,
+                  to_experts=1.0 - triage["coverage"], reached_target=triage["threshold"] <= 1.0)
+    curve.insert(0, "question", q.name)
+    return dict(
+        row=dict(n_reached=n, accuracy=mean(correct), chance=1.0 / len(q.columns), mean_agreement=mean(agree),
+                 mean_confidence=mean(conf), threshold=triage["threshold"], coverage=triage["coverage"]),
+        bins=(_bins(agree, correct, config.n_bins, q.name, "agreement")
+              + _bins(conf, correct, config.n_bins, q.name, "confidence")),
+        pr=_precision_recall(q, crowd, model, sse, count), triage=triage, curve=curve)
+
+
+def _score(tree: Tree, pred: np.ndarray, lab: np.ndarray, labelled_col: np.ndarray,
+           config: EvaluationConfig) -> dict[str, Any]:
+    """All per-question tables of the matched images."""
+    sq = (pred - lab) ** 2  # (N, n_answers), NaN where unlabelled
+    count = np.isfinite(sq).sum(axis=0)  # (n_answers,)
+    sse = np.nansum(sq, axis=0)
+    rows, bins, pr, triage, curves, missing = [], [], [], [], [], []
+    for q, sl in zip(tree.questions, tree.slices):
+        row = dict(question=q.name, text=q.text, n_answers=len(q.columns), labelled=bool(labelled_col[sl].all()),
+                   rmse=_rmse(sse[sl], count[sl]), n_images=int(np.isfinite(lab[:, sl]).all(axis=1).sum()))
+        if not row["labelled"]:
+            missing.append(q.name)
+            rows.append(row)
+            continue
+        scored = _score_question(q, pred[:, sl], lab[:, sl], sse[sl], count[sl], config)
+        rows.append({**row, **scored["row"]})
+        bins += scored["bins"]
+        pr += scored["pr"]
+        triage.append(scored["triage"])
+        curves.append(scored["curve"])
+    per_question = pd.DataFrame(rows).reindex(columns=_COLUMNS["per_question"])
+    per_question["n_reached"] = per_question["n_reached"].astype("Int64")  # NaN for unscored questions
+    return dict(rmse=_rmse(sse, count), per_question=per_question, missing_questions=missing,
+                precision_recall=pd.DataFrame(pr, columns=_COLUMNS["precision_recall"]),
+                bins=pd.DataFrame(bins, columns=_COLUMNS["bins"]),
+                triage=pd.DataFrame(triage, columns=_COLUMNS["triage"]),
+                triage_curves=(pd.concat(curves, ignore_index=True) if curves
+                               else pd.DataFrame(columns=_COLUMNS["triage_curves"])))
+
+
+def evaluate(
+    predictions: pd.DataFrame | str | Path,
+    labels: Any,
+    out: str | Path | None = None,
+    tree: Tree | str = GZ2,
+    id_column: str = "GalaxyID",
+    target_accuracy: float = 0.99,
+    n_bins: int = 10,
+    min_reach: float = 0.5,
+    title: str | None = None,
+) -> Evaluation:
+    """Compare predictions with crowd labels; optionally write the files and HTML report.
+
+    Parameters
+    ----------
+    predictions : DataFrame or path
+        Id column + the tree's answer columns (CSV or Parquet; extra columns ignored).
+    labels : Catalog, DataFrame or path
+        A :class:`gzmorph.data.Catalog`, anything :func:`gzmorph.data.open_catalog` reads,
+        or a DataFrame with ``id_column`` and any subset of the answer columns.
+    out : path, optional
+        Folder for ``metrics.json``, the CSV tables, ``triage_thresholds.json``,
+        ``unmatched_ids.csv`` and ``report.html``.
+    tree : Tree or str
+    id_column : str
+        Id column of the prediction table (and of a labels DataFrame).
+    target_accuracy, n_bins, min_reach
+        See :class:`EvaluationConfig`.
+    title : str, optional
+        Title of the HTML report.
+
+    Returns
+    -------
+    Evaluation
+
+    Notes
+    -----
+    Images are joined on their ids; ids on one side only are kept in the result (and
+    ``unmatched_ids.csv``), never dropped silently. Only answer columns with at least one
+    label are scored; a question is scored when all its columns are labelled. Ties in the
+    crowd's answers go to the first answer (tree order).
+    """
+    tree = get_tree(tree)
+    config = EvaluationConfig(target_accuracy, n_bins, min_reach)
+    pred_keys, pred_all, pred_src = _load_predictions(predictions, tree, id_column)
+    label_keys, lab_all, lab_src = _load_labels(labels, tree, id_column)
+    labelled_col = np.isfinite(lab_all).any(axis=0)
+    lacking = [c for j, c in enumerate(tree.columns) if labelled_col[j] and np.isnan(pred_all[:, j]).all()]
+    if lacking:
+        raise ValueError(f"{pred_src}: no predictions for the labelled answer columns {lacking}")
+    pred_rows, label_rows, only_in_predictions, only_in_labels = _match_ids(pred_keys, label_keys)
+    if pred_rows.size == 0:
+        raise ValueError(f"no id in common between {pred_src} (e.g. {pred_keys[:3].tolist()}) and "
+                         f"{lab_src} (e.g. {label_keys[:3].tolist()})")
+    pred, lab = pred_all[pred_rows], lab_all[label_rows]
+    evaluation = Evaluation(
+        tree=tree, config=config, id_column=id_column,
+        rmse_columns=[c for j, c in enumerate(tree.columns) if labelled_col[j]],
+        n_predictions=len(pred_keys), n_labels=len(label_keys), n_matched=int(pred_rows.size),
+        only_in_predictions=only_in_predictions, only_in_labels=only_in_labels,
+        sources={"predictions": pred_src, "labels": lab_src}, **_score(tree, pred, lab, labelled_col, config))
+    if out is not None:
+        evaluation.write(out, title=title)
+    return evaluation

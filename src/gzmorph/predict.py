@@ -1,0 +1,408 @@
+"""Catalog-scale prediction: streaming decode, test-time averaging, ensembles, output files.
+
+Data flow: image files are decoded by worker processes (:func:`gzmorph.images.iter_decoded`,
+bounded look-ahead) while the main process runs the network, or rows are read from a
+memory-mapped :class:`~gzmorph.cache.ImageCache`.  Inputs are processed in *chunks*
+of ``chunk_rows`` consecutive rows; batches never straddle a chunk, each finished
+chunk is written as one part (see :mod:`gzmorph.outputs`), so memory holds one batch
+of images and one chunk of predictions whatever the collection size, and a killed
+job resumes where it stopped and ends with the same bytes.
+
+Test-time averaging, ensembles and runs trained at different image sizes: see
+:mod:`gzmorph.ensemble`.  Images are decoded once, at the largest ``image_size`` of
+the runs; a cache is used at its own size.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+from tqdm.auto import tqdm
+
+from gzmorph.data import Catalog, open_catalog
+from gzmorph.ensemble import Ensemble, ModelSpec, fit_simplex_weights, load_weights
+from gzmorph.images import iter_decoded
+from gzmorph.outputs import (DEFAULT_THRESHOLD, ERROR_COLUMNS, REACH_THRESHOLD, PartStore, PredictSummary,
+                             errors_path, finished_counts, ids_digest, load_thresholds, output_format,
+                             prediction_table)
+from gzmorph.runtime import Runtime, resolve_device, write_json
+from gzmorph.tree import Tree
+
+__all__ = ["PredictConfig", "PredictSummary", "Ensemble", "predict", "predict_to_file", "fit_weights",
+           "prediction_runtime", "fit_simplex_weights", "load_weights"]
+
+TTA_CHOICES = ("none", "rot", "paper")
+# (row, image or None, failure reason or None), and (rows, images (B, S, S, 3), failures)
+_Item = tuple[int, "np.ndarray | None", "str | None"]
+_Batch = tuple[list[int], "np.ndarray | None", list[tuple[int, str]]]
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """How a prediction job runs.
+
+    Parameters
+    ----------
+    tta : {"none", "rot", "paper"}
+        Test-time transforms (:func:`gzmorph.augment.tta_transforms`).
+    batch_size : int
+        Images per forward pass (each pass renders ``batch_size`` crop pairs).
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    precision : {"auto", "fp32", "bf16"}
+        ``"auto"``: bf16 autocast and channels_last on CUDA, fp32 on the CPU
+        (:func:`gzmorph.runtime.resolve_device`); ``"fp32"``: fp32 everywhere;
+        ``"bf16"``: bf16 autocast and channels_last on the CPU too (faster on CPUs with
+        native bf16, e.g. AVX512-BF16/AMX, at the cost of probabilities that differ from
+        fp32 by up to a few 1e-3).
+    workers : int or None
+        Decoding processes (``None``: automatic, ``0``: decode in this process).
+    threads : int or None
+        torch intra-op threads while the job runs (``None``: torch's setting).  On a
+        CPU shared with other jobs, ``threads=1, workers=0`` can be several times
+        faster than the defaults (see BENCHMARKS.md): spinning OpenMP threads and
+        decoding processes then fight for the same cores.
+    chunk_rows : int
+        Rows per written chunk (Parquet row group); rounded up to a multiple of
+        ``batch_size``.  Bounds the memory used by predictions and the work lost
+        when a job is killed.
+    which : {"best", "last"}
+        Checkpoint of each run.
+    progress : bool
+        Show a progress bar (images/s and time left).
+    split : {"train", "test"}
+        When the source is a Kaggle directory: its training or test images.
+    id_column, path_column : str
+        Columns of a catalog file given as the source.
+    """
+
+    tta: str = "none"
+    batch_size: int = 64
+    device: str = "auto"
+    precision: str = "auto"
+    workers: int | None = None
+    threads: int | None = None
+    chunk_rows: int = 2048
+    which: str = "best"
+    progress: bool = True
+    split: str = "train"
+    id_column: str = "GalaxyID"
+    path_column: str = "path"
+
+    def __post_init__(self) -> None:
+        if self.tta not in TTA_CHOICES:
+            raise ValueError(f"tta must be one of {TTA_CHOICES}, not {self.tta!r}")
+        if self.batch_size < 1 or self.chunk_rows < 1:
+            raise ValueError(f"batch_size and chunk_rows must be >= 1, got {self.batch_size}, {self.chunk_rows}")
+        if self.workers is not None and self.workers < 0:
+            raise ValueError(f"workers must be >= 0 or None, got {self.workers}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
+        if self.which not in ("best", "last"):
+            raise ValueError(f"which must be 'best' or 'last', not {self.which!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', not {self.precision!r}")
+        if self.split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', not {self.split!r}")
+        # Chunks hold whole batches, so resumed and uninterrupted jobs batch alike.
+        rows = -(-self.chunk_rows // self.batch_size) * self.batch_size
+        object.__setattr__(self, "chunk_rows", rows)
+
+
+# ------------------------------------------------------------------ inputs
+@dataclass
+class _Source:
+    """Rows to predict: ids, and pixels from image files or from a cache."""
+
+    catalog: Catalog
+    cache: Any = None  # gzmorph.cache.ImageCache when pixels come from a cache
+
+    @property
+    def size(self) -> int | None:
+        return None if self.cache is None else int(self.cache.size)
+
+    def stream(self, rows: np.ndarray, size: int, workers: int | None) -> Iterator[_Item]:
+        """``(row, image, reason)`` for ``rows`` in order; ``image`` None on failure."""
+        if self.cache is None:
+            for i, image, reason in iter_decoded(self.catalog.paths[rows], size=size, workers=workers):
+                yield int(rows[i]), image, reason
+            return
+        reasons = {str(k): r for k, r in getattr(self.cache, "errors", [])}
+        for row in rows:
+            if self.cache.ok[row]:
+                yield int(row), np.asarray(self.cache.images[row]), None
+            else:
+                yield int(row), None, reasons.get(str(self.catalog.ids[row]), "failed when the cache was prepared")
+
+
+def _open_source(source: Catalog | Any | str | Path, tree: Tree, split: str, id_column: str,
+                 path_column: str) -> _Source:
+    from gzmorph.cache import ImageCache, is_cache
+
+    if isinstance(source, Catalog):
+        return _Source(source)
+    if not isinstance(source, ImageCache) and is_cache(source):
+        source = ImageCache.open(source)
+    if isinstance(source, ImageCache):
+        # The original image paths, for the error rows (the cache's catalog has none).
+        return _Source(replace(source.catalog(), paths=source.paths), source)
+    return _Source(open_catalog(source, tree=tree, split=split, id_column=id_column, path_column=path_column))
+
+
+def _iter_batches(stream: Iterator[_Item], count: int, batch_size: int) -> Iterator[_Batch]:
+    """Take ``count`` items from ``stream``: yield ``(rows, images, failures)`` batches."""
+    rows: list[int] = []
+    images: list[np.ndarray] = []
+    failures: list[tuple[int, str]] = []
+    for _ in range(count):
+        row, image, reason = next(stream)
+        if image is None:
+            failures.append((row, reason or "unknown error"))
+        else:
+            rows.append(row)
+            images.append(image)
+        if len(images) == batch_size:
+            yield rows, np.stack(images), failures  # (B, S, S, 3)
+            rows, images, failures = [], [], []
+    if images or failures:
+        yield rows, (np.stack(images) if images else None), failures
+
+
+# ------------------------------------------------------------------ the job
+def _chunk_rows(k: int, chunk_rows: int, n: int) -> np.ndarray:
+    return np.arange(k * chunk_rows, min((k + 1) * chunk_rows, n))
+
+
+def _run_chunks(ensemble: Ensemble, src: _Source, chunks: list[int], cfg: PredictConfig,
+                thresholds: dict[str, float], sink: Callable[[int, Any, pd.DataFrame], None], bar: tqdm) -> None:
+    """Predict the given chunks in order, handing each finished chunk to ``sink``."""
+    cat = src.catalog
+    n = len(cat)
+    size = src.size or ensemble.image_size
+    todo = [_chunk_rows(k, cfg.chunk_rows, n) for k in chunks]
+    if not todo:
+        return
+    stream = src.stream(np.concatenate(todo), size, cfg.workers)
+    for k, rows in zip(chunks, todo):
+        ok_rows: list[int] = []
+        probs: list[np.ndarray] = []
+        failed: list[tuple[int, str]] = []
+        for batch_rows, images, failures in _iter_batches(stream, len(rows), cfg.batch_size):
+            if images is not None:
+                probs.append(ensemble(images))
+                ok_rows += batch_rows
+            failed += failures
+            bar.update(len(batch_rows) + len(failures))
+        ok = np.asarray(ok_rows, dtype=np.int64)
+        table = prediction_table(cat.ids[ok], np.concatenate(probs) if probs else
+                                 np.zeros((0, ensemble.tree.n_answers), np.float32),
+                                 ensemble.tree, thresholds, cat.id_column)
+        bad = np.asarray([r for r, _ in failed], dtype=np.int64)
+        errors = pd.DataFrame({cat.id_column: cat.ids[bad], "path": cat.paths[bad],
+                               "reason": [reason for _, reason in failed]}, columns=[cat.id_column, *ERROR_COLUMNS])
+        sink(k, table, errors)
+
+
+@contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def prediction_runtime(cfg: PredictConfig) -> Runtime:
+    """The device and speed paths (autocast, channels_last) of a prediction job."""
+    runtime = resolve_device(cfg.device, fast=cfg.precision != "fp32")
+    if cfg.precision == "bf16" and not runtime.autocast:
+        # Runtime keeps bf16 to CUDA by default; here the user asked for it explicitly.
+        runtime = Runtime(device=runtime.device, autocast=True, channels_last=True)
+    return runtime
+
+
+def _thresholds(spec: str | Path | dict | None, tree: Tree) -> dict[str, float]:
+    thresholds, defaulted = load_thresholds(spec, tree)
+    if spec is not None and defaulted:
+        where = f" in {spec}" if isinstance(spec, (str, Path)) else ""
+        warnings.warn(f"the triage thresholds{where} have no value for "
+                      f"{', '.join(defaulted)} (no labels when they were fitted?): using the default "
+                      f"{DEFAULT_THRESHOLD} for them", stacklevel=3)
+    return thresholds
+
+
+def _setup(models: ModelSpec | Sequence[ModelSpec], source: Any, cfg: PredictConfig,
+           weights: Sequence[float] | str | Path | None) -> tuple[Ensemble, _Source]:
+    ensemble = Ensemble.load(models, prediction_runtime(cfg), cfg.tta, weights, cfg.which)
+    src = _open_source(source, ensemble.tree, cfg.split, cfg.id_column, cfg.path_column)
+    if len(src.catalog) == 0:
+        raise ValueError(f"{source}: no images to predict")
+    return ensemble, src
+
+
+def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | Any | str | Path, out: str | Path, *,
+                    config: PredictConfig | None = None, weights: Sequence[float] | str | Path | None = None,
+                    triage_thresholds: str | Path | dict | None = None, resume: bool = False,
+                    **options: Any) -> PredictSummary:
+    """Predict a collection into a CSV or Parquet file, streaming, resumable.
+
+    Parameters
+    ----------
+    models : run directory, TrainedModel, or a sequence of them
+        Several runs are averaged (``weights``).
+    source : Catalog, ImageCache or path
+        A directory of images, a CSV/Parquet catalog, a Kaggle directory (``split``
+        picks the training or test images) or a cache made by ``gzmorph prepare``.
+    out : path
+        ``.csv`` (Kaggle submission: id + answer columns) or ``.parquet`` (plus the
+        per-question answer, confidence, reach and triage columns).  Undecodable
+        inputs go to ``<out stem>.errors.csv`` (id, path, reason).
+    config : PredictConfig, optional
+        Or its fields as keyword ``options`` (``tta="paper"``, ``batch_size=128``...).
+    weights : sequence of float or path, optional
+        Ensemble weights, or a JSON file written by :func:`fit_weights`.
+    triage_thresholds : path or dict, optional
+        Confidence thresholds per question (``gzmorph evaluate``); default
+        :data:`gzmorph.outputs.DEFAULT_THRESHOLD` for every question.
+    resume : bool
+        Keep the chunks an interrupted run of the same job finished (the job's settings
+        must be the same); the final file is the same as an uninterrupted run's.  A
+        complete output (no part directory left) that accounts for every input is
+        kept as is.
+
+    Returns
+    -------
+    PredictSummary
+    """
+    cfg = config or PredictConfig(**options)
+    out = Path(out)
+    fmt = output_format(out)
+    t0 = time.monotonic()
+    ensemble, src = _setup(models, source, cfg, weights)
+    cat, n = src.catalog, len(src.catalog)
+    part_dir = out.with_name(out.name + ".parts")
+    if resume and not part_dir.exists() and (done := finished_counts(out, n)) is not None:
+        return PredictSummary(out, errors_path(out), n, done[0], done[1], n, time.monotonic() - t0,
+                              cat.id_column, cat.ids.dtype.kind in "iu")
+    thresholds = _thresholds(triage_thresholds, ensemble.tree)
+    n_chunks = -(-n // cfg.chunk_rows)
+    # Everything the output bytes depend on: a resumed job must match it.
+    manifest = {"version": 1, "models": ensemble.names, "steps": [run.step for run in ensemble.runs],
+                "weights": ensemble.weights.tolist(), "tta": cfg.tta, "which": cfg.which, "format": fmt,
+                "precision": cfg.precision, "thresholds": thresholds, "reach_threshold": REACH_THRESHOLD,
+                "n_inputs": n, "ids": ids_digest(cat.ids), "id_column": cat.id_column,
+                "image_size": src.size or ensemble.image_size, "batch_size": cfg.batch_size,
+                "chunk_rows": cfg.chunk_rows}
+    store = PartStore(out, manifest, resume)
+    done_chunks = store.done()
+    todo = [k for k in range(n_chunks) if k not in done_chunks]
+    n_resumed = n - sum(len(_chunk_rows(k, cfg.chunk_rows, n)) for k in todo)
+    with tqdm(total=n, initial=n_resumed, unit="img", disable=not cfg.progress, dynamic_ncols=True,
+              desc="predict") as bar, _torch_threads(cfg.threads):
+        _run_chunks(ensemble, src, todo, cfg, thresholds, store.write, bar)
+    n_pred, n_fail = store.assemble(n_chunks, cat.id_column, ensemble.tree.columns,
+                                    lambda k: cat.ids[_chunk_rows(k, cfg.chunk_rows, n)])
+    store.remove()
+    return PredictSummary(out, errors_path(out), n, n_pred, n_fail, n_resumed, time.monotonic() - t0,
+                          cat.id_column, cat.ids.dtype.kind in "iu")
+
+
+def predict(models: ModelSpec | Sequence[ModelSpec], source: Catalog | Any | str | Path, out: str | Path | None = None,
+            *, config: PredictConfig | None = None, weights: Sequence[float] | str | Path | None = None,
+            triage_thresholds: str | Path | dict | None = None, resume: bool = False,
+            **options: Any) -> pd.DataFrame:
+    """Predict a collection and return the predictions as a DataFrame.
+
+    Same parameters as :func:`predict_to_file`.  With ``out`` the file is written
+    (streaming) and read back, so the result is exactly the file's content; without
+    it the full table (Parquet columns) is built in memory.  The failed inputs are in
+    ``result.attrs["errors"]`` (id, path, reason).  For collections too large for
+    memory use :func:`predict_to_file`.
+    """
+    cfg = config or PredictConfig(**options)
+    if out is not None:
+        summary = predict_to_file(models, source, out, config=cfg, weights=weights,
+                                  triage_thresholds=triage_thresholds, resume=resume)
+        frame, errors = summary.read()
+        frame.attrs["errors"] = errors
+        return frame
+    ensemble, src = _setup(models, source, cfg, weights)
+    thresholds = _thresholds(triage_thresholds, ensemble.tree)
+    tables, errors = [], []
+
+    def collect(k: int, table: Any, err: pd.DataFrame) -> None:
+        tables.append(table)
+        errors.append(err)
+
+    n = len(src.catalog)
+    with tqdm(total=n, unit="img", disable=not cfg.progress, dynamic_ncols=True, desc="predict") as bar, \
+            _torch_threads(cfg.threads):
+        _run_chunks(ensemble, src, list(range(-(-n // cfg.chunk_rows))), cfg, thresholds, collect, bar)
+    frame = pa.concat_tables(tables).to_pandas()  # the same conversion as reading the Parquet file
+    frame.attrs["errors"] = pd.concat(errors, ignore_index=True)
+    return frame
+
+
+def fit_weights(models: Sequence[ModelSpec], catalog: Catalog | Any | str | Path, out: str | Path | None = None, *,
+                config: PredictConfig | None = None, **options: Any) -> dict[str, Any]:
+    """Fit ensemble weights on a labelled validation catalog and optionally save them as JSON.
+
+    The runs predict ``catalog`` (with the configured TTA); the weights on the simplex
+    that minimise the mean squared error over the available answer columns are kept.
+
+    Returns
+    -------
+    dict
+        ``runs`` (resolved run directories), ``weights``, ``tta``, ``which``,
+        ``val_catalog``, ``n_images``, ``n_failed``, ``label_columns`` and ``rmse``
+        (of each run, of the uniform mean and of the fitted mean).  Written to ``out``
+        when given; pass that file as ``weights`` to :func:`predict`.
+    """
+    cfg = config or PredictConfig(**options)
+    ensemble, src = _setup(models, catalog, cfg, None)
+    cat = src.catalog
+    if not cat.has_labels:
+        raise ValueError(f"{catalog}: no labels of tree {ensemble.tree.name!r}; cannot fit ensemble weights")
+    stream = src.stream(np.arange(len(cat)), src.size or ensemble.image_size, cfg.workers)
+    rows: list[int] = []
+    preds: list[np.ndarray] = []
+    n_failed = 0
+    with tqdm(total=len(cat), unit="img", disable=not cfg.progress, desc="fit weights") as bar, \
+            _torch_threads(cfg.threads):
+        for batch_rows, images, failures in _iter_batches(stream, len(cat), cfg.batch_size):
+            if images is not None:
+                preds.append(ensemble.predict_runs(images))
+                rows += batch_rows
+            n_failed += len(failures)
+            bar.update(len(batch_rows) + len(failures))
+    if not preds:
+        raise ValueError(f"{catalog}: no image could be decoded")
+    per_run = np.concatenate(preds, axis=1)  # (R, N_ok, A)
+    labels = cat.labels[rows]
+    w = fit_simplex_weights(per_run, labels)
+    mask = ~np.isnan(labels)
+
+    def rmse(p: np.ndarray) -> float:
+        return float(np.sqrt(np.mean((p[mask] - labels[mask]) ** 2)))
+
+    record = {"runs": ensemble.names, "weights": w.tolist(), "tta": cfg.tta, "which": cfg.which,
+              "val_catalog": str(catalog if not isinstance(catalog, Catalog) else catalog.source),
+              "n_images": len(rows), "n_failed": n_failed, "label_columns": cat.label_columns,
+              "rmse": {"runs": [rmse(p) for p in per_run], "uniform": rmse(per_run.mean(axis=0)),
+                       "fitted": rmse(np.tensordot(w, per_run, axes=1))}}
+    if out is not None:
+        write_json(record, out)
+    return record

@@ -1,0 +1,151 @@
+"""Run directories: the data a run trains on, and loading a trained run back.
+
+A run directory holds ``config.json`` (the resolved :class:`~gzmorph.recipes.TrainConfig`
+plus the colour PCA, the data it saw and the label columns it had),
+``metrics.jsonl``, ``checkpoints/last.pt`` and ``checkpoints/best.pt``, and
+``skipped.csv`` when images could not be decoded.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gzmorph import augment as aug
+from gzmorph.data import Catalog, open_catalog, train_val_split
+from gzmorph.images import load_images
+from gzmorph.model import GalaxyNet
+from gzmorph.recipes import TrainConfig
+from gzmorph.runtime import load_checkpoint, resolve_device
+from gzmorph.tree import Tree, get_tree
+
+__all__ = ["RUN_FILES", "TrainingData", "load_training_data", "TrainedModel", "load_run", "open_source"]
+
+RUN_FILES = {
+    "config": "config.json",
+    "metrics": "metrics.jsonl",
+    "last": "checkpoints/last.pt",
+    "best": "checkpoints/best.pt",
+    "skipped": "skipped.csv",
+}
+
+
+@dataclass
+class TrainingData:
+    """Decoded training and validation images (uint8 ``(N, S, S, 3)``) with their labels."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    pca: dict[str, Any]
+    label_columns: list[str]
+
+
+def open_source(data: str | Path, tree: Tree, size: int, workers: int | None = None,
+                progress: bool = True, split: str = "train") -> tuple[Catalog, np.ndarray, list[tuple[int, str]]]:
+    """Open a catalog or an image cache and return its decoded images.
+
+    Returns the catalog, ``uint8 (N, size, size, 3)`` images and the ``(row, reason)``
+    pairs of the rows that could not be decoded.
+    """
+    from gzmorph.cache import ImageCache, is_cache
+
+    if is_cache(data):
+        cache = ImageCache.open(data)
+        if cache.size != size:
+            raise ValueError(f"cache {data} holds {cache.size}-px images but the run needs {size} px; "
+                             f"prepare it with --size {size}")
+        catalog = cache.catalog()
+        failed = [(int(i), "failed when the cache was prepared") for i in np.flatnonzero(~cache.ok)]
+        return catalog, np.asarray(cache.images), failed
+    catalog = open_catalog(data, tree=tree, split=split)
+    images, failed = load_images(catalog.paths, size=size, workers=workers, progress=progress)
+    return catalog, images, failed
+
+
+def load_training_data(data: str | Path, cfg: TrainConfig, tree: Tree, out: Path,
+                       workers: int | None = None, progress: bool = True) -> TrainingData:
+    """Decode a labelled catalog, drop (and record) undecodable rows, split it, compute the PCA."""
+    catalog, images, failed = open_source(data, tree, cfg.image_size, workers, progress)
+    if not catalog.has_labels:
+        raise ValueError(f"{data}: no answer columns of tree {tree.name!r} found; training needs labels")
+    out.mkdir(parents=True, exist_ok=True)
+    keep = np.ones(len(catalog), dtype=bool)
+    if failed:
+        with open(out / RUN_FILES["skipped"], "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow([catalog.id_column, "path", "reason"])
+            for row, reason in failed:
+                keep[row] = False
+                w.writerow([catalog.ids[row], catalog.paths[row] if catalog.paths is not None else "", reason])
+        print(f"skipped {len(failed)} undecodable images (listed in {out / RUN_FILES['skipped']})")
+    rows = np.flatnonzero(keep)
+    catalog = catalog.subset(rows)
+    images = images[rows]
+    train_cat, val_cat = train_val_split(catalog, cfg.val_fraction, cfg.split_seed)
+    pos = {k: i for i, k in enumerate(catalog.ids.tolist())}
+    tr = np.array([pos[k] for k in train_cat.ids.tolist()], dtype=np.int64)
+    va = np.array([pos[k] for k in val_cat.ids.tolist()], dtype=np.int64)
+    train_images = torch.from_numpy(np.ascontiguousarray(images[tr]))
+    return TrainingData(
+        train_images=train_images,
+        train_labels=torch.from_numpy(train_cat.labels),
+        val_images=torch.from_numpy(np.ascontiguousarray(images[va])),
+        val_labels=torch.from_numpy(val_cat.labels),
+        pca=aug.color_pca(train_images.numpy(), seed=cfg.seed),
+        label_columns=list(catalog.label_columns),
+    )
+
+
+@dataclass
+class TrainedModel:
+    """A trained network ready for inference, with what is needed to feed it."""
+
+    model: GalaxyNet
+    tree: Tree
+    augment: aug.AugmentConfig
+    pca: dict[str, Any]
+    image_size: int
+    config: TrainConfig
+    step: int
+    run_dir: Path
+
+
+def load_run(run_dir: str | Path, which: str = "best", device: str | torch.device | None = "auto") -> TrainedModel:
+    """Load a run directory written by :func:`gzmorph.train.train`.
+
+    ``which`` is ``"best"`` (lowest validation RMSE; falls back to ``"last"`` when the
+    run never validated) or ``"last"``.  The model is returned in eval mode.
+    """
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / RUN_FILES["config"]
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a gzmorph run directory (no {RUN_FILES['config']})")
+    if which not in ("best", "last"):
+        raise ValueError(f"which must be 'best' or 'last', not {which!r}")
+    stored = json.loads(cfg_path.read_text())
+    extra = {k: stored.pop(k) for k in ("pca", "data", "n_train", "n_val", "label_columns") if k in stored}
+    cfg = TrainConfig.from_dict(stored)
+    path = run_dir / RUN_FILES[which]
+    if not path.exists():
+        path = run_dir / RUN_FILES["last"]
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir} has no checkpoint yet ({RUN_FILES['best']} or {RUN_FILES['last']})")
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        dev = resolve_device(device).device
+    ckpt = load_checkpoint(path, map_location=dev)
+    tree = get_tree(cfg.tree)
+    model = GalaxyNet(cfg.model, tree).to(dev)
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    return TrainedModel(model=model, tree=tree, augment=cfg.augment, pca=extra.get("pca", {}),
+                        image_size=cfg.image_size, config=cfg, step=int(ckpt["step"]), run_dir=run_dir)

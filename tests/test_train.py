@@ -1,0 +1,120 @@
+"""Training: recipes, schedules, masked loss, run directories and exact resume."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from gzmorph.recipes import PRESETS, TrainConfig, get_preset
+from gzmorph.runs import load_run
+from gzmorph.train import learning_rate, masked_mse, train
+from gzmorph.tree import GZ2, TreeConstraint
+
+
+def _tiny_kaggle(root: Path, n: int = 40, seed: int = 0) -> Path:
+    """Random-texture images whose brightness drives Class1.1, so there is signal to learn."""
+    rng = np.random.default_rng(seed)
+    (root / "images_training_rev1").mkdir(parents=True)
+    raw = rng.normal(size=(n, 37)).astype(np.float32)
+    for k, gid in enumerate(range(500, 500 + n)):
+        level = rng.integers(20, 235)
+        raw[k, 0] = 3 * (level / 255 - 0.5)
+        img = np.clip(rng.normal(level, 20, (96, 96, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(root / "images_training_rev1" / f"{gid}.jpg")
+    labels = TreeConstraint(GZ2)(torch.from_numpy(raw)).numpy()
+    df = pd.DataFrame(labels, columns=GZ2.columns)
+    df.insert(0, "GalaxyID", range(500, 500 + n))
+    df.to_csv(root / "training_solutions_rev1.csv", index=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return _tiny_kaggle(tmp_path_factory.mktemp("tiny"))
+
+
+def _cfg(examples: int = 256) -> TrainConfig:
+    # Only settings the CLI also takes, so the killed CLI run and this one are the same run.
+    return get_preset("small").override(examples=examples, batch_size=8, eval_every=64, image_size=48)
+
+
+def test_presets_are_valid_and_paper_recipe():
+    for name in PRESETS:
+        cfg = get_preset(name)
+        assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    paper = get_preset("paper")
+    assert (paper.optimizer, paper.batch_size, paper.lr, paper.momentum) == ("nesterov", 16, 0.04, 0.9)
+    # 0.04 -> 0.004 after 18M -> 0.0004 after 23M of 25M examples; milestones scale with examples
+    steps = {e: e // 16 for e in (17_999_984, 18_000_000, 22_999_984, 23_000_000)}
+    assert [learning_rate(paper, s) for s in steps.values()] == pytest.approx([0.04, 0.004, 0.004, 0.0004])
+    short = paper.override(examples=250_000)
+    assert learning_rate(short, 180_000 // 16) == pytest.approx(0.004)
+    with pytest.raises(ValueError, match="optimizer"):
+        paper.override(optimizer="sgd")
+    with pytest.raises(ValueError, match="preset"):
+        get_preset("nope")
+
+
+def test_masked_mse_ignores_missing_columns():
+    pred = torch.tensor([[0.5, 0.2], [0.1, 0.9]])
+    target = torch.tensor([[0.5, float("nan")], [0.3, float("nan")]])
+    assert float(masked_mse(pred, target)) == pytest.approx(0.04 / 2)
+    target_zero = torch.nan_to_num(target)
+    assert float(masked_mse(pred, target_zero)) != pytest.approx(0.02)
+
+
+def test_run_directory_and_load(tiny, tmp_path):
+    run = tmp_path / "run"
+    result = train(_cfg(), tiny, run, device="cpu", workers=0, progress=False)
+    assert result["finished"] and result["examples"] == 256
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["batch_size"] == 8 and cfg["tree"]["name"] == "gz2" and len(cfg["pca"]["eigenvector"]) == 3
+    assert (cfg["n_train"], cfg["n_val"]) == (36, 4)
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["examples"] for r in lines] == [64, 128, 192, 256]
+    assert all(np.isfinite(r["val_rmse"]) for r in lines)
+    trained = load_run(run, "best", device="cpu")
+    assert not trained.model.training and trained.image_size == 48
+    assert min(r["val_rmse"] for r in lines) == pytest.approx(result["best_val_rmse"])
+    with pytest.raises(FileExistsError):
+        train(_cfg(), tiny, run, device="cpu", workers=0, progress=False)
+
+
+def test_killed_run_resumes_exactly(tiny, tmp_path):
+    """Kill a training process after its first checkpoint; the resumed run equals an uninterrupted one."""
+    examples = 960
+    ref = tmp_path / "ref"
+    train(_cfg(examples=examples), tiny, ref, device="cpu", workers=0, progress=False)
+
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "gzmorph", "train", "--data", str(tiny), "--out", str(run), "--preset", "small",
+           "--examples", str(examples), "--batch-size", "8", "--eval-every", "64", "--image-size", "48",
+           "--workers", "0", "--no-progress", "--device", "cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert last.exists()
+    step_at_kill = torch.load(last, weights_only=True)["step"]
+    assert step_at_kill < examples // 8, "the process finished before it could be killed"
+
+    train(_cfg(examples=examples), tiny, run, device="cpu", workers=0, progress=False, resume=True)
+    a = torch.load(ref / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(last, weights_only=True)
+    assert a["step"] == b["step"] == examples // 8
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0)
+    ref_lines = (ref / "metrics.jsonl").read_text().splitlines()
+    got = [json.loads(x)["val_rmse"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert got[-1] == json.loads(ref_lines[-1])["val_rmse"]
