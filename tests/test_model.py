@@ -6,12 +6,13 @@ import json
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from gzmorph import augment as aug
 from gzmorph.model import MODEL_PRESETS, GalaxyNet, ModelConfig, count_parameters, get_model_config
-from gzmorph.tree import GZ2, Question, Tree
+from gzmorph.tree import GZ2, Question, Tree, check_labels
 
 torch.set_num_threads(2)
 
@@ -88,9 +89,7 @@ def test_every_preset_runs_and_obeys_the_tree(name):
         out = model(rand_crops())
         raw = model(rand_crops(), constrain=False)
     assert out.shape == raw.shape == (2, 37) and out.dtype == torch.float32
-    df = __import__("pandas").DataFrame(out.numpy().astype(np.float64), columns=GZ2.columns)
-    from gzmorph.tree import check_labels
-
+    df = pd.DataFrame(out.numpy().astype(np.float64), columns=GZ2.columns)
     assert check_labels(df, GZ2, tol=1e-4, id_column=None).empty
     assert raw.min() >= 0 and raw.max() <= 1
 

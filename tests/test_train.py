@@ -11,34 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 
 from gzmorph.recipes import PRESETS, TrainConfig, get_preset
 from gzmorph.runs import load_run
 from gzmorph.train import learning_rate, masked_mse, train
-from gzmorph.tree import GZ2, TreeConstraint
-
-
-def _tiny_kaggle(root: Path, n: int = 40, seed: int = 0) -> Path:
-    """Random-texture images whose brightness drives Class1.1, so there is signal to learn."""
-    rng = np.random.default_rng(seed)
-    (root / "images_training_rev1").mkdir(parents=True)
-    raw = rng.normal(size=(n, 37)).astype(np.float32)
-    for k, gid in enumerate(range(500, 500 + n)):
-        level = rng.integers(20, 235)
-        raw[k, 0] = 3 * (level / 255 - 0.5)
-        img = np.clip(rng.normal(level, 20, (96, 96, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(img).save(root / "images_training_rev1" / f"{gid}.jpg")
-    labels = TreeConstraint(GZ2)(torch.from_numpy(raw)).numpy()
-    df = pd.DataFrame(labels, columns=GZ2.columns)
-    df.insert(0, "GalaxyID", range(500, 500 + n))
-    df.to_csv(root / "training_solutions_rev1.csv", index=False)
-    return root
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return _tiny_kaggle(tmp_path_factory.mktemp("tiny"))
+def tiny(tiny_kaggle) -> Path:
+    return tiny_kaggle
 
 
 def _cfg(examples: int = 256) -> TrainConfig:

@@ -64,8 +64,9 @@ def test_rotating_the_crops_by_90_degrees_permutes_the_viewpoints(crops):
     for c in (0, 1):
         for r in range(4):
             # unmirrored corners move one step on; mirrored ones one step back
-            assert torch.equal(view(turned, viewpoint_index(c, False, r)), view(vp, viewpoint_index(c, False, (r + 1) % 4)))
-            assert torch.equal(view(turned, viewpoint_index(c, True, r)), view(vp, viewpoint_index(c, True, (r - 1) % 4)))
+            plain, mirrored = viewpoint_index(c, False, r), viewpoint_index(c, True, r)
+            assert torch.equal(view(turned, plain), view(vp, viewpoint_index(c, False, (r + 1) % 4)))
+            assert torch.equal(view(turned, mirrored), view(vp, viewpoint_index(c, True, (r - 1) % 4)))
 
 
 def test_flipping_the_crops_swaps_the_mirrored_viewpoints(crops):

@@ -38,7 +38,7 @@ from gzmorph.runtime import Runtime, resolve_device, write_json
 from gzmorph.tree import Tree
 
 __all__ = ["PredictConfig", "PredictSummary", "Ensemble", "predict", "predict_to_file", "fit_weights",
-           "prediction_runtime", "fit_simplex_weights", "load_weights"]
+           "prediction_runtime", "resolve_thresholds", "fit_simplex_weights", "load_weights"]
 
 TTA_CHOICES = ("none", "rot", "paper")
 # (row, image or None, failure reason or None), and (rows, images (B, S, S, 3), failures)
@@ -234,7 +234,11 @@ def prediction_runtime(cfg: PredictConfig) -> Runtime:
     return runtime
 
 
-def _thresholds(spec: str | Path | dict | None, tree: Tree) -> dict[str, float]:
+def resolve_thresholds(spec: str | Path | dict | None, tree: Tree) -> dict[str, float]:
+    """Triage thresholds for every question of ``tree``, warning about defaulted ones.
+
+    Shared by the single-machine and the Ray jobs (:mod:`gzmorph.ray_predict`).
+    """
     thresholds, defaulted = load_thresholds(spec, tree)
     if spec is not None and defaulted:
         where = f" in {spec}" if isinstance(spec, (str, Path)) else ""
@@ -297,7 +301,7 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
     if resume and not part_dir.exists() and (done := finished_counts(out, n)) is not None:
         return PredictSummary(out, errors_path(out), n, done[0], done[1], n, time.monotonic() - t0,
                               cat.id_column, cat.ids.dtype.kind in "iu")
-    thresholds = _thresholds(triage_thresholds, ensemble.tree)
+    thresholds = resolve_thresholds(triage_thresholds, ensemble.tree)
     n_chunks = -(-n // cfg.chunk_rows)
     # Everything the output bytes depend on: a resumed job must match it.
     manifest = {"version": 1, "models": ensemble.names, "steps": [run.step for run in ensemble.runs],
@@ -340,7 +344,7 @@ def predict(models: ModelSpec | Sequence[ModelSpec], source: Catalog | Any | str
         frame.attrs["errors"] = errors
         return frame
     ensemble, src = _setup(models, source, cfg, weights)
-    thresholds = _thresholds(triage_thresholds, ensemble.tree)
+    thresholds = resolve_thresholds(triage_thresholds, ensemble.tree)
     tables, errors = [], []
 
     def collect(k: int, table: Any, err: pd.DataFrame) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -131,8 +131,10 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     if which not in ("best", "last"):
         raise ValueError(f"which must be 'best' or 'last', not {which!r}")
     stored = json.loads(cfg_path.read_text())
-    extra = {k: stored.pop(k) for k in ("pca", "data", "n_train", "n_val", "label_columns") if k in stored}
-    cfg = TrainConfig.from_dict(stored)
+    # config.json is the TrainConfig plus facts about the run (PCA, data, sizes).
+    known = {f.name for f in fields(TrainConfig)}
+    extra = {k: v for k, v in stored.items() if k not in known}
+    cfg = TrainConfig.from_dict({k: v for k, v in stored.items() if k in known})
     path = run_dir / RUN_FILES[which]
     if not path.exists():
         path = run_dir / RUN_FILES["last"]

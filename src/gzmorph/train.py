@@ -18,9 +18,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
 from gzmorph import augment as aug
+from gzmorph.distributed import Dist, all_sum, launch, setup
 from gzmorph.model import GalaxyNet
 from gzmorph.recipes import PRESETS, TrainConfig, get_preset
 from gzmorph.runs import RUN_FILES, TrainedModel, load_run, load_training_data
@@ -74,9 +76,9 @@ def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
 
 
 @torch.inference_mode()
-def evaluate_rmse(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
-                  pca: dict | None, rt: Runtime) -> float:
-    """RMSE over the available label entries, one fixed (identity) view per image."""
+def validation_sums(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
+                    rt: Runtime) -> tuple[float, float]:
+    """Sum of squared errors and count of the available label entries, one identity view per image."""
     model.eval()
     sq, count = 0.0, 0
     for i in range(0, len(images), cfg.eval_batch_size):
@@ -88,7 +90,7 @@ def evaluate_rmse(model: torch.nn.Module, images: torch.Tensor, labels: torch.Te
         mask = ~torch.isnan(y)
         sq += float((pred - torch.nan_to_num(y)).square()[mask].sum())
         count += int(mask.sum())
-    return math.sqrt(sq / max(count, 1))
+    return sq, float(count)
 
 
 def _save(path: Path, model, optimizer, step: int, cfg: TrainConfig, best: float) -> None:
@@ -98,7 +100,7 @@ def _save(path: Path, model, optimizer, step: int, cfg: TrainConfig, best: float
 
 def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | None = "auto",
           resume: bool = False, workers: int | None = None, max_minutes: float | None = None,
-          progress: bool = True) -> dict[str, Any]:
+          progress: bool = True, processes: int = 1) -> dict[str, Any]:
     """Train a network and write a run directory.
 
     Parameters
@@ -114,13 +116,21 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
         Continue from ``checkpoints/last.pt`` (the stored config wins).
     max_minutes : float, optional
         Wall-time budget; the run stops cleanly (checkpoint written) when it is spent.
+    processes : int
+        Data-parallel processes (DDP) started here, one per GPU on CUDA (gloo on the
+        CPU).  Under ``torchrun`` leave it at 1: the group comes from the environment.
 
     Returns
     -------
     dict
-        ``step``, ``examples``, ``best_val_rmse``, ``last_val_rmse``, ``seconds``.
+        ``step``, ``examples``, ``best_val_rmse``, ``last_val_rmse``, ``seconds``, ``finished`` and,
+        when trained in this process, ``model`` (the network after the last step).
     """
     out = Path(out)
+    if processes > 1:
+        launch(train, processes, cfg, data, out, device=device, resume=resume, workers=workers,
+               max_minutes=max_minutes, progress=progress)
+        return _result_from_run(out)
     last_path = out / RUN_FILES["last"]
     if resume and last_path.exists():
         ckpt = load_checkpoint(last_path)
@@ -130,11 +140,17 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
     else:
         ckpt = None
     rt = resolve_device(device)
+    d = setup(rt.device.type)
+    if d.enabled and rt.is_cuda:
+        rt = resolve_device(f"cuda:{d.local_rank}")
+        torch.cuda.set_device(rt.device)
+    if cfg.batch_size % d.world:
+        raise ValueError(f"batch size {cfg.batch_size} is not divisible by {d.world} processes")
     seed_everything(cfg.seed)
     tree = get_tree(cfg.tree)
     # Store the tree itself, so the run stays loadable when a tree file moves.
     cfg = cfg.override(tree=tree.to_dict())
-    ds = load_training_data(data, cfg, tree, out, workers=workers, progress=progress)
+    ds = load_training_data(data, cfg, tree, out, workers=workers, progress=progress and d.is_main)
     model = GalaxyNet(cfg.model, tree).to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -144,64 +160,99 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step, best = int(ckpt["step"]), float(ckpt["best_val_rmse"])
-    write_json({**cfg.to_dict(), "pca": ds.pca, "data": str(data), "n_train": len(ds.train_images),
-                "n_val": len(ds.val_images), "label_columns": ds.label_columns}, out / RUN_FILES["config"])
-    fwd = torch.compile(model) if (cfg.compile and rt.is_cuda) else model
-    return _loop(cfg, model, fwd, optimizer, ds, rt, out, step, best, max_minutes, progress)
+    if d.is_main:
+        write_json({**cfg.to_dict(), "pca": ds.pca, "data": str(data), "n_train": len(ds.train_images),
+                    "n_val": len(ds.val_images), "label_columns": ds.label_columns, "processes": d.world},
+                   out / RUN_FILES["config"])
+    fwd: torch.nn.Module = model
+    if d.enabled:
+        # The only buffers are the tree's constant index tensors: nothing to broadcast.
+        fwd = DDP(model, device_ids=[rt.device.index] if rt.is_cuda else None, broadcast_buffers=False)
+    if cfg.compile and rt.is_cuda:
+        fwd = torch.compile(fwd)
+    return _loop(cfg, model, fwd, optimizer, ds, rt, d, out, step, best, max_minutes, progress and d.is_main)
 
 
-def _loop(cfg, model, fwd, optimizer, ds, rt: Runtime, out: Path, step: int, best: float,
+def _result_from_run(out: Path) -> dict[str, Any]:
+    """The summary of a run written by other processes (rank 0's checkpoint and metrics)."""
+    ckpt = load_checkpoint(out / RUN_FILES["last"])
+    lines = (out / RUN_FILES["metrics"]).read_text().splitlines()
+    last = json.loads(lines[-1]) if lines else {}
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    return {"step": int(ckpt["step"]), "examples": int(ckpt["step"]) * cfg.batch_size,
+            "best_val_rmse": float(ckpt["best_val_rmse"]), "last_val_rmse": last.get("val_rmse", math.nan),
+            "seconds": last.get("seconds", math.nan), "finished": int(ckpt["step"]) >= cfg.steps}
+
+
+def _loop(cfg, model, fwd, optimizer, ds, rt: Runtime, d: Dist, out: Path, step: int, best: float,
           max_minutes: float | None, progress: bool) -> dict[str, Any]:
     images, labels = ds.train_images.to(rt.device), ds.train_labels.to(rt.device)
-    val_images, val_labels = ds.val_images.to(rt.device), ds.val_labels.to(rt.device)
+    # Each process validates its own slice of the held-out set; the sums are combined.
+    val = slice(d.rank * len(ds.val_images) // d.world, (d.rank + 1) * len(ds.val_images) // d.world)
+    val_images, val_labels = ds.val_images[val].to(rt.device), ds.val_labels[val].to(rt.device)
     eval_steps = max(1, cfg.eval_every // cfg.batch_size)
     t0, running, n_running, last_val = time.monotonic(), 0.0, 0, math.nan
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
-    metrics = open(out / RUN_FILES["metrics"], "a")
+    metrics = open(out / RUN_FILES["metrics"], "a") if d.is_main else None
     try:
         while step < cfg.steps:
-            loss = _train_step(cfg, model, fwd, optimizer, images, labels, ds.pca, rt, step)
+            loss = _train_step(cfg, model, fwd, optimizer, images, labels, ds.pca, rt, d, step)
             running, n_running, step = running + loss, n_running + 1, step + 1
             bar.update(1)
             timeout = max_minutes is not None and time.monotonic() - t0 > 60 * max_minutes
+            # Every process must take the same decision to stop.
+            timeout = bool(all_sum([float(timeout)], d, rt.device)[0] > 0)
             if step % eval_steps == 0 or step == cfg.steps or timeout:
-                last_val = evaluate_rmse(fwd, val_images, val_labels, cfg, ds.pca, rt)
+                sq, count = validation_sums(model, val_images, val_labels, cfg, rt)
+                totals = all_sum([sq, count, float(running) / max(n_running, 1)], d, rt.device).tolist()
+                last_val = math.sqrt(totals[0] / max(totals[1], 1))
                 record = {"step": step, "examples": step * cfg.batch_size, "lr": learning_rate(cfg, step - 1),
-                          "train_loss": float(running) / max(n_running, 1), "val_rmse": last_val,
+                          "train_loss": totals[2], "val_rmse": last_val,
                           "seconds": round(time.monotonic() - t0, 2)}
-                metrics.write(json.dumps(record) + "\n")
-                metrics.flush()
                 running, n_running = 0.0, 0
-                if last_val < best:
-                    best = last_val
-                    _save(out / RUN_FILES["best"], model, optimizer, step, cfg, best)
-                _save(out / RUN_FILES["last"], model, optimizer, step, cfg, best)
+                if d.is_main:
+                    metrics.write(json.dumps(record) + "\n")
+                    metrics.flush()
+                    if last_val < best:
+                        _save(out / RUN_FILES["best"], model, optimizer, step, cfg, last_val)
+                    _save(out / RUN_FILES["last"], model, optimizer, step, cfg, min(best, last_val))
+                best = min(best, last_val)
+                d.barrier()  # nobody runs ahead of a checkpoint being written
                 bar.set_postfix(loss=f"{record['train_loss']:.4f}", val_rmse=f"{last_val:.4f}")
             if timeout:
                 break
     finally:
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
         bar.close()
     return {"step": step, "examples": step * cfg.batch_size, "best_val_rmse": best, "last_val_rmse": last_val,
-            "seconds": time.monotonic() - t0, "finished": step >= cfg.steps}
+            "seconds": time.monotonic() - t0, "finished": step >= cfg.steps, "model": model}
 
 
-def _train_step(cfg, model, fwd, optimizer, images, labels, pca, rt: Runtime, step: int,
-                rank: int = 0, world: int = 1) -> torch.Tensor:
+def _train_step(cfg, model, fwd, optimizer, images, labels, pca, rt: Runtime, d: Dist, step: int) -> torch.Tensor:
     model.train()
-    idx = _batch_indices(len(images), cfg, step, rank, world).to(images.device)
-    gen = torch.Generator().manual_seed(_step_seed(cfg.seed, step, 2 + rank))
+    idx = _batch_indices(len(images), cfg, step, d.rank, d.world).to(images.device)
+    gen = torch.Generator().manual_seed(_step_seed(cfg.seed, step, 1_000 + d.rank))
     t = aug.sample_transforms(len(idx), cfg.augment, gen).to(rt.device)
-    crops = aug.render_crops(images[idx], t, cfg.augment, pca)  # (B, 2, 3, 69, 69)
-    torch.manual_seed(_step_seed(cfg.seed, step, 3 + rank))  # dropout stream of this step
+    crops = aug.render_crops(images[idx], t, cfg.augment, pca)  # (B / world, 2, 3, 69, 69)
+    torch.manual_seed(_step_seed(cfg.seed, step, 2_000 + d.rank))  # dropout stream of this step and rank
     for group in optimizer.param_groups:
         group["lr"] = learning_rate(cfg, step)
     with rt.autocast_context():
         pred = fwd(crops, constrain=step * cfg.batch_size >= cfg.clip_examples)
-    loss = masked_mse(pred, labels[idx])
+    target = labels[idx]
+    if d.enabled:
+        # Normalise by the global count of labelled entries so the DDP gradient average
+        # (a mean over processes) equals the gradient of the global-batch loss.
+        sq = masked_mse(pred, target) * (~torch.isnan(target)).sum()
+        count = all_sum([float((~torch.isnan(target)).sum())], d, rt.device)[0]
+        loss = sq * d.world / count.to(sq.dtype).clamp_min(1)
+    else:
+        loss = masked_mse(pred, target)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.grad_clip:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     optimizer.step()
-    return loss.detach()  # stays on the device: no host sync per step
+    # Per process: its share of the global-batch loss (they add up over processes).
+    return loss.detach() / d.world if d.enabled else loss.detach()  # no host sync per step

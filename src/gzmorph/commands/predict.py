@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from gzmorph.predict import PredictConfig
+    from gzmorph.ray_predict import RaySummary
 
 HELP = "predict the answer probabilities of a collection (CSV submission or Parquet with triage)"
 DESCRIPTION = (
@@ -11,7 +16,10 @@ DESCRIPTION = (
     "streaming the rows to OUT (.csv: the Kaggle submission columns; .parquet: plus per question "
     "the most likely answer, its confidence, the reach probability and whether an expert should "
     "look). Images that cannot be decoded are listed in <OUT stem>.errors.csv and the job goes on. "
-    "A killed job restarted with --resume continues where it stopped and writes the same file."
+    "A killed job restarted with --resume continues where it stopped and writes the same file. "
+    "With --ray the job runs on a Ray cluster (pip install 'gzmorph[ray]'): OUT becomes a directory "
+    "of Parquet parts, the error rows go to <OUT stem>.errors/, and a rerun computes only the parts "
+    "not written yet."
 )
 
 
@@ -49,6 +57,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights-out", metavar="W.json", help="where --fit-weights stores the weights")
     p.add_argument("--resume", action="store_true", help="continue an interrupted job writing the same --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r = p.add_argument_group("Ray cluster (pip install 'gzmorph[ray]')")
+    r.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run on Ray: the cluster at ADDRESS (HEAD_IP:6379, ray://HEAD_IP:10001, auto), or "
+                        "without ADDRESS RAY_ADDRESS / a cluster started here / a new local one; --out is "
+                        "a directory of Parquet parts, --chunk-rows rows each; --workers and --device are "
+                        "not used (Ray tasks decode; actors use the GPUs Ray gives them)")
+    r.add_argument("--ray-actors", type=int, default=None, metavar="N",
+                   help="model actors (None: one per GPU, or CPU actors using half the cluster's CPUs)")
+    r.add_argument("--ray-gpus-per-actor", type=float, default=None, metavar="G",
+                   help="GPUs per actor, fractions share a GPU; 0: CPU actors (None: 1 if the cluster "
+                        "has GPUs, else 0)")
+    r.add_argument("--ray-cpus-per-actor", type=float, default=1.0, metavar="C",
+                   help="CPUs reserved per actor (CPU actors: also their torch threads unless --threads)")
 
 
 def _check(p_args: argparse.Namespace) -> str | None:
@@ -63,7 +84,20 @@ def _check(p_args: argparse.Namespace) -> str | None:
         return "give one of --images, --catalog or --cache, and --out"
     if bool(source) != bool(p_args.out):
         return "give both a source (--images, --catalog or --cache) and --out, or neither (weights only)"
+    if p_args.ray is not None and p_args.cache:
+        return "--ray reads the images on the cluster: give --images or --catalog, not --cache"
     return None
+
+
+def _predict_on_ray(args: argparse.Namespace, source: str, cfg: PredictConfig,
+                    weights: str | Sequence[float] | None) -> RaySummary:
+    # Imported here: without --ray nothing imports Ray (an optional extra).
+    from gzmorph.ray_predict import RayConfig, predict_ray
+
+    rcfg = RayConfig(address=args.ray or None, actors=args.ray_actors, gpus_per_actor=args.ray_gpus_per_actor,
+                     cpus_per_actor=args.ray_cpus_per_actor)
+    return predict_ray(args.model, source, args.out, config=cfg, ray_config=rcfg, weights=weights,
+                       triage_thresholds=args.triage_thresholds)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,8 +125,16 @@ def run(args: argparse.Namespace) -> int:
         source = args.images or args.catalog or args.cache
         if source is None:
             return 0
-        summary = predict_to_file(args.model, source, args.out, config=cfg, weights=weights,
-                                  triage_thresholds=args.triage_thresholds, resume=args.resume)
+        if args.ray is not None:
+            summary = _predict_on_ray(args, source, cfg, weights)
+        else:
+            summary = predict_to_file(args.model, source, args.out, config=cfg, weights=weights,
+                                      triage_thresholds=args.triage_thresholds, resume=args.resume)
+    except ImportError as exc:
+        if args.ray is None:
+            raise
+        print(f"error: {exc}", file=sys.stderr)  # Ray is not installed
+        return 2
     except (CatalogError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -25,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the model (CUDA only)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--gpus", type=int, default=1, help="train on K GPUs of this machine with DistributedDataParallel (with --device cpu: K gloo processes)")
     p.add_argument("--workers", type=int, help="JPEG decoding processes (default: all cores)")
     p.add_argument("--max-minutes", type=float, help="stop cleanly (checkpoint written) after this wall time")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, tree=args.tree, compile=args.compile,
     )
     result = train(cfg, args.data, args.out, device=args.device, resume=args.resume, workers=args.workers,
-                   max_minutes=args.max_minutes, progress=not args.no_progress)
+                   max_minutes=args.max_minutes, progress=not args.no_progress, processes=args.gpus)
     state = "finished" if result["finished"] else "stopped (resume with --resume)"
     print(f"{state} after {result['examples']:,} examples in {result['seconds']:.0f}s: "
           f"best validation RMSE {result['best_val_rmse']:.4f} -> {args.out}")

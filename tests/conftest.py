@@ -1,0 +1,34 @@
+"""Shared fixtures: small generated datasets (never the real images)."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from gzmorph.tree import GZ2, TreeConstraint
+
+
+def make_tiny_kaggle(root: Path, n: int = 40, seed: int = 0, side: int = 96) -> Path:
+    """A Kaggle-layout folder of random-texture images whose brightness drives Class1.1."""
+    rng = np.random.default_rng(seed)
+    (root / "images_training_rev1").mkdir(parents=True)
+    raw = rng.normal(size=(n, 37)).astype(np.float32)
+    for k, gid in enumerate(range(500, 500 + n)):
+        level = rng.integers(20, 235)
+        raw[k, 0] = 3 * (level / 255 - 0.5)
+        img = np.clip(rng.normal(level, 20, (side, side, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(root / "images_training_rev1" / f"{gid}.jpg")
+    labels = TreeConstraint(GZ2)(torch.from_numpy(raw)).numpy()
+    df = pd.DataFrame(labels, columns=GZ2.columns)
+    df.insert(0, "GalaxyID", range(500, 500 + n))
+    df.to_csv(root / "training_solutions_rev1.csv", index=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_kaggle(tmp_path_factory) -> Path:
+    """40 labelled 96-px images in the Kaggle layout (session-wide, read-only by convention)."""
+    return make_tiny_kaggle(tmp_path_factory.mktemp("tiny_kaggle"))

@@ -1,0 +1,202 @@
+"""Prediction on a (local, loopback) Ray cluster: same rows as the single-machine job, error rows, reruns."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+ray = pytest.importorskip("ray")
+
+from gzmorph.cli import main  # noqa: E402
+from gzmorph.model import GalaxyNet  # noqa: E402
+from gzmorph.predict import predict  # noqa: E402
+from gzmorph.ray_predict import RayConfig, RayPartStore, predict_ray, ray_errors_dir  # noqa: E402
+from gzmorph.recipes import get_preset  # noqa: E402
+from gzmorph.runtime import atomic_save, write_json  # noqa: E402
+from gzmorph.tree import GZ2  # noqa: E402
+
+SIZE = 40
+N = 24
+BAD = {1003: "truncated", 1010: "empty file"}
+# Two CPU actors of half a CPU each leave one of the cluster's two CPUs for decoding.
+RAY_OPTS = dict(actors=2, gpus_per_actor=0, cpus_per_actor=0.5, chunk_rows=8, batch_size=4, progress=False)
+
+
+def make_run(path: Path, seed: int) -> Path:
+    """A run directory holding an untrained tiny network (the layout `train` writes)."""
+    base = get_preset("small")
+    cfg = base.override(model=replace(base.model, conv_channels=(4, 4, 8, 8), dense_units=(16,)),
+                        image_size=SIZE, seed=seed)
+    torch.manual_seed(seed)
+    write_json({**cfg.to_dict(), "pca": {"eigenvector": [0.58, 0.58, 0.57], "eigenvalue": 0.01}},
+               path / "config.json")
+    atomic_save({"model": GalaxyNet(cfg.model, GZ2).state_dict(), "step": 0}, path / "checkpoints" / "best.pt")
+    return path
+
+
+def make_images(folder: Path, n: int) -> list[Path]:
+    """Tiny noisy JPEGs with a bright blob of random shape (so predictions differ)."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    yy, xx = np.mgrid[:SIZE, :SIZE] - SIZE / 2
+    paths = []
+    for i in range(n):
+        blob = np.exp(-(xx**2 + (yy * rng.uniform(0.3, 1)) ** 2) / rng.uniform(5, 80))
+        img = np.clip(rng.normal(20, 8, (SIZE, SIZE, 3)) + 230 * blob[..., None] * rng.uniform(0.4, 1, 3), 0, 255)
+        paths.append(folder / f"{1000 + i}.jpg")
+        Image.fromarray(img.astype(np.uint8)).save(paths[-1], quality=95)
+    return paths
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny tensors on a shared 2-core machine: one thread is fastest for the local reference.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One local Ray cluster on loopback for the module (starting one takes seconds)."""
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("ray")
+    paths = make_images(root / "images", N)
+    blob = paths[3].read_bytes()
+    paths[3].write_bytes(blob[: len(blob) // 2])
+    paths[10].write_bytes(b"")
+    return make_run(root / "run", 1), root / "images"
+
+
+@pytest.fixture(scope="module")
+def ray_job(cluster, data, tmp_path_factory):
+    """The Ray job on the 24 images (3 partitions of 8), run once for the module."""
+    run, images = data
+    out = tmp_path_factory.mktemp("out") / "preds.parquet"
+    return predict_ray(run, images, out, **RAY_OPTS)
+
+
+def test_nothing_imports_ray_without_the_flag():
+    code = ("import sys, gzmorph.predict, gzmorph.ray_predict\n"
+            "from gzmorph.cli import build_parser\n"
+            "build_parser().parse_args(['predict', '--model', 'r', '--images', 'i', '--out', 'o'])\n"
+            "assert not [m for m in sys.modules if m == 'ray' or m.startswith('ray.')], 'ray imported'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_union_of_parts_equals_single_machine_predict(ray_job, data):
+    run, images = data
+    assert (ray_job.n_inputs, ray_job.n_predicted, ray_job.n_failed, ray_job.n_resumed) == (N, N - 2, 2, 0)
+    out = ray_job.out
+    assert sorted(p.name for p in out.iterdir()) == ["_manifest.json", *(f"part-{k:06d}.parquet" for k in range(3))]
+    single = predict(run, images, workers=0, progress=False, batch_size=4)
+    got, errors = ray_job.read()
+    pd.testing.assert_frame_equal(pd.read_parquet(out), got)
+    assert list(got.columns) == list(single.columns)  # the columns of the single-machine Parquet output
+    assert got["GalaxyID"].tolist() == single["GalaxyID"].tolist() == sorted(set(range(1000, 1000 + N)) - set(BAD))
+    np.testing.assert_allclose(got[GZ2.columns].to_numpy(), single[GZ2.columns].to_numpy(), rtol=0, atol=1e-6)
+    pd.testing.assert_frame_equal(got, single, check_exact=False, rtol=0, atol=1e-6)
+
+    # Error rows: the same as the single-machine job's, in an errors directory next to the output.
+    assert ray_job.errors_file == ray_errors_dir(out) == out.with_name("preds.errors")
+    assert sorted(p.name for p in ray_job.errors_file.iterdir()) == ["part-000000.parquet", "part-000001.parquet"]
+    expected = single.attrs["errors"]
+    assert list(errors.columns) == ["GalaxyID", "path", "reason"]
+    assert errors["GalaxyID"].tolist() == expected["GalaxyID"].tolist() == sorted(BAD)
+    assert errors["path"].tolist() == expected["path"].tolist()
+    assert errors["reason"].tolist() == expected["reason"].tolist()
+    assert "truncated" in errors["reason"][0] and errors["reason"][1] == "empty file"
+
+
+def test_rerun_computes_only_missing_partitions(ray_job, data, tmp_path):
+    run, images = data
+    out = tmp_path / "preds.parquet"
+    shutil.copytree(ray_job.out, out)
+    shutil.copytree(ray_job.errors_file, ray_errors_dir(out))
+    (out / "part-000001.parquet").unlink()  # as if the job died while on partition 1
+    stamps = {k: (out / f"part-00000{k}.parquet").stat().st_mtime_ns for k in (0, 2)}
+    (out / ".part-000001.parquet.tmp").write_bytes(b"half a file")  # left by the killed job
+
+    summary = predict_ray(run, images, out, **RAY_OPTS)
+    assert (summary.n_resumed, summary.n_predicted, summary.n_failed) == (16, N - 2, 2)
+    assert {k: (out / f"part-00000{k}.parquet").stat().st_mtime_ns for k in (0, 2)} == stamps
+    assert not (out / ".part-000001.parquet.tmp").exists()
+    again, errors = summary.read()
+    before, before_errors = ray_job.read()
+    pd.testing.assert_frame_equal(again, before, check_exact=False, rtol=0, atol=1e-6)
+    pd.testing.assert_frame_equal(errors, before_errors)
+
+    finished = predict_ray(run, images, out, **RAY_OPTS)  # nothing left: no Ray job at all
+    assert finished.n_resumed == N and finished.n_predicted == N - 2
+    with pytest.raises(ValueError, match="tta"):
+        predict_ray(run, images, out, **{**RAY_OPTS, "tta": "rot"})
+
+
+def test_cli_with_a_catalog_of_string_ids(cluster, data, tmp_path, capsys):
+    run, images = data
+    files = sorted(images.glob("*.jpg"), key=lambda p: int(p.stem))
+    names = ["007", "NGC 1", "x,y", "M 31", "bad"]
+    pd.DataFrame({"name": names, "file": [str(f) for f in files[:4]] + [str(files[10])]}).to_csv(
+        tmp_path / "cat.csv", index=False)
+    out = tmp_path / "cat_preds.parquet"
+    argv = ["predict", "--model", str(run), "--catalog", str(tmp_path / "cat.csv"), "--id-column", "name",
+            "--path-column", "file", "--out", str(out), "--ray", "--ray-actors", "1", "--ray-gpus-per-actor", "0",
+            "--ray-cpus-per-actor", "0.5", "--chunk-rows", "4", "--batch-size", "4", "--no-progress"]
+    assert main(argv) == 0
+    assert "5 inputs: 3 predicted" in capsys.readouterr().out
+    got = pd.read_parquet(out)
+    assert got["name"].tolist() == ["007", "NGC 1", "x,y"]
+    errors = pd.read_parquet(ray_errors_dir(out))
+    assert errors["name"].tolist() == ["M 31", "bad"] and errors["reason"].str.len().min() > 0
+    single = predict(run, tmp_path / "cat.csv", id_column="name", path_column="file", workers=0, progress=False)
+    np.testing.assert_allclose(got[GZ2.columns].to_numpy(), single[GZ2.columns].to_numpy(), rtol=0, atol=1e-6)
+
+    base = ["predict", "--model", str(run), "--ray"]
+    assert main([*base, "--cache", str(tmp_path), "--out", str(out)]) == 2
+    assert "--cache" in capsys.readouterr().err
+    assert main([*base, "--images", str(images), "--out", str(tmp_path / "p.csv")]) == 2
+    assert "directory of Parquet parts" in capsys.readouterr().err
+
+
+def test_without_ray_installed_the_cli_says_how_to_get_it(data, tmp_path, monkeypatch, capsys):
+    run, images = data
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    assert main(["predict", "--model", str(run), "--images", str(images), "--out", str(tmp_path / "p.parquet"),
+                 "--ray", "--no-progress"]) == 2
+    assert "pip install 'gzmorph[ray]'" in capsys.readouterr().err
+    assert not (tmp_path / "p.parquet").exists()
+
+
+def test_bad_settings_are_refused(data, tmp_path):
+    run, images = data
+    with pytest.raises(ValueError, match="actors"):
+        RayConfig(actors=0)
+    with pytest.raises(ValueError, match="whole number"):
+        RayConfig(gpus_per_actor=1.5)
+    assert RayConfig.from_dict(RayConfig(address="auto", gpus_per_actor=0.25).to_dict()).gpus_per_actor == 0.25
+    with pytest.raises(TypeError, match="unknown options"):
+        predict_ray(run, images, tmp_path / "p.parquet", actor=2)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a gzmorph Ray output"):
+        RayPartStore(tmp_path / "notes", {"version": 1})
