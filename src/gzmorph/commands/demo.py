@@ -9,7 +9,8 @@ HELP = "generate mock galaxies, train, predict, evaluate and write the report (t
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="gzmorph-demo", help="folder for the data, run, predictions and report")
-    p.add_argument("--minutes", type=float, default=4.0, help="training time budget")
+    p.add_argument("--minutes", type=float, default=5.0, help="training time budget (stops early if spent)")
+    p.add_argument("--examples", type=int, default=40_000, help="training examples")
     p.add_argument("--n", type=int, default=3000, help="number of mock galaxies (10%% held out)")
     p.add_argument("--preset", default="small", help="training preset")
     p.add_argument("--tta", default="rot", choices=["none", "rot", "paper"], help="test-time averaging")
@@ -22,8 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from gzmorph.demo import DemoConfig, format_summary, run_demo
 
-    cfg = DemoConfig(n_galaxies=args.n, minutes=args.minutes, preset=args.preset, tta=args.tta, seed=args.seed,
-                     device=args.device, workers=args.workers)
+    cfg = DemoConfig(n_galaxies=args.n, minutes=args.minutes, examples=args.examples, preset=args.preset,
+                     tta=args.tta, seed=args.seed, device=args.device, workers=args.workers)
     summary = run_demo(args.out, cfg, progress=not args.no_progress)
     print()
     print(format_summary(summary))

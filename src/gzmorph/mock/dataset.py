@@ -133,9 +133,9 @@ def _resolve_workers(workers: int | None, n_total: int, size: int) -> int:
         # the pool does not pay for itself.
         serial_s = n_total * (1.5 + 11.0 * (size / 424) ** 2) / 1000
         workers = 1 if serial_s < 8.0 else cores
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
-    return workers
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0 (0 or 1: in this process), got {workers}")
+    return max(workers, 1)  # 0 means in-process, as for image decoding
 
 
 def _render_all(tasks: list[tuple], workers: int, progress: bool) -> list[GalaxyParams]:
