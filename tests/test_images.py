@@ -165,3 +165,41 @@ def test_bad_arguments() -> None:
         list(iter_decoded([], chunk=0))
     with pytest.raises(ValueError):
         load_images([], size=None)  # type: ignore[arg-type]
+
+
+def test_decode_workers_exit_when_the_job_is_killed(tmp_path):
+    """A ``kill -9`` of a job must not leave its decode workers running."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    for i in range(8):
+        Image.fromarray(np.full((64, 64, 3), i * 20, np.uint8)).save(tmp_path / f"{i}.jpg")
+    script = (
+        "import multiprocessing as mp, sys, time\n"
+        "from gzmorph.images import iter_decoded\n"
+        f"paths = [r'{tmp_path}/%d.jpg' % (i % 8) for i in range(100000)]\n"
+        "it = iter_decoded(paths, size=32, workers=2, chunk=4)\n"
+        "next(it)\n"
+        "print(' '.join(str(p.pid) for p in mp.active_children()), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert len(pids) == 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 20
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [p for p in pids if Path(f"/proc/{p}").exists() and "Z" not in _proc_state(p)]
+    assert not alive, f"decode workers {alive} outlived their killed parent"
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return "Z"

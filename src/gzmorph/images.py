@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import sys
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -177,7 +178,27 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     # scripts without an `if __name__ == "__main__":` guard.  Elsewhere fork is unsafe
     # (macOS system libraries) or missing (Windows): spawn.
     ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_die_with_parent,
+                               initargs=(os.getpid(),))
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Make a worker exit when the job that started it is killed (even by SIGKILL).
+
+    Without this, a ``kill -9`` of a long prediction leaves its forked decoders blocked
+    on their task pipe for ever.  Linux only (``prctl(PR_SET_PDEATHSIG)``).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def iter_decoded(

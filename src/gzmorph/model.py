@@ -252,6 +252,9 @@ class GalaxyNet(nn.Module):
 
     # ---------------------------------------------------------------- forward
     def _conv_stack(self, x: torch.Tensor) -> torch.Tensor:
+        if self.convs[0].conv.weight.is_contiguous(memory_format=torch.channels_last):
+            # A channels_last model (CUDA fast path) wants NHWC inputs, or cuDNN converts per layer.
+            x = x.contiguous(memory_format=torch.channels_last)
         for layer, pool in zip(self.convs, self._pool):
             x = torch.relu(layer(x))
             if pool:
