@@ -15,6 +15,7 @@ the runs; a cache is used at its own size.
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from contextlib import contextmanager
@@ -191,7 +192,7 @@ def _run_chunks(ensemble: Ensemble, src: _Source, chunks: list[int], cfg: Predic
     todo = [_chunk_rows(k, cfg.chunk_rows, n) for k in chunks]
     if not todo:
         return
-    stream = src.stream(np.concatenate(todo), size, cfg.workers)
+    stream = src.stream(np.concatenate(todo), size, decode_workers(cfg, ensemble.runtime))
     for k, rows in zip(chunks, todo):
         ok_rows: list[int] = []
         probs: list[np.ndarray] = []
@@ -223,6 +224,20 @@ def _torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def decode_workers(cfg: PredictConfig, rt: Runtime) -> int | None:
+    """Decoding processes: ``cfg.workers``, or automatic.
+
+    When the network runs on a CPU of at most 4 cores, decoding (~2,000 img/s per core)
+    costs a small fraction of the forward pass, and decode processes only take cores
+    from torch's threads: decode in this process.  Measured on 2 cores with the small
+    network: 338 img/s in-process against 259 img/s with 2 decode processes.
+    """
+    if cfg.workers is not None:
+        return cfg.workers
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if rt.device.type == "cpu" and cores <= 4 else None
 
 
 def prediction_runtime(cfg: PredictConfig) -> Runtime:
@@ -380,7 +395,8 @@ def fit_weights(models: Sequence[ModelSpec], catalog: Catalog | Any | str | Path
     cat = src.catalog
     if not cat.has_labels:
         raise ValueError(f"{catalog}: no labels of tree {ensemble.tree.name!r}; cannot fit ensemble weights")
-    stream = src.stream(np.arange(len(cat)), src.size or ensemble.image_size, cfg.workers)
+    stream = src.stream(np.arange(len(cat)), src.size or ensemble.image_size,
+                        decode_workers(cfg, ensemble.runtime))
     rows: list[int] = []
     preds: list[np.ndarray] = []
     n_failed = 0
