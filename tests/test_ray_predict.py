@@ -5,56 +5,27 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 
 ray = pytest.importorskip("ray")
 
 from gzmorph.cli import main  # noqa: E402
-from gzmorph.model import GalaxyNet  # noqa: E402
 from gzmorph.predict import predict  # noqa: E402
 from gzmorph.ray_predict import RayConfig, RayPartStore, predict_ray, ray_errors_dir  # noqa: E402
-from gzmorph.recipes import get_preset  # noqa: E402
-from gzmorph.runtime import atomic_save, write_json  # noqa: E402
 from gzmorph.tree import GZ2  # noqa: E402
 
-SIZE = 40
 N = 24
 BAD = {1003: "truncated", 1010: "empty file"}
 # Two CPU actors of half a CPU each leave one of the cluster's two CPUs for decoding.
 RAY_OPTS = dict(actors=2, gpus_per_actor=0, cpus_per_actor=0.5, chunk_rows=8, batch_size=4, progress=False)
 
 
-def make_run(path: Path, seed: int) -> Path:
-    """A run directory holding an untrained tiny network (the layout `train` writes)."""
-    base = get_preset("small")
-    cfg = base.override(model=replace(base.model, conv_channels=(4, 4, 8, 8), dense_units=(16,)),
-                        image_size=SIZE, seed=seed)
-    torch.manual_seed(seed)
-    write_json({**cfg.to_dict(), "pca": {"eigenvector": [0.58, 0.58, 0.57], "eigenvalue": 0.01}},
-               path / "config.json")
-    atomic_save({"model": GalaxyNet(cfg.model, GZ2).state_dict(), "step": 0}, path / "checkpoints" / "best.pt")
-    return path
-
-
-def make_images(folder: Path, n: int) -> list[Path]:
-    """Tiny noisy JPEGs with a bright blob of random shape (so predictions differ)."""
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True)
-    yy, xx = np.mgrid[:SIZE, :SIZE] - SIZE / 2
-    paths = []
-    for i in range(n):
-        blob = np.exp(-(xx**2 + (yy * rng.uniform(0.3, 1)) ** 2) / rng.uniform(5, 80))
-        img = np.clip(rng.normal(20, 8, (SIZE, SIZE, 3)) + 230 * blob[..., None] * rng.uniform(0.4, 1, 3), 0, 255)
-        paths.append(folder / f"{1000 + i}.jpg")
-        Image.fromarray(img.astype(np.uint8)).save(paths[-1], quality=95)
-    return paths
+from predict_helpers import make_images, make_run  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="module")
