@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +12,7 @@ import pandas as pd
 import pytest
 
 from gzmorph.data import Catalog, CatalogError, LabelWarning, open_catalog, train_val_split
-from gzmorph.tree import GZ2
+from gzmorph.tree import GZ2, Tree
 
 Q1 = ["Class1.1", "Class1.2", "Class1.3"]
 Q2 = ["Class2.1", "Class2.2"]
@@ -141,12 +144,45 @@ def test_missing_header_is_detected(tmp_path: Path) -> None:
         open_catalog(path)
 
 
-@pytest.mark.parametrize(("bad", "message"), [("class1.1", "did you mean 'Class1.1'"),
-                                              ("Class1.4", "has no such answer")])
-def test_wrong_answer_column_names(tmp_path: Path, bad: str, message: str) -> None:
+def test_headerless_csv_with_repeated_values_says_header_missing(tmp_path: Path) -> None:
+    # Real rows repeat values (0.0 answers): the first line must not read as a repeated header.
+    path = tmp_path / "noheader.csv"
+    path.write_text("100,0.0,0.0,1.0\n101,0.5,0.5,0.0\n")
+    with pytest.raises(CatalogError, match=r"noheader\.csv.*no id column 'GalaxyID'.*header row missing"):
+        open_catalog(path)
+
+
+@pytest.mark.parametrize("bad", ["class1.1", "CLASS1.1", "Class 1.1"])
+def test_near_miss_answer_column_names(tmp_path: Path, bad: str) -> None:
     table = _table(tmp_path).rename(columns={"Class1.1": bad})
-    with pytest.raises(CatalogError, match=message):
+    with pytest.raises(CatalogError, match=rf"cat\.csv: .*'{re.escape(bad)}'.*did you mean 'Class1.1'"):
         open_catalog(_catalog_file(tmp_path, table))
+
+
+def test_answer_columns_outside_the_tree_are_ignored(tmp_path: Path) -> None:
+    table = _table(tmp_path).assign(**{"Class1.4": 0.3, "notes": "x"})
+    cat = open_catalog(_catalog_file(tmp_path, table))
+    assert cat.label_columns == Q1 + Q2
+
+
+def test_custom_subset_tree_reads_full_kaggle_csv(tmp_path: Path) -> None:
+    # A tree of GZ2's Q1 and Q6 only; the Kaggle CSV has all 37 answer columns.
+    q1, q6 = (next(q for q in GZ2.questions if q.name == name) for name in ("Q1", "Q6"))
+    tree = Tree("q1q6", (replace(q1, parent=None), replace(q6, parent=None)))
+    rng = np.random.default_rng(1)
+    full = pd.DataFrame(rng.uniform(size=(3, GZ2.n_answers)).round(4), columns=GZ2.columns)
+    full[list(q1.columns)] = [[0.5, 0.5, 0.0], [0.2, 0.8, 0.0], [1.0, 0.0, 0.0]]
+    full[list(q6.columns)] = [[0.0, 1.0], [0.25, 0.75], [1.0, 0.0]]
+    full.insert(0, "GalaxyID", [1, 2, 3])
+    root = tmp_path / "k"
+    for i in (1, 2, 3):
+        _touch(root / "images_training_rev1" / f"{i}.jpg")
+    full.to_csv(root / "training_solutions_rev1.csv", index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # consistent Q1/Q6 sums: no warning either
+        cat = open_catalog(root, tree=tree)
+    assert cat.label_columns == [*q1.columns, *q6.columns] and cat.labels.shape == (3, 5)
+    np.testing.assert_allclose(cat.labels, full[[*q1.columns, *q6.columns]].to_numpy(), atol=1e-7)
 
 
 def test_repeated_header_column(tmp_path: Path) -> None:

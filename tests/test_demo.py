@@ -37,3 +37,9 @@ def test_demo_command_runs_end_to_end(tmp_path, capsys):
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     assert np.isfinite(metrics["rmse"])
     assert (out / "predictions.parquet").exists() and (out / "run" / "checkpoints" / "best.pt").exists()
+    # scored on the separate test galaxies, not on the validation split that chose best.pt
+    assert metrics["n_matched"] == 20
+    assert (out / "report" / "analysis" / "analysis.html").exists()
+    # a rerun continues the finished demo instead of failing on the existing run
+    assert main(["demo", "--out", str(out), "--n", "120", "--examples", "256", "--minutes", "1",
+                 "--tta", "none", "--workers", "0", "--device", "cpu", "--no-progress"]) == 0

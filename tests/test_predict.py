@@ -15,7 +15,8 @@ from gzmorph import augment as aug
 from gzmorph.cli import main
 from gzmorph.ensemble import Ensemble, fit_simplex_weights, load_weights
 from gzmorph.images import decode
-from gzmorph.outputs import DEFAULT_THRESHOLD, PartStore, errors_path, load_thresholds, prediction_table
+from gzmorph.outputs import (DEFAULT_THRESHOLD, PartStore, errors_path, load_thresholds, manifest_path,
+                             prediction_table)
 from gzmorph.predict import PredictConfig, fit_weights, predict, predict_to_file
 from gzmorph.runs import load_run
 from gzmorph.runtime import resolve_device
@@ -244,6 +245,7 @@ def test_resume_after_kill_gives_identical_file(runs, images, tmp_path, monkeypa
     assert killed.read_bytes() == whole.read_bytes()
     assert errors_path(killed).read_bytes() == errors_path(whole).read_bytes()
     assert (summary.n_predicted, summary.n_failed) == (9, 1)
+    assert manifest_path(killed).read_bytes() == manifest_path(whole).read_bytes()
     # A finished job resumed again has nothing to do.
     forwards.clear()
     again = predict_to_file(runs, folder, killed, resume=True, **opts)
@@ -262,6 +264,44 @@ def test_resume_refuses_changed_settings(runs, images, tmp_path, monkeypatch):
     monkeypatch.undo()
     with pytest.raises(ValueError, match="tta"):
         predict_to_file(runs[0], images, out, chunk_rows=4, resume=True, tta="rot", **FAST)
+
+
+def test_resume_of_finished_output_checks_its_settings(runs, images, tmp_path, monkeypatch):
+    out = tmp_path / "p" / "st.csv"
+    first = predict_to_file(runs[0], images, out, **FAST)
+    record = json.loads(manifest_path(out).read_text())
+    assert manifest_path(out).name == "st.csv.manifest.json" and record["tta"] == "none"
+    assert record["finished"]["n_predicted"] == 10 and not (tmp_path / "p" / "st.csv.parts").exists()
+    kept = out.read_bytes()
+    with pytest.raises(ValueError, match=r"st\.csv.*other settings.*tta.*without --resume"):
+        predict_to_file(runs[0], images, out, tta="rot", resume=True, **FAST)
+    with pytest.raises(ValueError, match="models"):
+        predict_to_file(runs[1], images, out, resume=True, **FAST)
+    assert out.read_bytes() == kept
+    again = predict_to_file(runs[0], images, out, resume=True, **FAST)  # same settings: kept
+    assert (again.n_resumed, again.n_predicted) == (10, first.n_predicted) and out.read_bytes() == kept
+    # An output changed since its run, or one without a record, is not resumable.
+    errors_path(out).write_text(errors_path(out).read_text() + "1,x.jpg,edited\n")
+    with pytest.raises(ValueError, match="changed since"):
+        predict_to_file(runs[0], images, out, resume=True, **FAST)
+    manifest_path(out).unlink()
+    with pytest.raises(ValueError, match=r"no settings record.*without --resume"):
+        predict_to_file(runs[0], images, out, resume=True, **FAST)
+    # Without --resume the output is rewritten with its new record.
+    predict_to_file(runs[0], images, out, tta="rot", **FAST)
+    assert json.loads(manifest_path(out).read_text())["tta"] == "rot"
+
+
+def test_cli_resume_refuses_finished_output_of_other_settings(runs, images, tmp_path, capsys):
+    out = tmp_path / "p" / "st.csv"
+    base = ["predict", "--model", str(runs[0]), "--images", str(images), "--out", str(out), "--workers", "0",
+            "--no-progress", "--batch-size", "4"]
+    assert main([*base, "--tta", "none"]) == 0
+    kept = out.read_bytes()
+    capsys.readouterr()
+    assert main([*base, "--tta", "paper", "--resume"]) == 2
+    captured = capsys.readouterr()
+    assert "resumed" not in captured.out and "tta" in captured.err and out.read_bytes() == kept
 
 
 def test_cache_source_matches_files(runs, tmp_path):

@@ -98,3 +98,17 @@ def test_killed_run_resumes_exactly(tiny, tmp_path):
     ref_lines = (ref / "metrics.jsonl").read_text().splitlines()
     got = [json.loads(x)["val_rmse"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert got[-1] == json.loads(ref_lines[-1])["val_rmse"]
+
+
+def test_cli_reports_user_errors_in_one_line(tiny, tmp_path, capsys):
+    from gzmorph.cli import main
+
+    assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r1"),
+                 "--preset", "small"]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "missing" in err and "Traceback" not in err
+    # a labels-only catalog (no image path column) fails up front, naming the missing column
+    labels_only = tiny / "training_solutions_rev1.csv"
+    assert main(["train", "--data", str(labels_only), "--out", str(tmp_path / "r2"), "--preset", "small",
+                 "--workers", "0", "--no-progress"]) == 2
+    assert "--path-column" in capsys.readouterr().err

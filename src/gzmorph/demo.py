@@ -1,9 +1,10 @@
 """The whole job on built-in data: generate, train, predict, evaluate, report.
 
 ``gzmorph demo`` needs nothing but the installed package: it writes a mock Galaxy
-Zoo dataset (:mod:`gzmorph.mock`), trains the ``small`` preset within a time budget,
-predicts the held-out galaxies with test-time averaging, evaluates them against
-their crowd labels and writes the HTML report.
+Zoo dataset (:mod:`gzmorph.mock`) with separate labelled test galaxies, trains the
+``small`` preset within a time budget (its validation split picks the best
+checkpoint), predicts the test galaxies with test-time averaging, evaluates them
+against their crowd labels, writes the HTML report and the analysis figures.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def run_demo(out: str | Path = "gzmorph-demo", cfg: DemoConfig | None = None, pr
         ``rmse``, ``baseline_rmse``, ``accuracy`` (per question), ``report`` (path),
         ``examples`` trained and the seconds each stage took.
     """
+    from gzmorph.analyze import analyze
     from gzmorph.data import open_catalog, train_val_split
     from gzmorph.evaluate import evaluate
     from gzmorph.mock import generate
@@ -67,43 +69,55 @@ def run_demo(out: str | Path = "gzmorph-demo", cfg: DemoConfig | None = None, pr
     cfg = cfg or DemoConfig()
     out = Path(out)
     data, run, preds, report = out / "data", out / "run", out / "predictions.parquet", out / "report"
+    test_labels = data / "test_solutions_rev1.csv"
     times: dict[str, float] = {}
 
     t = time.monotonic()
-    if not (data / "training_solutions_rev1.csv").exists():
-        print(f"[1/4] generating {cfg.n_galaxies} mock galaxies -> {data}")
-        generate(data, n=cfg.n_galaxies, n_test=0, seed=cfg.seed, workers=cfg.workers, progress=progress)
+    n_test = max(cfg.n_galaxies // 10, 20)
+    if not test_labels.exists():
+        print(f"[1/5] generating {cfg.n_galaxies} + {n_test} test mock galaxies -> {data}")
+        generate(data, n=cfg.n_galaxies, n_test=n_test, seed=cfg.seed, workers=cfg.workers, progress=progress)
     times["generate"] = time.monotonic() - t
 
     t = time.monotonic()
     train_cfg = get_preset(cfg.preset).override(examples=cfg.examples, seed=cfg.seed)
-    print(f"[2/4] training preset {cfg.preset!r} for at most {cfg.minutes:g} minutes -> {run}")
+    print(f"[2/5] training preset {cfg.preset!r} for at most {cfg.minutes:g} minutes -> {run}")
+    # A rerun continues an interrupted demo (train starts afresh if no checkpoint was written).
     result = train(train_cfg, data, run, device=cfg.device, workers=cfg.workers, max_minutes=cfg.minutes,
-                   progress=progress, resume=(run / "checkpoints" / "last.pt").exists())
+                   progress=progress, resume=(run / "config.json").exists())
     times["train"] = time.monotonic() - t
 
+    # Score galaxies the run never saw: not the validation split that picked best.pt.
     t = time.monotonic()
-    catalog = open_catalog(data)
-    train_cat, val_cat = train_val_split(catalog, train_cfg.val_fraction, train_cfg.split_seed)
-    print(f"[3/4] predicting the {len(val_cat)} held-out galaxies with --tta {cfg.tta} -> {preds}")
-    predict_to_file([run], val_cat, preds, tta=cfg.tta, device=cfg.device, workers=cfg.workers,
+    test_cat = open_catalog(data, split="test")
+    print(f"[3/5] predicting the {len(test_cat)} test galaxies with --tta {cfg.tta} -> {preds}")
+    predict_to_file([run], test_cat, preds, tta=cfg.tta, device=cfg.device, workers=cfg.workers,
                     progress=progress)
     times["predict"] = time.monotonic() - t
 
     t = time.monotonic()
-    print(f"[4/4] evaluating -> {report}")
-    ev = evaluate(preds, val_cat, report, title="gzmorph demo: small network on mock Galaxy Zoo data")
+    print(f"[4/5] evaluating against the test galaxies' crowd labels -> {report}")
+    ev = evaluate(preds, test_labels, report, title="gzmorph demo: small network on mock Galaxy Zoo data")
     times["evaluate"] = time.monotonic() - t
 
+    t = time.monotonic()
+    print(f"[5/5] filters, activations and extreme examples -> {report / 'analysis'}")
+    analyze(run, test_cat, report / "analysis", labels=test_labels, device=cfg.device, workers=cfg.workers,
+            progress=progress, max_images=500)
+    times["analyze"] = time.monotonic() - t
+
+    train_cat, _ = train_val_split(open_catalog(data), train_cfg.val_fraction, train_cfg.split_seed)
+    labels = open_catalog(test_labels)
     accuracy = {r.question: float(r.accuracy) for r in ev.per_question.itertuples() if np.isfinite(r.accuracy)}
     return {
         "rmse": float(ev.rmse),
-        "baseline_rmse": _baseline_rmse(train_cat.labels, val_cat.labels),
+        "baseline_rmse": _baseline_rmse(train_cat.labels, labels.labels),
         "accuracy": accuracy,
         "examples": int(result["examples"]),
         "n_train": len(train_cat),
-        "n_val": len(val_cat),
+        "n_test": len(labels),
         "report": str(report / "report.html"),
+        "analysis": str(report / "analysis" / "analysis.html"),
         "seconds": times,
     }
 
@@ -112,11 +126,12 @@ def format_summary(summary: dict[str, Any]) -> str:
     """The short text the demo prints at the end."""
     lines = [
         f"trained on {summary['n_train']} mock galaxies ({summary['examples']:,} augmented examples), "
-        f"evaluated on {summary['n_val']} held-out ones",
+        f"evaluated on {summary['n_test']} test galaxies it never saw",
         f"RMSE {summary['rmse']:.4f}   (predicting the training mean: {summary['baseline_rmse']:.4f})",
         "accuracy per question (most likely answer, crowd vs model, where >= half answered):",
         "  " + "  ".join(f"{q} {a:.2f}" for q, a in summary["accuracy"].items()),
         f"report: {summary['report']}",
+        f"analysis figures: {summary['analysis']}",
         "time: " + ", ".join(f"{k} {v:.0f}s" for k, v in summary["seconds"].items()),
     ]
     return "\n".join(lines)

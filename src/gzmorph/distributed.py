@@ -54,8 +54,11 @@ def setup(device_type: str) -> Dist:
 
 
 def all_sum(values: list[float] | torch.Tensor, d: Dist, device: torch.device) -> torch.Tensor:
-    """Sum a small vector over all processes (identity when not distributed)."""
-    t = torch.as_tensor(values, dtype=torch.float64, device=device)
+    """Sum a small vector or a device tensor over all processes (identity when not distributed)."""
+    if isinstance(values, torch.Tensor):
+        t = values.to(device=device, dtype=torch.float64)  # no host round trip for device tensors
+    else:
+        t = torch.as_tensor(values, dtype=torch.float64, device=device)
     if d.enabled:
         if t.device.type == "cuda":
             dist.all_reduce(t)

@@ -49,7 +49,8 @@ class TrainingData:
 
 
 def open_source(data: str | Path, tree: Tree, size: int, workers: int | None = None,
-                progress: bool = True, split: str = "train") -> tuple[Catalog, np.ndarray, list[tuple[int, str]]]:
+                progress: bool = True, split: str = "train", id_column: str = "GalaxyID",
+                path_column: str = "path") -> tuple[Catalog, np.ndarray, list[tuple[int, str]]]:
     """Open a catalog or an image cache and return its decoded images.
 
     Returns the catalog, ``uint8 (N, size, size, 3)`` images and the ``(row, reason)``
@@ -65,15 +66,20 @@ def open_source(data: str | Path, tree: Tree, size: int, workers: int | None = N
         catalog = cache.catalog()
         failed = [(int(i), "failed when the cache was prepared") for i in np.flatnonzero(~cache.ok)]
         return catalog, np.asarray(cache.images), failed
-    catalog = open_catalog(data, tree=tree, split=split)
+    catalog = open_catalog(data, tree=tree, split=split, id_column=id_column, path_column=path_column)
+    if all(p is None for p in catalog.paths):
+        raise ValueError(f"{data}: the catalog has no image paths (no {path_column!r} column); "
+                         "give the image path column with --path-column")
     images, failed = load_images(catalog.paths, size=size, workers=workers, progress=progress)
     return catalog, images, failed
 
 
 def load_training_data(data: str | Path, cfg: TrainConfig, tree: Tree, out: Path,
-                       workers: int | None = None, progress: bool = True) -> TrainingData:
+                       workers: int | None = None, progress: bool = True, id_column: str = "GalaxyID",
+                       path_column: str = "path") -> TrainingData:
     """Decode a labelled catalog, drop (and record) undecodable rows, split it, compute the PCA."""
-    catalog, images, failed = open_source(data, tree, cfg.image_size, workers, progress)
+    catalog, images, failed = open_source(data, tree, cfg.image_size, workers, progress,
+                                          id_column=id_column, path_column=path_column)
     if not catalog.has_labels:
         raise ValueError(f"{data}: no answer columns of tree {tree.name!r} found; training needs labels")
     out.mkdir(parents=True, exist_ok=True)

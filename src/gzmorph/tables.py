@@ -3,6 +3,9 @@
 Every check names the file and the offending line (CSV, the header being line 1) or
 row (Parquet, counting from 0): a wrong or missing header, empty or duplicate ids,
 non-numeric or out-of-range answer values, label rows whose image file is missing.
+Columns that are not answers of the tree are ignored (a tree may use any subset of a
+catalog's answer columns), except a tree column misspelt in case or spacing
+(``class1.1``, ``Class 1.1``), which is an error rather than silently missing labels.
 Broken tree sums only warn (:class:`LabelWarning`), with the report of
 :func:`gzmorph.tree.check_labels`, because the rest of the data is still usable.
 """
@@ -29,7 +32,7 @@ RANGE_TOL = 1e-3
 MAX_LISTED = 5
 _INT_ID = re.compile(r"-?(0|[1-9]\d{0,17})")  # fits int64 and round-trips through str
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-_ANSWER_LIKE = re.compile(r"^class\d+\.\d+$", re.IGNORECASE)
+_SPACE = re.compile(r"\s+")
 # Warnings point past these modules, at the user's call.
 _INTERNAL = ("gzmorph.data", "gzmorph.tables")
 
@@ -91,20 +94,33 @@ def _check_unique(ids: np.ndarray, path: Path) -> None:
                            + listing(path, rows, lambda r: f"id {show_id(ids[r])}"))
 
 
+def _check_id_column(columns: list[str], path: Path, id_column: str) -> None:
+    """The id column must be in the header; a header of numbers is a missing header."""
+    if id_column in columns:
+        return
+    hint = ""
+    if any(_NUMBER.fullmatch(c) for c in columns):
+        hint = " (the first line looks like data: is the header row missing?)"
+    raise CatalogError(f"{path}: no id column {id_column!r} in the header {columns[:8]}{hint}; "
+                       "pass id_column= (--id-column) if it has another name")
+
+
+def _answer_key(name: str) -> str:
+    return _SPACE.sub("", name).lower()
+
+
 def _check_header(columns: list[str], path: Path, id_column: str, tree: Tree) -> None:
+    # The id check first: a missing header's first row often repeats values (0.0).
+    _check_id_column(columns, path, id_column)
     _check_header_dups(columns, path)
-    if id_column not in columns:
-        hint = ""
-        if any(_NUMBER.fullmatch(c) for c in columns):
-            hint = " (the first line looks like data: is the header row missing?)"
-        raise CatalogError(f"{path}: no id column {id_column!r} in the header {columns[:8]}{hint}; "
-                           "pass id_column= (--id-column) if it has another name")
-    known = {c.lower(): c for c in tree.columns}
+    # Columns outside the tree are ignored (a tree may use any subset of a catalog's
+    # answers); only a column that is a tree column up to case and spaces is a typo.
+    known = {_answer_key(c): c for c in tree.columns}
     for c in columns:
-        if _ANSWER_LIKE.match(c) and c not in tree.columns:
-            near = known.get(c.lower())
-            hint = f"; did you mean {near!r}?" if near else f"; the tree {tree.name!r} has no such answer"
-            raise CatalogError(f"{path}: unknown answer column {c!r} in the header{hint}")
+        near = known.get(_answer_key(c))
+        if near is not None and c != near:
+            raise CatalogError(f"{path}: answer column {c!r} in the header is not a column of tree "
+                               f"{tree.name!r}; did you mean {near!r}? (names are case-sensitive)")
 
 
 def _read_table(path: Path, id_column: str) -> pd.DataFrame:
@@ -117,7 +133,10 @@ def _read_table(path: Path, id_column: str) -> pd.DataFrame:
             raise CatalogError(f"{path}: not a text CSV file ({exc})") from None
         if not header:
             raise CatalogError(f"{path}: empty file, expected a header line")
-        # pandas would silently rename repeated names (x, x.1), so check the raw header.
+        # pandas would silently rename repeated names (x, x.1), so check the raw header
+        # (after the id column, whose absence explains a header of repeated numbers).
+        header = [h.strip() for h in header]
+        _check_id_column(header, path, id_column)
         _check_header_dups(header, path)
         try:
             # Ids as text: keeps leading zeros, and big integer ids exact.

@@ -10,6 +10,7 @@ run would, without saving RNG states.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -57,14 +58,19 @@ def _step_seed(seed: int, step: int, stream: int) -> int:
 def _batch_indices(n: int, cfg: TrainConfig, step: int, rank: int = 0, world: int = 1) -> torch.Tensor:
     """Indices of the examples of ``step``: epochs are seeded permutations of the training set."""
     start = step * cfg.batch_size
-    idx = []
+    idx: list[int] = []
     while len(idx) < cfg.batch_size:
         epoch, pos = divmod(start + len(idx), n)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(_step_seed(cfg.seed, epoch, 1)))
-        idx.extend(perm[pos : pos + cfg.batch_size - len(idx)].tolist())
+        idx.extend(_epoch_order(n, cfg.seed, epoch)[pos : pos + cfg.batch_size - len(idx)])
     # Each rank takes its contiguous shard of the global batch.
     per = cfg.batch_size // world
     return torch.tensor(idx[rank * per : (rank + 1) * per])
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The seeded order of the training examples in ``epoch`` (cached: asked every step)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(_step_seed(seed, epoch, 1))).tolist()
 
 
 def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -99,7 +105,8 @@ def _save(path: Path, model, optimizer, step: int, cfg: TrainConfig, best: float
 
 def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | None = "auto",
           resume: bool = False, workers: int | None = None, max_minutes: float | None = None,
-          progress: bool = True, processes: int = 1) -> dict[str, Any]:
+          progress: bool = True, processes: int = 1, id_column: str = "GalaxyID",
+          path_column: str = "path") -> dict[str, Any]:
     """Train a network and write a run directory.
 
     Parameters
@@ -118,6 +125,8 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
     processes : int
         Data-parallel processes (DDP) started here, one per GPU on CUDA (gloo on the
         CPU).  Under ``torchrun`` leave it at 1: the group comes from the environment.
+    id_column, path_column : str
+        Columns of a CSV/Parquet catalog given as ``data``.
 
     Returns
     -------
@@ -128,7 +137,7 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
     out = Path(out)
     if processes > 1:
         launch(train, processes, cfg, data, out, device=device, resume=resume, workers=workers,
-               max_minutes=max_minutes, progress=progress)
+               max_minutes=max_minutes, progress=progress, id_column=id_column, path_column=path_column)
         return _result_from_run(out)
     last_path = out / RUN_FILES["last"]
     if resume and last_path.exists():
@@ -149,7 +158,8 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
     tree = get_tree(cfg.tree)
     # Store the tree itself, so the run stays loadable when a tree file moves.
     cfg = cfg.override(tree=tree.to_dict())
-    ds = load_training_data(data, cfg, tree, out, workers=workers, progress=progress and d.is_main)
+    ds = load_training_data(data, cfg, tree, out, workers=workers, progress=progress and d.is_main,
+                            id_column=id_column, path_column=path_column)
     model = GalaxyNet(cfg.model, tree).to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -198,9 +208,7 @@ def _loop(cfg, model, fwd, optimizer, ds, rt: Runtime, d: Dist, out: Path, step:
             loss = _train_step(cfg, model, fwd, optimizer, images, labels, ds.pca, rt, d, step)
             running, n_running, step = running + loss, n_running + 1, step + 1
             bar.update(1)
-            timeout = max_minutes is not None and time.monotonic() - t0 > 60 * max_minutes
-            # Every process must take the same decision to stop.
-            timeout = bool(all_sum([float(timeout)], d, rt.device)[0] > 0)
+            timeout = _out_of_time(t0, max_minutes, step, d, rt)
             if step % eval_steps == 0 or step == cfg.steps or timeout:
                 sq, count = validation_sums(model, val_images, val_labels, cfg, rt)
                 totals = all_sum([sq, count, float(running) / max(n_running, 1)], d, rt.device).tolist()
@@ -228,9 +236,22 @@ def _loop(cfg, model, fwd, optimizer, ds, rt: Runtime, d: Dist, out: Path, step:
             "seconds": time.monotonic() - t0, "finished": step >= cfg.steps, "model": model}
 
 
+def _out_of_time(t0: float, max_minutes: float | None, step: int, d: Dist, rt: Runtime) -> bool:
+    """Whether the wall-time budget is spent; all processes decide together, every 10 steps.
+
+    Checked only with a budget and only every few steps, because the collective is a
+    host-device sync that would otherwise stall a GPU every step.
+    """
+    if max_minutes is None or step % 10:
+        return False
+    late = time.monotonic() - t0 > 60 * max_minutes
+    return bool(all_sum([float(late)], d, rt.device)[0] > 0) if d.enabled else late
+
+
 def _train_step(cfg, model, fwd, optimizer, images, labels, pca, rt: Runtime, d: Dist, step: int) -> torch.Tensor:
     model.train()
-    idx = _batch_indices(len(images), cfg, step, d.rank, d.world).to(images.device)
+    # non_blocking: a blocking host-to-GPU copy would wait for the previous step to finish.
+    idx = _batch_indices(len(images), cfg, step, d.rank, d.world).to(images.device, non_blocking=True)
     gen = torch.Generator().manual_seed(_step_seed(cfg.seed, step, 1_000 + d.rank))
     t = aug.sample_transforms(len(idx), cfg.augment, gen).to(rt.device)
     crops = aug.render_crops(images[idx], t, cfg.augment, pca)  # (B / world, 2, 3, 69, 69)
@@ -243,9 +264,9 @@ def _train_step(cfg, model, fwd, optimizer, images, labels, pca, rt: Runtime, d:
     if d.enabled:
         # Normalise by the global count of labelled entries so the DDP gradient average
         # (a mean over processes) equals the gradient of the global-batch loss.
-        sq = masked_mse(pred, target) * (~torch.isnan(target)).sum()
-        count = all_sum([float((~torch.isnan(target)).sum())], d, rt.device)[0]
-        loss = sq * d.world / count.to(sq.dtype).clamp_min(1)
+        local = (~torch.isnan(target)).sum()
+        count = all_sum(local, d, rt.device)  # a device tensor: no host sync
+        loss = masked_mse(pred, target) * local * d.world / count.to(pred.dtype).clamp_min(1)
     else:
         loss = masked_mse(pred, target)
     optimizer.zero_grad(set_to_none=True)

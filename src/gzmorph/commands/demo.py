@@ -11,7 +11,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="gzmorph-demo", help="folder for the data, run, predictions and report")
     p.add_argument("--minutes", type=float, default=5.0, help="training time budget (stops early if spent)")
     p.add_argument("--examples", type=int, default=40_000, help="training examples")
-    p.add_argument("--n", type=int, default=3000, help="number of mock galaxies (10%% held out)")
+    p.add_argument("--n", type=int, default=3000,
+                   help="mock galaxies to train on (10%% of them validate); 10%% more are made as test galaxies")
     p.add_argument("--preset", default="small", help="training preset")
     p.add_argument("--tta", default="rot", choices=["none", "rot", "paper"], help="test-time averaging")
     p.add_argument("--seed", type=int, default=0, help="random seed")

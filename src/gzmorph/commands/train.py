@@ -11,6 +11,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from gzmorph.recipes import PRESETS
 
     p.add_argument("--data", required=True, help="Kaggle directory, CSV/Parquet catalog, or cache from `gzmorph prepare`")
+    p.add_argument("--id-column", default="GalaxyID", help="id column of a CSV/Parquet catalog")
+    p.add_argument("--path-column", default="path", help="image path column of a CSV/Parquet catalog")
     p.add_argument("--out", required=True, help="run directory to write (config, metrics, checkpoints)")
     p.add_argument("--preset", default="paper", choices=sorted(PRESETS), help="model + training recipe")
     p.add_argument("--examples", type=int, help="training examples (lr milestones scale with it)")
@@ -42,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, tree=args.tree, compile=args.compile,
     )
     result = train(cfg, args.data, args.out, device=args.device, resume=args.resume, workers=args.workers,
-                   max_minutes=args.max_minutes, progress=not args.no_progress, processes=args.gpus)
+                   max_minutes=args.max_minutes, progress=not args.no_progress, processes=args.gpus,
+                   id_column=args.id_column, path_column=args.path_column)
     state = "finished" if result["finished"] else "stopped (resume with --resume)"
     print(f"{state} after {result['examples']:,} examples in {result['seconds']:.0f}s: "
           f"best validation RMSE {result['best_val_rmse']:.4f} -> {args.out}")
