@@ -11,6 +11,12 @@ and the part directory is removed.  Chunk boundaries depend only on the input or
 and ``chunk_rows``, so an interrupted-and-resumed job produces the same bytes as an
 uninterrupted one, and at most one chunk of rows is held in memory at a time.
 
+The job's settings (models, weights, TTA, thresholds, inputs, chunking) are kept in
+``<output>.parts/manifest.json`` while it runs, then in ``<output>.manifest.json``
+(e.g. ``st.csv.manifest.json``) with the counts and sizes of the finished files.
+Resuming a finished output checks that record (:func:`finished_output`): other
+settings, changed files or no record are refused, never silently kept.
+
 Output columns (see CONTRIBUTING.md): the id column and the tree's answer columns in
 tree order, clipped to [0, 1] (the Kaggle submission CSV holds only these); Parquet
 adds per question ``Qn_answer`` (answer column of the most likely answer, null when
@@ -45,13 +51,14 @@ __all__ = [
     "ERROR_COLUMNS",
     "output_format",
     "errors_path",
+    "manifest_path",
     "load_thresholds",
     "output_schema",
     "prediction_table",
     "PartStore",
     "PredictSummary",
     "ids_digest",
-    "finished_counts",
+    "finished_output",
 ]
 
 #: Confidence threshold used for every question that the triage file does not cover
@@ -81,6 +88,16 @@ def errors_path(out: str | Path) -> Path:
     """The error side file of an output file: ``<output stem>.errors.csv`` next to it."""
     out = Path(out)
     return out.with_name(out.stem + ".errors.csv")
+
+
+def manifest_path(out: str | Path) -> Path:
+    """The settings record of a finished output: ``<output>.manifest.json`` next to it."""
+    out = Path(out)
+    return out.with_name(out.name + ".manifest.json")
+
+
+def _parts_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".parts")
 
 
 def load_thresholds(spec: str | Path | Mapping[str, Any] | None, tree: Tree,
@@ -236,12 +253,12 @@ class PartStore:
     def __init__(self, out: str | Path, manifest: Mapping[str, Any], resume: bool) -> None:
         self.out = Path(out)
         self.format = output_format(self.out)
-        self.dir = self.out.with_name(self.out.name + ".parts")
+        self.dir = _parts_dir(self.out)
         self.manifest = _normalised(dict(manifest))
-        manifest_path = self.dir / self.MANIFEST
-        if resume and manifest_path.exists():
-            old = json.loads(manifest_path.read_text())
-            changed = sorted(k for k in set(old) | set(self.manifest) if old.get(k) != self.manifest.get(k))
+        own_manifest = self.dir / self.MANIFEST
+        if resume and own_manifest.exists():
+            old = json.loads(own_manifest.read_text())
+            changed = _changed_settings(old, self.manifest)
             if changed:
                 raise ValueError(f"cannot resume {self.out}: the job's settings differ from the interrupted "
                                  f"run's ({', '.join(changed)}); rerun without --resume to start over")
@@ -249,7 +266,7 @@ class PartStore:
             if self.dir.exists():
                 shutil.rmtree(self.dir)
             self.dir.mkdir(parents=True)
-            _atomic(manifest_path, lambda p: p.write_text(json.dumps(self.manifest, indent=2) + "\n"))
+            _atomic(own_manifest, lambda p: p.write_text(json.dumps(self.manifest, indent=2) + "\n"))
 
     def part_path(self, chunk: int) -> Path:
         return self.dir / f"part-{chunk:06d}.parquet"
@@ -320,8 +337,14 @@ class PartStore:
                     fh.writelines(lines)
                     counts[1] += len(lines)
 
+        # The record vouches for the output: gone while it is replaced, written once it is whole.
+        record = manifest_path(self.out)
+        record.unlink(missing_ok=True)
         _atomic(self.out, write_parquet if self.format == "parquet" else write_csv)
         _atomic(errors_path(self.out), write_errors)
+        finished = {"n_predicted": counts[0], "n_failed": counts[1], "output_bytes": self.out.stat().st_size,
+                    "errors_bytes": errors_path(self.out).stat().st_size}
+        _atomic(record, lambda p: p.write_text(json.dumps({**self.manifest, "finished": finished}, indent=2) + "\n"))
         return counts[0], counts[1]
 
     def remove(self) -> None:
@@ -371,14 +394,39 @@ def ids_digest(ids: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def finished_counts(out: Path, n: int) -> tuple[int, int] | None:
-    """(predicted, failed) of a complete output of ``n`` inputs, else None."""
-    err = errors_path(out)
-    if not (out.is_file() and err.is_file()):
+def _changed_settings(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    return sorted(k for k in set(old) | set(new) if k != "finished" and old.get(k) != new.get(k))
+
+
+def finished_output(out: str | Path, manifest: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(predicted, failed) of a finished output that the job of ``manifest`` may keep on resume.
+
+    None when there is nothing finished to keep: no output file, or an interrupted
+    job's part directory (which :class:`PartStore` resumes).  Raises ValueError when
+    the output was made with other settings, changed since (file sizes differ from its
+    record :func:`manifest_path`) or has no record: it is not this job's result.
+    """
+    out = Path(out)
+    if _parts_dir(out).exists() or not out.exists():
         return None
-    if output_format(out) == "parquet":
-        n_pred = pq.ParquetFile(out).metadata.num_rows
-    else:
-        n_pred = len(pd.read_csv(out, usecols=[0]))
-    n_fail = len(pd.read_csv(err, usecols=[0]))
-    return (n_pred, n_fail) if n_pred + n_fail == n else None
+    record_path = manifest_path(out)
+    advice = "rerun without --resume to overwrite it, or write to another --out"
+    try:
+        record = json.loads(record_path.read_text())
+        finished = record["finished"]
+        sizes = (finished["output_bytes"], finished["errors_bytes"])
+    except FileNotFoundError:
+        raise ValueError(f"cannot resume {out}: it is a finished output with no settings record "
+                         f"({record_path.name}) to check this job against; {advice}") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"cannot resume {out}: unreadable settings record {record_path} "
+                         f"({type(exc).__name__}: {exc}); {advice}") from None
+    changed = _changed_settings(record, _normalised(dict(manifest)))
+    if changed:
+        raise ValueError(f"cannot resume {out}: the finished output was made with other settings "
+                         f"({', '.join(changed)}; see {record_path.name}); {advice}")
+    err = errors_path(out)
+    if not err.is_file() or (out.stat().st_size, err.stat().st_size) != tuple(sizes):
+        raise ValueError(f"cannot resume {out}: the output or {err.name} changed since the run that wrote "
+                         f"{record_path.name}; {advice}")
+    return int(finished["n_predicted"]), int(finished["n_failed"])

@@ -33,7 +33,7 @@ from gzmorph.data import Catalog, open_catalog
 from gzmorph.ensemble import Ensemble, ModelSpec, fit_simplex_weights, load_weights
 from gzmorph.images import iter_decoded
 from gzmorph.outputs import (DEFAULT_THRESHOLD, ERROR_COLUMNS, REACH_THRESHOLD, PartStore, PredictSummary,
-                             errors_path, finished_counts, ids_digest, load_thresholds, output_format,
+                             errors_path, finished_output, ids_digest, load_thresholds, output_format,
                              prediction_table)
 from gzmorph.runtime import Runtime, resolve_device, write_json
 from gzmorph.tree import Tree
@@ -299,8 +299,9 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
     resume : bool
         Keep the chunks an interrupted run of the same job finished (the job's settings
         must be the same); the final file is the same as an uninterrupted run's.  A
-        complete output (no part directory left) that accounts for every input is
-        kept as is.
+        finished output (no part directory left) is kept as is when its record
+        ``<out>.manifest.json`` (:func:`gzmorph.outputs.manifest_path`) shows the same
+        settings and unchanged files; otherwise ``ValueError`` (rerun without resume).
 
     Returns
     -------
@@ -312,10 +313,6 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
     t0 = time.monotonic()
     ensemble, src = _setup(models, source, cfg, weights)
     cat, n = src.catalog, len(src.catalog)
-    part_dir = out.with_name(out.name + ".parts")
-    if resume and not part_dir.exists() and (done := finished_counts(out, n)) is not None:
-        return PredictSummary(out, errors_path(out), n, done[0], done[1], n, time.monotonic() - t0,
-                              cat.id_column, cat.ids.dtype.kind in "iu")
     thresholds = resolve_thresholds(triage_thresholds, ensemble.tree)
     n_chunks = -(-n // cfg.chunk_rows)
     # Everything the output bytes depend on: a resumed job must match it.
@@ -325,6 +322,9 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
                 "n_inputs": n, "ids": ids_digest(cat.ids), "id_column": cat.id_column,
                 "image_size": src.size or ensemble.image_size, "batch_size": cfg.batch_size,
                 "chunk_rows": cfg.chunk_rows}
+    if resume and (done := finished_output(out, manifest)) is not None:
+        return PredictSummary(out, errors_path(out), n, done[0], done[1], n, time.monotonic() - t0,
+                              cat.id_column, cat.ids.dtype.kind in "iu")
     store = PartStore(out, manifest, resume)
     done_chunks = store.done()
     todo = [k for k in range(n_chunks) if k not in done_chunks]
