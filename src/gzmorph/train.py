@@ -14,6 +14,7 @@ import functools
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +143,12 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
     last_path = out / RUN_FILES["last"]
     if resume and last_path.exists():
         ckpt = load_checkpoint(last_path)
-        cfg = TrainConfig.from_dict(ckpt["config"])
+        stored = TrainConfig.from_dict(ckpt["config"])
+        changed = sorted(k for k, v in cfg.to_dict().items() if k != "tree" and stored.to_dict()[k] != v)
+        if changed:
+            warnings.warn(f"resuming {out} with its stored configuration; ignoring the new values of "
+                          f"{', '.join(changed)}", stacklevel=2)
+        cfg = stored
     elif (out / RUN_FILES["config"]).exists() and not resume:
         raise FileExistsError(f"{out} already holds a run; use --resume to continue it or another --out")
     else:
