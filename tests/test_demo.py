@@ -40,6 +40,7 @@ def test_demo_command_runs_end_to_end(tmp_path, capsys):
     # scored on the separate test galaxies, not on the validation split that chose best.pt
     assert metrics["n_matched"] == 20
     assert (out / "report" / "analysis" / "analysis.html").exists()
+    assert 'href="analysis/analysis.html"' in report.read_text()
     # a rerun continues the finished demo instead of failing on the existing run
     assert main(["demo", "--out", str(out), "--n", "120", "--examples", "256", "--minutes", "1",
                  "--tta", "none", "--workers", "0", "--device", "cpu", "--no-progress"]) == 0

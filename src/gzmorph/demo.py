@@ -96,15 +96,15 @@ def run_demo(out: str | Path = "gzmorph-demo", cfg: DemoConfig | None = None, pr
     times["predict"] = time.monotonic() - t
 
     t = time.monotonic()
-    print(f"[4/5] evaluating against the test galaxies' crowd labels -> {report}")
-    ev = evaluate(preds, test_labels, report, title="gzmorph demo: small network on mock Galaxy Zoo data")
-    times["evaluate"] = time.monotonic() - t
-
-    t = time.monotonic()
-    print(f"[5/5] filters, activations and extreme examples -> {report / 'analysis'}")
+    print(f"[4/5] filters, activations and extreme examples -> {report / 'analysis'}")
     analyze(run, test_cat, report / "analysis", labels=test_labels, device=cfg.device, workers=cfg.workers,
             progress=progress, max_images=500)
     times["analyze"] = time.monotonic() - t
+
+    t = time.monotonic()
+    print(f"[5/5] evaluating against the test galaxies' crowd labels -> {report}")
+    ev = evaluate(preds, test_labels, report, title="gzmorph demo: small network on mock Galaxy Zoo data")
+    times["evaluate"] = time.monotonic() - t
 
     train_cat, _ = train_val_split(open_catalog(data), train_cfg.val_fraction, train_cfg.split_seed)
     labels = open_catalog(test_labels)

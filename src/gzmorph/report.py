@@ -256,6 +256,10 @@ def write_report(evaluation: "Evaluation", out_dir: str | Path, title: str = "gz
         *(_question_section(ev, q, figures) for q in scored),
         _DEFINITIONS.format(reach=ev.config.min_reach, target=ev.config.target_accuracy),
     ]
+    # `gzmorph analyze --out REPORT/analysis` puts the network's figures beside the report.
+    if (out_dir / "analysis" / "analysis.html").exists():
+        body.insert(3, '<p>Inside the network (filters, activations, units, extreme examples): '
+                       '<a href="analysis/analysis.html">analysis/analysis.html</a></p>')
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
     path = out_dir / "report.html"
