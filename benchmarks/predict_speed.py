@@ -74,8 +74,9 @@ def network_rate(ensemble: Ensemble, images: np.ndarray, batch_size: int) -> flo
 def bench(args: argparse.Namespace, run_dirs: list[Path], paths: list[str], tta: str, out_dir: Path,
           net_images: int) -> dict:
     cfg = PredictConfig(tta=tta, batch_size=args.batch_size, device=args.device, precision=args.precision,
-                        workers=args.workers, threads=args.threads, progress=not args.no_progress)
-    ensemble = Ensemble.load(run_dirs, prediction_runtime(cfg), tta)
+                        workers=args.workers, threads=args.threads, compile=args.compile,
+                        progress=not args.no_progress)
+    ensemble = Ensemble.load(run_dirs, prediction_runtime(cfg), tta, compile=args.compile)
     catalog = out_dir / f"catalog-{len(paths)}.csv"
     pd.DataFrame({"GalaxyID": [Path(p).stem for p in paths], "path": paths}).to_csv(catalog, index=False)
     out = out_dir / f"pred-{tta}.{args.format}"
@@ -107,6 +108,8 @@ def main() -> None:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="auto: fp32 on CPU, bf16 autocast + channels_last on CUDA; bf16: also on CPU")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the networks (end-to-end includes the compile time)")
     p.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--no-progress", action="store_true")
@@ -124,7 +127,8 @@ def main() -> None:
             n = args.n if tta == "none" else args.n_tta
             res = bench(args, run_dirs, [str(f) for f in files[:n]], tta, tmp, min(args.net_images, n))
             res.update(model="+".join(str(m) for m in args.model) if args.model else f"untrained {args.preset}",
-                       device=args.device, precision=args.precision, batch_size=args.batch_size, workers=args.workers,
+                       device=args.device, precision=args.precision, compile=args.compile,
+                       batch_size=args.batch_size, workers=args.workers,
                        torch_threads=torch.get_num_threads(), cpus=os.cpu_count(), host=platform.node())
             print(json.dumps(res), flush=True)
             results.append(res)

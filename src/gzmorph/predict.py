@@ -67,6 +67,9 @@ class PredictConfig:
         fp32 by up to a few 1e-3).
     workers : int or None
         Decoding processes (``None``: automatic, ``0``: decode in this process).
+    compile : bool
+        ``torch.compile`` the networks: ~10 s per run up front, then about twice the
+        forward rate of the paper network on a CPU (BENCHMARKS.md); for large jobs.
     threads : int or None
         torch intra-op threads while the job runs (``None``: torch's setting).  On a
         CPU shared with other jobs, ``threads=1, workers=0`` can be several times
@@ -92,6 +95,7 @@ class PredictConfig:
     precision: str = "auto"
     workers: int | None = None
     threads: int | None = None
+    compile: bool = False
     chunk_rows: int = 2048
     which: str = "best"
     progress: bool = True
@@ -265,7 +269,7 @@ def resolve_thresholds(spec: str | Path | dict | None, tree: Tree) -> dict[str, 
 
 def _setup(models: ModelSpec | Sequence[ModelSpec], source: Any, cfg: PredictConfig,
            weights: Sequence[float] | str | Path | None) -> tuple[Ensemble, _Source]:
-    ensemble = Ensemble.load(models, prediction_runtime(cfg), cfg.tta, weights, cfg.which)
+    ensemble = Ensemble.load(models, prediction_runtime(cfg), cfg.tta, weights, cfg.which, cfg.compile)
     src = _open_source(source, ensemble.tree, cfg.split, cfg.id_column, cfg.path_column)
     if len(src.catalog) == 0:
         raise ValueError(f"{source}: no images to predict")

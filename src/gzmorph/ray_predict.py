@@ -250,7 +250,8 @@ class ModelActor:
 
     def __init__(self, runs: list[TrainedModel], weights: list[float], config: PredictConfig, threads: int) -> None:
         torch.set_num_threads(max(1, threads))
-        self.ensemble = Ensemble.load(runs, prediction_runtime(config), config.tta, weights)
+        self.ensemble = Ensemble.load(runs, prediction_runtime(config), config.tta, weights,
+                                      compile=config.compile)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         reasons = np.asarray(batch["reason"], dtype=object)

@@ -40,6 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto: bf16 autocast + channels_last on CUDA, fp32 on CPU; bf16: also on CPU")
     p.add_argument("--workers", type=int, default=None,
                    help="JPEG decoding processes (None: automatic, 0: in this process)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the networks (~10 s each up front; about 2x faster forward on a CPU)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (None: torch's default; 1 is often fastest on a busy CPU)")
     p.add_argument("--chunk-rows", type=int, default=2048, help="rows written per chunk (Parquet row group)")
@@ -109,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     cfg = PredictConfig(tta=args.tta, batch_size=args.batch_size, device=args.device, precision=args.precision,
-                        workers=args.workers, threads=args.threads, chunk_rows=args.chunk_rows, which=args.which,
-                        progress=not args.no_progress,
+                        workers=args.workers, threads=args.threads, compile=args.compile,
+                        chunk_rows=args.chunk_rows, which=args.which, progress=not args.no_progress,
                         split=args.split, id_column=args.id_column, path_column=args.path_column)
     weights = args.weights
     try:
