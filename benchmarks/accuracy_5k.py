@@ -42,12 +42,14 @@ def main() -> None:
     p.add_argument("--preset", default="small")
     p.add_argument("--examples", type=int, default=30_000)
     p.add_argument("--batch-size", type=int)
+    p.add_argument("--eval-every", type=int, help="examples between validations (default: the preset's)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=Path("runs/accuracy_5k"))
     p.add_argument("--tta", nargs="+", default=["none", "rot"])
     args = p.parse_args()
 
-    cfg = get_preset(args.preset).override(examples=args.examples, batch_size=args.batch_size)
+    cfg = get_preset(args.preset).override(examples=args.examples, batch_size=args.batch_size,
+                                           eval_every=args.eval_every)
     run = args.out / f"{args.preset}-{args.examples}"
     t0 = time.monotonic()
     result = train(cfg, args.data, run, device=args.device, resume=(run / "checkpoints" / "last.pt").exists())

@@ -149,8 +149,11 @@ def test_prepare_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "data_test_cache16"
     assert "decoded 3, failed 0" in capsys.readouterr().out
     assert ImageCache.open(out).images.shape == (3, 16, 16, 3)
-    bad = parser.parse_args([str(tmp_path / "missing"), "--no-progress"])
-    assert prepare_cmd.run(bad) == 2 and "no such file" in capsys.readouterr().out
+    from gzmorph.cli import main
+
+    assert main(["prepare", str(tmp_path / "missing"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "no such file" in err and "Traceback" not in err
 
 
 _KILLED_RUN = """

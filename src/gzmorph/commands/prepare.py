@@ -41,19 +41,16 @@ def default_out(data: str | Path, split: str, size: int) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from gzmorph.cache import prepare
-    from gzmorph.data import CatalogError, open_catalog
+    from gzmorph.data import open_catalog
     from gzmorph.tree import get_tree
 
     out = Path(args.out) if args.out else default_out(args.data, args.split, args.size)
-    try:
-        catalog = open_catalog(args.data, tree=get_tree(args.tree), split=args.split,
-                               id_column=args.id_column, path_column=args.path_column)
-        print(f"{len(catalog)} images from {catalog.source} -> {out} at {args.size}x{args.size} px")
-        cache = prepare(catalog, out, size=args.size, workers=args.workers,
-                        progress=not args.no_progress, overwrite=args.overwrite)
-    except (CatalogError, ValueError) as exc:
-        print(f"error: {exc}")
-        return 2
+    # Bad catalogs and settings raise; gzmorph.cli reports them in one line (exit 2).
+    catalog = open_catalog(args.data, tree=get_tree(args.tree), split=args.split,
+                           id_column=args.id_column, path_column=args.path_column)
+    print(f"{len(catalog)} images from {catalog.source} -> {out} at {args.size}x{args.size} px")
+    cache = prepare(catalog, out, size=args.size, workers=args.workers,
+                    progress=not args.no_progress, overwrite=args.overwrite)
     n_failed = len(cache) - int(cache.ok.sum())
     print(f"decoded {int(cache.ok.sum())}, failed {n_failed}"
           + (f" (listed in {out / 'errors.csv'})" if n_failed else "") + f"; cache: {out}")
