@@ -15,6 +15,7 @@ import pkgutil
 import sys
 
 import gzmorph.commands as _commands
+from gzmorph import __version__
 
 
 def _command_modules():
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gzmorph",
         description="Galaxy Zoo 2 morphology from galaxy images (Dieleman, Willett & Dambre 2015).",
     )
+    parser.add_argument("--version", action="version", version=f"gzmorph {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, mod in _command_modules():
         p = sub.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
