@@ -32,3 +32,12 @@ def make_tiny_kaggle(root: Path, n: int = 40, seed: int = 0, side: int = 96) -> 
 def tiny_kaggle(tmp_path_factory) -> Path:
     """40 labelled 96-px images in the Kaggle layout (session-wide, read-only by convention)."""
     return make_tiny_kaggle(tmp_path_factory.mktemp("tiny_kaggle"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module with one torch thread (tiny tensors), restoring the setting afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -28,13 +28,8 @@ FAST = dict(workers=0, progress=False, batch_size=4)
 from predict_helpers import SIZE, make_images, make_run  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: on a shared 2-core machine two spinning OpenMP threads cost 5x.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors on a shared 2-core machine: one torch thread is several times faster.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 ray = pytest.importorskip("ray")
 
@@ -28,13 +27,8 @@ RAY_OPTS = dict(actors=2, gpus_per_actor=0, cpus_per_actor=0.5, chunk_rows=8, ba
 from predict_helpers import make_images, make_run  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors on a shared 2-core machine: one thread is fastest for the local reference.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors on a shared 2-core machine: one torch thread is several times faster.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,6 @@ decoded rows are kept, pending and failed rows are (re)decoded.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ import pandas as pd
 
 from gzmorph.data import Catalog, CatalogError
 from gzmorph.images import DEFAULT_SIZE, iter_decoded
-from gzmorph.runtime import write_json
+from gzmorph.runtime import atomic_write, write_json
 from gzmorph.tree import Tree
 
 __all__ = ["prepare", "ImageCache", "is_cache", "CACHE_META"]
@@ -160,19 +159,18 @@ def _unpack_index(index: pd.DataFrame, id_column: str, tree: Tree) -> tuple[np.n
 
 
 def _atomic_npy(array: np.ndarray, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, array)
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a handle: np.save would append ".npy" to a path
+            np.save(fh, array)
+
+    atomic_write(path, write)
 
 
 def _atomic_frame(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
     if path.suffix == ".parquet":
-        frame.to_parquet(tmp, index=False)
+        atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
     else:
-        frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+        atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def _same_catalog(root: Path, meta: dict, catalog: Catalog, size: int) -> bool:

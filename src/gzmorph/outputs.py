@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from gzmorph.runtime import atomic_write
 from gzmorph.tree import Tree, agreement
 
 __all__ = [
@@ -218,16 +218,6 @@ def prediction_table(ids: np.ndarray, probs: np.ndarray, tree: Tree, thresholds:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    # Write next to the target, then rename: a killed job never leaves half a file.
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
 
 def _normalised(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
@@ -266,7 +256,7 @@ class PartStore:
             if self.dir.exists():
                 shutil.rmtree(self.dir)
             self.dir.mkdir(parents=True)
-            _atomic(own_manifest, lambda p: p.write_text(json.dumps(self.manifest, indent=2) + "\n"))
+            atomic_write(own_manifest, lambda p: p.write_text(json.dumps(self.manifest, indent=2) + "\n"))
 
     def part_path(self, chunk: int) -> Path:
         return self.dir / f"part-{chunk:06d}.parquet"
@@ -283,8 +273,8 @@ class PartStore:
         # One line per error row: the assembly concatenates the text line by line.
         errors = errors.assign(**{c: errors[c].fillna("").astype(str).str.replace(r"\s+", " ", regex=True)
                                   for c in ERROR_COLUMNS})
-        _atomic(self.part_errors_path(chunk), lambda p: errors.to_csv(p, index=False))
-        _atomic(self.part_path(chunk), lambda p: pq.write_table(table, p))
+        atomic_write(self.part_errors_path(chunk), lambda p: errors.to_csv(p, index=False))
+        atomic_write(self.part_path(chunk), lambda p: pq.write_table(table, p))
 
     def _check(self, chunk: int, table: pa.Table, error_ids: list[str], expected: np.ndarray) -> None:
         got = sorted([str(v) for v in table.column(0).to_pylist()] + error_ids)
@@ -340,11 +330,11 @@ class PartStore:
         # The record vouches for the output: gone while it is replaced, written once it is whole.
         record = manifest_path(self.out)
         record.unlink(missing_ok=True)
-        _atomic(self.out, write_parquet if self.format == "parquet" else write_csv)
-        _atomic(errors_path(self.out), write_errors)
+        atomic_write(self.out, write_parquet if self.format == "parquet" else write_csv)
+        atomic_write(errors_path(self.out), write_errors)
         finished = {"n_predicted": counts[0], "n_failed": counts[1], "output_bytes": self.out.stat().st_size,
                     "errors_bytes": errors_path(self.out).stat().st_size}
-        _atomic(record, lambda p: p.write_text(json.dumps({**self.manifest, "finished": finished}, indent=2) + "\n"))
+        atomic_write(record, lambda p: p.write_text(json.dumps({**self.manifest, "finished": finished}, indent=2) + "\n"))
         return counts[0], counts[1]
 
     def remove(self) -> None:

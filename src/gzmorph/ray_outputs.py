@@ -6,7 +6,6 @@ Layout and rerun rules are described in :mod:`gzmorph.ray_predict`.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -16,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gzmorph.outputs import ERROR_COLUMNS, PredictSummary
+from gzmorph.runtime import atomic_write
 
 __all__ = ["RayPartStore", "RaySummary", "ray_errors_dir"]
 
@@ -27,15 +27,9 @@ def ray_errors_dir(out: str | Path) -> Path:
 
 
 def _write_atomic(table: pa.Table, path: Path) -> None:
-    # A dot-prefixed temporary name: Parquet readers of the directory skip it even when
-    # a killed job leaves it behind, and the rename makes the part appear whole.
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # runtime.atomic_write's hidden temporary name: Parquet readers of the directory skip
+    # one a killed job leaves behind, and the rename makes the part appear whole.
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 class RayPartStore:
@@ -71,9 +65,8 @@ class RayPartStore:
                              "choose another output directory")
         else:
             self.dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(json.dumps(self.manifest, indent=2) + "\n")
-            os.replace(tmp, path)
+            text = json.dumps(self.manifest, indent=2) + "\n"
+            atomic_write(path, lambda tmp: tmp.write_text(text))
         for stale in [*self.dir.glob(".*.tmp"), *self.errors_dir.glob(".*.tmp")]:
             stale.unlink(missing_ok=True)
 

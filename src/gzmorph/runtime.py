@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-__all__ = ["Runtime", "resolve_device", "seed_everything", "atomic_save", "load_checkpoint", "write_json"]
+__all__ = ["Runtime", "resolve_device", "seed_everything", "atomic_write", "atomic_save", "load_checkpoint", "write_json"]
 
 
 @dataclass(frozen=True)
@@ -64,21 +63,28 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` for a temporary file beside ``path``, then rename it over ``path``.
 
-    A job killed mid-write leaves the previous checkpoint intact.
+    A job killed mid-write leaves the previous file (or none), never half a file.  The
+    temporary name is ``.<name>.tmp``: hidden, so readers of a folder of Parquet parts
+    skip one left behind by a killed job.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        torch.save(obj, tmp)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    return path
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` atomically: a job killed mid-write leaves the previous checkpoint intact."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -92,8 +98,5 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def write_json(obj: Any, path: str | Path) -> None:
     """Write JSON atomically (rename over the target)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(obj, indent=2, default=str) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))

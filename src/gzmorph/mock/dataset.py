@@ -35,7 +35,7 @@ from gzmorph import __version__
 from gzmorph.mock.labels import crowd_labels, visibility
 from gzmorph.mock.params import GalaxyParams, sample_params
 from gzmorph.mock.render import render_galaxy
-from gzmorph.runtime import write_json
+from gzmorph.runtime import atomic_write, write_json
 from gzmorph.tree import GZ2
 
 __all__ = ["generate", "galaxy_rng", "TRAIN_DIR", "TEST_DIR", "LABELS_FILE", "TEST_LABELS_FILE", "TRUTH_FILE",
@@ -61,9 +61,7 @@ def galaxy_rng(seed: int, split: str, index: int, stream: str) -> np.random.Gene
 
 def _write_jpeg(img: np.ndarray, path: Path) -> None:
     # Write then rename: an interrupted run never leaves a truncated JPEG behind.
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(img).save(tmp, format="JPEG", quality=_JPEG_QUALITY)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Image.fromarray(img).save(tmp, format="JPEG", quality=_JPEG_QUALITY))
 
 
 def _make(task: tuple[int, str, int, int, str, int]) -> GalaxyParams:
@@ -120,9 +118,7 @@ def _prepare_out(out: Path, keep: dict[str, set[str]], has_test: bool, meta: dic
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_csv(tmp, index=False, float_format="%.6f")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False, float_format="%.6f"))
 
 
 def _resolve_workers(workers: int | None, n_total: int, size: int) -> int:
