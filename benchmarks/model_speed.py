@@ -1,16 +1,23 @@
 """Throughput of the network: training steps and forward passes, in images per second.
 
 A training step is everything the training loop does per batch on the device:
-sample the perturbations, render the two crops of every image (affine warp),
-extract the 16 viewpoints, forward, loss, backward and a momentum-SGD update.  A
-forward pass renders fixed crops and predicts in eval mode without gradients.
-Images are random uint8 arrays already on the device (the training set lives there).
+sample the perturbations, render the crops of every image (affine warp), the
+network (16 viewpoints for the paper's family), loss, backward and the preset's
+optimizer update (with its weight average, if any).  A forward pass renders fixed
+crops and predicts in eval mode without gradients.  Images are random uint8 arrays
+already on the device (the training set lives there).  Presets are the training
+presets of :mod:`gzmorph.recipes` (model, crop size, batch size, optimizer).
+
+``--paths`` measures the speed paths one by one: ``fp32``, ``bf16`` (autocast),
+``cl`` (channels_last) and ``compile`` (``torch.compile`` of the model, with its
+start-up time reported), joined with ``+``.
 
 Examples
 --------
-CPU (fp32 eager)::
+CPU, every speed path of the CPU presets::
 
-    python benchmarks/model_speed.py --device cpu --presets small paper --threads 2
+    python benchmarks/model_speed.py --device cpu --presets small p4m cyclic paper --threads 2 \
+        --paths fp32 bf16 fp32+cl bf16+cl fp32+compile bf16+compile
 
 GPU (bf16 autocast + channels_last, optionally compiled)::
 
@@ -29,10 +36,10 @@ import torch
 import torch.nn.functional as F
 
 from gzmorph import augment as aug
-from gzmorph.model import MODEL_PRESETS, GalaxyNet, count_parameters
+from gzmorph.model import build_model, count_parameters
+from gzmorph.recipes import PRESETS, get_preset
 from gzmorph.runtime import Runtime, resolve_device
-
-_CPU_BATCH = {"small": 32, "paper": 16}
+from gzmorph.train import WeightAverage
 
 
 def _sync(rt: Runtime) -> None:
@@ -52,18 +59,37 @@ def _timed(fn, steps: int, warmup: int, rt: Runtime) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def bench_preset(name: str, batch: int, args: argparse.Namespace, rt: Runtime) -> list[dict]:
+def _runtime(args: argparse.Namespace, path: str | None) -> tuple[Runtime, bool]:
+    """The runtime of one speed path (``None``: the device's defaults) and whether to compile."""
+    if path is None:
+        return resolve_device(args.device, fast=not args.no_fast), args.compile
+    parts = set(path.split("+"))
+    unknown = parts - {"fp32", "bf16", "cl", "compile"}
+    if unknown or not parts & {"fp32", "bf16"}:
+        raise SystemExit(f"bad --paths entry {path!r}: join fp32 or bf16 with optional cl and compile by '+'")
+    base = resolve_device(args.device, precision="bf16" if "bf16" in parts else "fp32")
+    return Runtime(device=base.device, autocast="bf16" in parts, channels_last="cl" in parts), "compile" in parts
+
+
+def bench_preset(name: str, batch: int, args: argparse.Namespace, rt: Runtime, compile_: bool) -> list[dict]:
     """Training-step and forward throughput of one preset."""
-    cfg = aug.AugmentConfig()
+    preset = get_preset(name)
+    cfg = preset.augment
     pca = {"eigenvector": [0.68, 0.56, 0.47], "eigenvalue": 0.0175}
-    model = GalaxyNet(MODEL_PRESETS[name]).to(rt.device)
+    torch.manual_seed(0)
+    model = build_model(preset.model).to(rt.device)
     if rt.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    fwd = torch.compile(model) if args.compile else model
+        model = model.to_channels_last() if hasattr(model, "to_channels_last") else \
+            model.to(memory_format=torch.channels_last)
+    fwd = torch.compile(model) if compile_ else model
     images = torch.randint(0, 256, (batch, args.image_size, args.image_size, 3), dtype=torch.uint8,
                            device=rt.device)
     labels = torch.rand(batch, model.tree.n_answers, device=rt.device)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
+    if preset.optimizer == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=preset.weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
+    ema = WeightAverage(model, preset.ema_decay) if preset.ema_decay else None
     gen = torch.Generator().manual_seed(0)
 
     def train_step() -> None:
@@ -76,6 +102,8 @@ def bench_preset(name: str, batch: int, args: argparse.Namespace, rt: Runtime) -
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if ema is not None:
+            ema.update(model, 100)
 
     fixed = aug.fixed_transforms(batch).to(rt.device)
 
@@ -88,18 +116,23 @@ def bench_preset(name: str, batch: int, args: argparse.Namespace, rt: Runtime) -
 
     rows = []
     for mode, fn in (("train step", train_step), ("forward", forward)):
+        t0 = time.perf_counter()
+        fn()  # the first call holds the compilation, if any
+        first = time.perf_counter() - t0
         sec = _timed(fn, args.steps, args.warmup, rt)
         rows.append({"preset": name, "params": count_parameters(model), "mode": mode, "batch": batch,
-                     "img_per_s": batch / sec, "ms_per_batch": 1000 * sec})
+                     "img_per_s": batch / sec, "ms_per_batch": 1000 * sec, "first_call_s": round(first, 2)})
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--presets", nargs="+", default=["small", "paper"], choices=sorted(MODEL_PRESETS))
+    p.add_argument("--presets", nargs="+", default=["small", "paper"], choices=sorted(PRESETS))
     p.add_argument("--batch-size", type=int, default=None,
-                   help="batch size for every preset (default: small 32 / paper 16 on CPU, 512 on CUDA)")
+                   help="batch size for every preset (default: the preset's on CPU, 512 on CUDA)")
+    p.add_argument("--paths", nargs="+", default=None,
+                   help="speed paths to compare, e.g. fp32 bf16 bf16+cl bf16+compile (default: the device's)")
     p.add_argument("--image-size", type=int, default=141, help="side of the source images in pixels")
     p.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, cudnn autotune)")
@@ -110,22 +143,27 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    rt = resolve_device(args.device, fast=not args.no_fast)
+    rt, _ = _runtime(args, None)
     device_name = torch.cuda.get_device_name(rt.device) if rt.is_cuda else platform.processor() or "cpu"
     info = {"device": str(rt.device), "device_name": device_name, "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "autocast_bf16": rt.autocast, "channels_last": rt.channels_last,
-            "compile": args.compile, "image_size": args.image_size}
+            "threads": torch.get_num_threads(), "image_size": args.image_size}
     print(" ".join(f"{k}={v}" for k, v in info.items()))
     rows = []
-    for name in args.presets:
-        batch = args.batch_size or (512 if rt.is_cuda else _CPU_BATCH.get(name, 16))
-        for row in bench_preset(name, batch, args, rt):
-            rows.append(row)
-            print(f"{row['preset']:>12} {row['mode']:>10}  batch {row['batch']:4d}  "
-                  f"{row['img_per_s']:9.1f} img/s  ({row['ms_per_batch']:.1f} ms/batch)", flush=True)
-    print("\n| preset | params | mode | batch | img/s |\n|---|---:|---|---:|---:|")
+    for path in args.paths or [None]:
+        rt, compile_ = _runtime(args, path)
+        label = path or f"{'bf16' if rt.autocast else 'fp32'}{'+cl' if rt.channels_last else ''}" \
+                        f"{'+compile' if compile_ else ''}"
+        for name in args.presets:
+            batch = args.batch_size or (512 if rt.is_cuda else get_preset(name).batch_size)
+            for row in bench_preset(name, batch, args, rt, compile_):
+                rows.append({**row, "path": label})
+                print(f"{row['preset']:>12} {label:>14} {row['mode']:>10}  batch {row['batch']:4d}  "
+                      f"{row['img_per_s']:9.1f} img/s  ({row['ms_per_batch']:.1f} ms/batch, "
+                      f"first call {row['first_call_s']} s)", flush=True)
+    print("\n| preset | params | path | mode | batch | img/s | first call (s) |\n|---|---:|---|---|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['preset']} | {r['params'] / 1e6:.2f}M | {r['mode']} | {r['batch']} | {r['img_per_s']:.1f} |")
+        print(f"| {r['preset']} | {r['params'] / 1e6:.2f}M | {r['path']} | {r['mode']} | {r['batch']} | "
+              f"{r['img_per_s']:.1f} | {r['first_call_s']} |")
     if args.json:
         args.json.write_text(json.dumps({"info": info, "results": rows}, indent=2) + "\n")
     return 0

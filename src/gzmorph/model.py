@@ -22,10 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gzmorph.symmetric import SymmetricConfig, SymmetricNet
 from gzmorph.tree import GZ2, Tree, TreeConstraint
 from gzmorph.viewpoints import N_VIEWPOINTS, PART_SIZE, extract_viewpoints
 
-__all__ = ["ModelConfig", "MODEL_PRESETS", "GalaxyNet", "count_parameters", "get_model_config"]
+__all__ = ["ModelConfig", "MODEL_PRESETS", "GalaxyNet", "count_parameters", "get_model_config", "build_model",
+           "model_config_from_dict"]
 
 _ACTIVATIONS = ("maxout", "relu")
 _MERGES = ("concat", "mean")
@@ -149,6 +151,16 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     # learns far slower (validation RMSE 0.167 vs 0.135 after 8k examples on GZ2 data).
     "small": replace(_PAPER, conv_channels=(8, 16, 32, 32), dense_units=(256,), init="kaiming"),
 }
+
+
+def model_config_from_dict(d: dict[str, Any]) -> "ModelConfig | SymmetricConfig":
+    """A stored model config: a :class:`SymmetricConfig` when it names a ``family``, else a :class:`ModelConfig`."""
+    return SymmetricConfig.from_dict(d) if "family" in d else ModelConfig.from_dict(d)
+
+
+def build_model(cfg: "ModelConfig | SymmetricConfig", tree: Tree = GZ2) -> nn.Module:
+    """The network for a model config: the paper's :class:`GalaxyNet` or a :class:`SymmetricNet`."""
+    return SymmetricNet(cfg, tree) if isinstance(cfg, SymmetricConfig) else GalaxyNet(cfg, tree)
 
 
 def get_model_config(spec: str | dict | ModelConfig) -> ModelConfig:

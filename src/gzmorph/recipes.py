@@ -13,7 +13,9 @@ from typing import Any
 
 from gzmorph.augment import AugmentConfig
 from gzmorph.images import DEFAULT_SIZE
-from gzmorph.model import MODEL_PRESETS, ModelConfig
+from gzmorph.model import MODEL_PRESETS, ModelConfig, model_config_from_dict
+from gzmorph.runtime import PRECISIONS
+from gzmorph.symmetric import SYMMETRIC_PRESETS, SymmetricConfig
 
 __all__ = ["TrainConfig", "PRESETS", "get_preset"]
 
@@ -27,7 +29,7 @@ class TrainConfig:
     ``examples`` (the paper: 18M and 23M of 25M).
     """
 
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig | SymmetricConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     tree: str | dict = "gz2"  # a name, a JSON file, or the tree itself (stored resolved in runs)
     optimizer: str = "nesterov"  # "nesterov" (SGD) or "adamw"
@@ -48,11 +50,21 @@ class TrainConfig:
     image_size: int = DEFAULT_SIZE
     eval_batch_size: int = 256
     seed: int = 0
-    compile: bool = False  # torch.compile, CUDA only
+    compile: str = "off"  # torch.compile of the training step: "off", "cuda" (on CUDA only) or "always"
+    precision: str = "auto"  # see gzmorph.runtime.PRECISIONS; "fast" = bf16 where the hardware has it
+    ema_decay: float = 0.0  # weights averaged with this decay per step for validation and best.pt; 0: off
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
-            self.model = ModelConfig.from_dict(self.model)
+            self.model = model_config_from_dict(self.model)
+        if isinstance(self.compile, bool):  # run directories before 0.2 stored a flag meaning "on CUDA"
+            self.compile = "cuda" if self.compile else "off"
+        if self.compile not in ("off", "cuda", "always"):
+            raise ValueError(f"compile must be 'off', 'cuda' or 'always', not {self.compile!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if isinstance(self.augment, dict):
             self.augment = AugmentConfig.from_dict(self.augment)
         self.lr_milestones = tuple(float(m) for m in self.lr_milestones)
@@ -105,7 +117,7 @@ def _paper(model: str) -> TrainConfig:
 _FAST = TrainConfig(
     model=MODEL_PRESETS["paper"], optimizer="adamw", lr=1e-3, weight_decay=1e-4, batch_size=512,
     schedule="cosine", warmup_examples=500_000, clip_examples=10_000, grad_clip=1.0,
-    eval_every=500_000, eval_batch_size=1024, compile=True,
+    eval_every=500_000, eval_batch_size=1024, compile="cuda",
 )
 
 # `small`: a net that learns something real on a 2-core CPU within minutes (the demo).
@@ -115,11 +127,28 @@ _SMALL = TrainConfig(
     eval_every=5_000, eval_batch_size=128,
 )
 
+
+def _symmetric(model: str) -> TrainConfig:
+    """The CPU recipe of the symmetry-built designs (see BENCHMARKS.md, "Accuracy within an hour on 2 cores").
+
+    One 48-px crop of the paper's 207/424 field (the invariance is built in, so no
+    viewpoints), AdamW with decoupled weight decay, batch 64, warmup then cosine decay,
+    an average of the weights for validation and prediction, and bf16 on CPUs that
+    compute it natively.  ``examples`` is sized for about an hour on 2 cores.
+    """
+    return TrainConfig(
+        model=SYMMETRIC_PRESETS[model], augment=AugmentConfig(out_size=48), optimizer="adamw", lr=2e-3,
+        weight_decay=0.05, batch_size=64, examples=1_100_000, schedule="cosine", warmup_examples=5_000,
+        clip_examples=0, grad_clip=1.0, eval_every=50_000, eval_batch_size=250, precision="fast", ema_decay=0.999,
+    )
+
+
 PRESETS: dict[str, TrainConfig] = {
     "paper": _paper("paper"),
     "fast": _FAST,
     "small": _SMALL,
     **{f"paper-{name}": _paper(name) for name in MODEL_PRESETS if name not in ("paper", "small")},
+    **{name: _symmetric(name) for name in SYMMETRIC_PRESETS},
 }
 
 

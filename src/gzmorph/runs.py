@@ -20,7 +20,7 @@ import torch
 from gzmorph import augment as aug
 from gzmorph.data import Catalog, open_catalog, train_val_split
 from gzmorph.images import load_images
-from gzmorph.model import GalaxyNet
+from gzmorph.model import build_model
 from gzmorph.recipes import TrainConfig
 from gzmorph.runtime import load_checkpoint, resolve_device
 from gzmorph.tree import Tree, get_tree
@@ -114,7 +114,7 @@ def load_training_data(data: str | Path, cfg: TrainConfig, tree: Tree, out: Path
 class TrainedModel:
     """A trained network ready for inference, with what is needed to feed it."""
 
-    model: GalaxyNet
+    model: torch.nn.Module  # GalaxyNet or SymmetricNet
     tree: Tree
     augment: aug.AugmentConfig
     pca: dict[str, Any]
@@ -152,8 +152,9 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
         dev = resolve_device(device).device
     ckpt = load_checkpoint(path, map_location=dev)
     tree = get_tree(cfg.tree)
-    model = GalaxyNet(cfg.model, tree).to(dev)
-    model.load_state_dict(ckpt["model"])
+    model = build_model(cfg.model, tree).to(dev)
+    # A run trained with weight averaging predicts with the averaged weights.
+    model.load_state_dict(ckpt.get("ema", ckpt["model"]))
     model.eval()
     return TrainedModel(model=model, tree=tree, augment=cfg.augment, pca=extra.get("pca", {}),
                         image_size=cfg.image_size, config=cfg, step=int(ckpt["step"]), run_dir=run_dir)

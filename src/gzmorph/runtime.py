@@ -12,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-__all__ = ["Runtime", "resolve_device", "seed_everything", "atomic_write", "atomic_save", "load_checkpoint", "write_json"]
+__all__ = ["Runtime", "resolve_device", "cpu_has_native_bf16", "PRECISIONS", "seed_everything", "atomic_write", "atomic_save", "load_checkpoint", "write_json"]
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,26 @@ class Runtime:
         return torch.autocast(device_type=self.device.type, enabled=False)
 
 
-def resolve_device(spec: str | None = "auto", fast: bool = True) -> Runtime:
+#: Training/prediction precisions: "auto" (bf16 autocast on CUDA only), "fast" (bf16 wherever the
+#: hardware computes it natively: CUDA, or CPUs with AVX512-BF16/AMX), "fp32", "bf16" (always).
+PRECISIONS = ("auto", "fast", "fp32", "bf16")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): only then is CPU bf16 faster."""
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_device(spec: str | None = "auto", fast: bool = True, precision: str = "auto") -> Runtime:
     """Pick the device once: ``"auto"`` takes CUDA when present, else the CPU.
 
     ``fast`` turns on the GPU-only speed paths (bf16 autocast, channels_last) on CUDA.
+    ``precision`` (one of :data:`PRECISIONS`) can ask for bf16 autocast on the CPU too:
+    ``"fast"`` where the CPU has native bf16, ``"bf16"`` always; ``"fp32"`` never autocasts.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     if spec in (None, "", "auto"):
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(spec)
@@ -52,7 +67,15 @@ def resolve_device(spec: str | None = "auto", fast: bool = True) -> Runtime:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    return Runtime(device=device, autocast=cuda and fast, channels_last=cuda and fast)
+    if precision == "fp32":
+        autocast = False
+    elif precision == "bf16":
+        autocast = True
+    elif precision == "fast":
+        autocast = cuda or cpu_has_native_bf16()
+    else:
+        autocast = cuda and fast
+    return Runtime(device=device, autocast=autocast, channels_last=cuda and fast and precision != "fp32")
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -10,6 +10,7 @@ run would, without saving RNG states.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import math
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 
 from gzmorph import augment as aug
 from gzmorph.distributed import Dist, all_sum, launch, setup
-from gzmorph.model import GalaxyNet
+from gzmorph.model import build_model
 from gzmorph.recipes import PRESETS, TrainConfig, get_preset
 from gzmorph.runs import RUN_FILES, TrainedModel, load_run, load_training_data
 from gzmorph.runtime import Runtime, atomic_save, load_checkpoint, resolve_device, seed_everything, write_json
@@ -99,9 +100,39 @@ def validation_sums(model: torch.nn.Module, images: torch.Tensor, labels: torch.
     return sq, float(count)
 
 
-def _save(path: Path, model, optimizer, step: int, cfg: TrainConfig, best: float) -> None:
-    atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                 "best_val_rmse": best, "config": cfg.to_dict()}, path)
+class WeightAverage:
+    """An exponential moving average of a model's weights and floating-point buffers.
+
+    The batch-norm statistics are averaged like the weights (as timm's ``ModelEmaV2``
+    does): copying the live statistics would normalise the lagging averaged weights
+    with the statistics of other weights.  The effective decay ramps up as
+    ``min(decay, (1 + n) / (10 + n))`` over the first updates, so early averages are
+    not dominated by the random initial weights.  Validation, ``best.pt`` and
+    prediction use the averaged weights.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        mine = [p for p in self.model.parameters()] + [b for b in self.model.buffers() if b.is_floating_point()]
+        theirs = [p.detach() for p in model.parameters()] + [b for b in model.buffers() if b.is_floating_point()]
+        torch._foreach_lerp_(mine, theirs, 1.0 - d)
+        for a, b in zip(self.model.buffers(), model.buffers()):
+            if not a.is_floating_point():
+                a.copy_(b)  # counters such as num_batches_tracked
+
+
+def _save(path: Path, model, optimizer, step: int, cfg: TrainConfig, best: float,
+          ema: WeightAverage | None = None) -> None:
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+             "best_val_rmse": best, "config": cfg.to_dict()}
+    if ema is not None:
+        state["ema"] = ema.model.state_dict()
+    atomic_save(state, path)
 
 
 def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | None = "auto",
@@ -153,10 +184,10 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
         raise FileExistsError(f"{out} already holds a run; use --resume to continue it or another --out")
     else:
         ckpt = None
-    rt = resolve_device(device)
+    rt = resolve_device(device, precision=cfg.precision)
     d = setup(rt.device.type)
     if d.enabled and rt.is_cuda:
-        rt = resolve_device(f"cuda:{d.local_rank}")
+        rt = resolve_device(f"cuda:{d.local_rank}", precision=cfg.precision)
         torch.cuda.set_device(rt.device)
     if cfg.batch_size % d.world:
         raise ValueError(f"batch size {cfg.batch_size} is not divisible by {d.world} processes")
@@ -166,15 +197,19 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
     cfg = cfg.override(tree=tree.to_dict())
     ds = load_training_data(data, cfg, tree, out, workers=workers, progress=progress and d.is_main,
                             id_column=id_column, path_column=path_column)
-    model = GalaxyNet(cfg.model, tree).to(rt.device)
+    model = build_model(cfg.model, tree).to(rt.device)
     if rt.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to_channels_last() if hasattr(model, "to_channels_last") else \
+            model.to(memory_format=torch.channels_last)
     optimizer = _make_optimizer(model, cfg)
     step, best = 0, math.inf
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step, best = int(ckpt["step"]), float(ckpt["best_val_rmse"])
+    ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
+    if ema is not None and ckpt is not None:
+        ema.model.load_state_dict(ckpt["ema"])
     if d.is_main:
         write_json({**cfg.to_dict(), "pca": ds.pca, "data": str(data), "n_train": len(ds.train_images),
                     "n_val": len(ds.val_images), "label_columns": ds.label_columns, "processes": d.world},
@@ -183,9 +218,9 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
     if d.enabled:
         # The only buffers are the tree's constant index tensors: nothing to broadcast.
         fwd = DDP(model, device_ids=[rt.device.index] if rt.is_cuda else None, broadcast_buffers=False)
-    if cfg.compile and rt.is_cuda:
+    if cfg.compile == "always" or (cfg.compile == "cuda" and rt.is_cuda):
         fwd = torch.compile(fwd)
-    return _loop(cfg, model, fwd, optimizer, ds, rt, d, out, step, best, max_minutes, progress and d.is_main)
+    return _loop(cfg, model, fwd, optimizer, ds, rt, d, out, step, best, max_minutes, progress and d.is_main, ema)
 
 
 def _result_from_run(out: Path) -> dict[str, Any]:
@@ -200,7 +235,7 @@ def _result_from_run(out: Path) -> dict[str, Any]:
 
 
 def _loop(cfg, model, fwd, optimizer, ds, rt: Runtime, d: Dist, out: Path, step: int, best: float,
-          max_minutes: float | None, progress: bool) -> dict[str, Any]:
+          max_minutes: float | None, progress: bool, ema: WeightAverage | None = None) -> dict[str, Any]:
     images, labels = ds.train_images.to(rt.device), ds.train_labels.to(rt.device)
     # Each process validates its own slice of the held-out set; the sums are combined.
     val = slice(d.rank * len(ds.val_images) // d.world, (d.rank + 1) * len(ds.val_images) // d.world)
@@ -212,11 +247,13 @@ def _loop(cfg, model, fwd, optimizer, ds, rt: Runtime, d: Dist, out: Path, step:
     try:
         while step < cfg.steps:
             loss = _train_step(cfg, model, fwd, optimizer, images, labels, ds.pca, rt, d, step)
+            if ema is not None:
+                ema.update(model, step)
             running, n_running, step = running + loss, n_running + 1, step + 1
             bar.update(1)
             timeout = _out_of_time(t0, max_minutes, step, d, rt)
             if step % eval_steps == 0 or step == cfg.steps or timeout:
-                sq, count = validation_sums(model, val_images, val_labels, cfg, rt)
+                sq, count = validation_sums(model if ema is None else ema.model, val_images, val_labels, cfg, rt)
                 totals = all_sum([sq, count, float(running) / max(n_running, 1)], d, rt.device).tolist()
                 last_val = math.sqrt(totals[0] / max(totals[1], 1))
                 record = {"step": step, "examples": step * cfg.batch_size, "lr": learning_rate(cfg, step - 1),
@@ -227,8 +264,8 @@ def _loop(cfg, model, fwd, optimizer, ds, rt: Runtime, d: Dist, out: Path, step:
                     metrics.write(json.dumps(record) + "\n")
                     metrics.flush()
                     if last_val < best:
-                        _save(out / RUN_FILES["best"], model, optimizer, step, cfg, last_val)
-                    _save(out / RUN_FILES["last"], model, optimizer, step, cfg, min(best, last_val))
+                        _save(out / RUN_FILES["best"], model, optimizer, step, cfg, last_val, ema)
+                    _save(out / RUN_FILES["last"], model, optimizer, step, cfg, min(best, last_val), ema)
                 best = min(best, last_val)
                 d.barrier()  # nobody runs ahead of a checkpoint being written
                 bar.set_postfix(loss=f"{record['train_loss']:.4f}", val_rmse=f"{last_val:.4f}")

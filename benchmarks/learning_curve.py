@@ -1,0 +1,130 @@
+"""RMSE17 on the shared benchmark split against training wall-clock: learning curves on 2 CPU cores.
+
+One run per preset, its schedule sized by ``--examples``.  Training stops cleanly at
+each time point (``train(max_minutes=...)``), the validation split is scored with
+each ``--tta`` level from ``last.pt`` (which holds the averaged weights, if any), and
+the run resumes exactly where it stopped, so the scoring does not count as training
+time.  A point reached after the schedule has finished is the finished run.
+
+Benchmark convention (``../shared/data/README.md``): sort by GalaxyID, train on the
+first 4,500, validate on the last 500, RMSE over the 17 available columns.
+
+Usage::
+
+    python benchmarks/learning_curve.py --preset p4m --examples 1500000 --points 5 10 20 30 60
+    python benchmarks/learning_curve.py --preset small --examples 600000 --points 5 10 20 30 60
+    python benchmarks/learning_curve.py --plot runs/curves --png docs/learning_curves.png
+
+Each point is one JSON line in ``OUT/<preset>-<examples>/curve.jsonl`` (with the load
+average of the machine while it trained); ``--plot`` draws every curve under a folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "gz2-kaggle-5k-141px"
+
+
+def rmse17(pred: np.ndarray, labels: np.ndarray) -> float:
+    mask = ~np.isnan(labels)
+    return float(np.sqrt(np.mean((pred[mask] - labels[mask]) ** 2)))
+
+
+def score(run: Path, val, tta: str, device: str) -> float:
+    from gzmorph.predict import predict
+
+    df = predict([run], val, tta=tta, device=device, progress=False, which="last")
+    order = {k: i for i, k in enumerate(df[val.id_column].tolist())}
+    pred = df[val.tree.columns].to_numpy(dtype=np.float64)[[order[k] for k in val.ids.tolist()]]
+    return rmse17(pred, val.labels)
+
+
+def curve(args: argparse.Namespace) -> None:
+    from gzmorph.data import open_catalog, train_val_split
+    from gzmorph.recipes import get_preset
+    from gzmorph.train import train
+
+    cfg = get_preset(args.preset).override(examples=args.examples, eval_every=args.eval_every,
+                                           precision=args.precision, compile=args.compile)
+    run = args.out / (args.name or f"{args.preset}-{args.examples}")
+    _, val = train_val_split(open_catalog(args.data), cfg.val_fraction)
+    log = run / "curve.jsonl"
+    done = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+    spent = done[-1]["train_seconds"] if done else 0.0
+    for minutes in args.points:
+        if any(r["minutes"] == minutes for r in done):
+            continue
+        t0, load0 = time.monotonic(), os.getloadavg()[0]
+        result = train(cfg, args.data, run, device=args.device, resume=(run / "checkpoints" / "last.pt").exists(),
+                       max_minutes=max(0.05, minutes - spent / 60), progress=False)
+        spent += result["seconds"]
+        record = {"preset": args.preset, "minutes": minutes, "train_seconds": round(spent, 1),
+                  "examples": result["examples"], "finished": result["finished"],
+                  "wall_with_setup_s": round(time.monotonic() - t0, 1),
+                  "load_avg_1min": [round(load0, 2), round(os.getloadavg()[0], 2)]}
+        for tta in args.tta:
+            record[f"rmse17_{tta}"] = round(score(run, val, tta, args.device), 5)
+        done.append(record)
+        with open(log, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(json.dumps(record), flush=True)
+        if result["finished"]:
+            break
+
+
+def plot(folder: Path, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for log in sorted(folder.glob("*/curve.jsonl")):
+        rows = [json.loads(x) for x in log.read_text().splitlines()]
+        t = [r["train_seconds"] / 60 for r in rows]
+        for tta, style in (("none", "-o"), ("rot", "--s")):
+            if f"rmse17_{tta}" in rows[0]:
+                ax.plot(t, [r[f"rmse17_{tta}"] for r in rows], style, label=f"{log.parent.name} ({tta})", ms=4)
+    ax.axhline(0.0891, color="k", lw=0.8, ls=":", label="paper network, 2M examples on an H100 (0.0891)")
+    ax.axhline(0.1759, color="grey", lw=0.8, ls=":", label="training mean (0.1759)")
+    ax.set(xlabel="training wall-clock on 2 CPU cores (minutes)", ylabel="RMSE17, 500 validation galaxies",
+           xscale="log", title="Learning curves on the shared 5k benchmark")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120)
+    print(f"wrote {png}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--preset", default="p4m")
+    p.add_argument("--name", help="run folder name (default PRESET-EXAMPLES)")
+    p.add_argument("--examples", type=int, help="schedule length (default: the preset's)")
+    p.add_argument("--points", type=float, nargs="+", default=[5, 10, 20, 30, 60], help="minutes of training")
+    p.add_argument("--eval-every", type=int, help="examples between validations (default: the preset's)")
+    p.add_argument("--precision", choices=["auto", "fast", "fp32", "bf16"])
+    p.add_argument("--compile", choices=["off", "cuda", "always"])
+    p.add_argument("--tta", nargs="+", default=["none", "rot"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", type=Path, default=Path("runs/curves"))
+    p.add_argument("--plot", type=Path, help="draw the curves of every run under this folder instead")
+    p.add_argument("--png", type=Path, default=Path("docs/learning_curves.png"))
+    args = p.parse_args()
+    if args.plot:
+        plot(args.plot, args.png)
+    else:
+        curve(args)
+
+
+if __name__ == "__main__":
+    main()
