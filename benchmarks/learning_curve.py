@@ -48,12 +48,17 @@ def score(run: Path, val, tta: str, device: str) -> float:
 
 def curve(args: argparse.Namespace) -> None:
     from gzmorph.data import open_catalog, train_val_split
-    from gzmorph.recipes import get_preset
+    from gzmorph.recipes import TrainConfig, get_preset
     from gzmorph.train import train
 
     cfg = get_preset(args.preset).override(examples=args.examples, eval_every=args.eval_every,
                                            precision=args.precision, compile=args.compile)
-    run = args.out / (args.name or f"{args.preset}-{args.examples}")
+    if args.override:  # design exploration: '{"model": {"channels": [6, 12, 24, 48]}, "lr": 0.004}'
+        d = cfg.to_dict()
+        for key, value in json.loads(args.override).items():
+            d[key] = {**d[key], **value} if isinstance(value, dict) else value
+        cfg = TrainConfig.from_dict(d)
+    run = args.out / (args.name or f"{args.preset}-{cfg.examples}")
     _, val = train_val_split(open_catalog(args.data), cfg.val_fraction)
     log = run / "curve.jsonl"
     done = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
@@ -114,6 +119,7 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, help="examples between validations (default: the preset's)")
     p.add_argument("--precision", choices=["auto", "fast", "fp32", "bf16"])
     p.add_argument("--compile", choices=["off", "cuda", "always"])
+    p.add_argument("--override", help="JSON of config changes (nested for model/augment) for design exploration")
     p.add_argument("--tta", nargs="+", default=["none", "rot"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, default=Path("runs/curves"))
