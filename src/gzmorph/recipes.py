@@ -49,6 +49,7 @@ class TrainConfig:
     eval_batch_size: int = 256
     seed: int = 0
     compile: bool = False  # torch.compile, CUDA only
+    init_from: str | None = None  # run directory whose best weights start this run (fine-tuning)
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
