@@ -158,3 +158,19 @@ def test_queue_is_flagged_galaxies_most_doubtful_first():
     assert q.index.tolist() == ["c", "a", "b"]
     assert q["priority"].tolist() == pytest.approx([0.9, 0.7, 0.2])
     assert build_queue(preds, GZ2, question="Q1").index.tolist() == ["a"]
+
+
+def test_reviewers_writing_at_once_lose_nothing(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = ReviewStore(tmp_path / "r.sqlite", GZ2)
+
+    def review(reviewer: str) -> None:
+        for g in range(6):
+            answer_all(store, str(g), reviewer, SMOOTH if g % 2 else SPIRAL)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(review, ["ann", "bob", "cy", "dee"]))
+    t = store.table()
+    assert len(t) == 4 * 3 * (len(SPIRAL) + len(SMOOTH))
+    assert all(store.finished(r) == {str(g) for g in range(6)} for r in ("ann", "bob", "cy", "dee"))

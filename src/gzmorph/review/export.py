@@ -6,7 +6,9 @@ for a root question).  The tree's sums then hold: a question's answers add up to
 parent answer.  A question that no reviewer answered (nobody reached it, or everybody
 said "can't tell") is NaN, never 0: training masks NaN, while 0 would teach the model
 that the answer is certainly absent.  Vote counts per question (``Qn_votes``, the
-reviewers who gave a real answer, and ``Qn_cant_tell``) come alongside.
+reviewers who gave a real answer, and ``Qn_cant_tell``) come alongside.  Every stored
+answer is a vote, also in a review left unfinished: its unanswered questions simply
+have fewer voters.
 
 The table is a catalog that ``gzmorph train --data`` and ``gzmorph evaluate --labels``
 read: the id column, ``path`` (the image's absolute path, from the review's catalog)
