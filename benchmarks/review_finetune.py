@@ -2,8 +2,8 @@
 
 1. mock data: N training galaxies and a pool of P unlabelled "new" galaxies (crowd labels kept aside);
 2. train the `small` preset on the training galaxies (the base run);
-3. predict the pool; the flagged galaxies (``needs_expert``) are split by id parity into
-   A (sent to the experts) and B (held out);
+3. predict the pool; the flagged galaxies (``needs_expert``; with ``--top K`` the first K
+   of the review queue) are split by id parity into A (sent to the experts) and B (held out);
 4. simulated experts answer A: the mock's crowd labels (default), or ``--reviewers K``
    simulated reviewers walking the tree through the review store (answers drawn from the
    crowd's per-question distribution) and exported with ``gzmorph.review.export``;
@@ -30,6 +30,7 @@ from gzmorph.predict import predict
 from gzmorph.recipes import get_preset
 from gzmorph.review.db import ReviewStore
 from gzmorph.review.export import export_labels
+from gzmorph.review.queue import build_queue
 from gzmorph.review.walk import next_question
 from gzmorph.runs import run_config
 from gzmorph.train import train
@@ -98,6 +99,8 @@ def main() -> None:
     ap.add_argument("--finetune-examples", type=int, default=3000)
     ap.add_argument("--lr", type=float, default=5e-4, help="fine-tuning learning rate")
     ap.add_argument("--reviewers", type=int, default=0, help="0: crowd labels as the expert answers")
+    ap.add_argument("--top", type=int, default=0,
+                    help="only the first TOP galaxies of the review queue (0: every flagged galaxy)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     out, t0 = Path(args.out), time.monotonic()
@@ -110,24 +113,25 @@ def main() -> None:
     pool = open_catalog(data, split="test")
     preds = predict([out / "base"], pool, device="cpu", progress=False).set_index("GalaxyID")
     truth = pd.read_csv(data / "test_solutions_rev1.csv").set_index("GalaxyID")
-    flagged = [int(i) for i in preds.index[preds["needs_expert"]]]
+    queue = build_queue(preds, GZ2)  # most doubtful first, as the reviewers get them
+    flagged = [int(i) for i in (queue.index[:args.top] if args.top else queue.index)]
     seen, held = [i for i in flagged if i % 2 == 0], [i for i in flagged if i % 2 == 1]
     expert_catalog(args, out, data, truth, seen, pool)
     # A random validation split: by id, the last 10% would be the reviewed galaxies themselves.
     ft = run_config(out / "base").override(examples=args.finetune_examples, lr=args.lr, warmup_examples=0,
                                            clip_examples=0, eval_every=args.finetune_examples,
                                            split_seed=args.seed, init_from=str(out / "base"))
-    report = {"pool": len(pool), "n_flagged": len(flagged), "n_reviewed": len(seen), "n_held_out": len(held),
+    report = {"pool": len(pool), "top": args.top, "n_flagged": len(flagged), "n_reviewed": len(seen), "n_held_out": len(held),
               "reviewers": args.reviewers or "crowd labels", "base": scores(preds, preds, truth, seen, held)}
     for name, catalog in (("control", out / "original.csv"), ("expert", out / "mixed.csv")):
-        run = out / f"ft-{name}-{args.reviewers}"
+        run = out / f"ft-{name}-top{args.top}-r{args.reviewers}"
         if not (run / "checkpoints" / "last.pt").exists():
             train(ft, catalog, run, device="cpu", progress=False)
         tuned = predict([run], pool, device="cpu", progress=False, which="last").set_index("GalaxyID")
         report[name] = scores(tuned, preds, truth, seen, held)
     report["seconds"] = round(time.monotonic() - t0, 1)
     print(json.dumps(report, indent=2))
-    (out / f"result-{args.reviewers}.json").write_text(json.dumps(report, indent=2))
+    (out / f"result-top{args.top}-r{args.reviewers}.json").write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
