@@ -53,6 +53,7 @@ class TrainConfig:
     compile: str = "off"  # torch.compile of the training step: "off", "cuda" (on CUDA only) or "always"
     precision: str = "auto"  # see gzmorph.runtime.PRECISIONS; "fast" = bf16 where the hardware has it
     ema_decay: float = 0.0  # weights averaged with this decay per step for validation and best.pt; 0: off
+    init_from: str | None = None  # run directory whose best weights start this run (fine-tuning)
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):

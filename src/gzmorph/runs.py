@@ -25,7 +25,8 @@ from gzmorph.recipes import TrainConfig
 from gzmorph.runtime import load_checkpoint, resolve_device
 from gzmorph.tree import Tree, get_tree
 
-__all__ = ["RUN_FILES", "TrainingData", "load_training_data", "TrainedModel", "load_run", "open_source"]
+__all__ = ["RUN_FILES", "TrainingData", "load_training_data", "TrainedModel", "load_run", "open_source",
+           "run_config", "init_weights"]
 
 RUN_FILES = {
     "config": "config.json",
@@ -158,3 +159,30 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     model.eval()
     return TrainedModel(model=model, tree=tree, augment=cfg.augment, pca=extra.get("pca", {}),
                         image_size=cfg.image_size, config=cfg, step=int(ckpt["step"]), run_dir=run_dir)
+
+
+def run_config(run_dir: str | Path) -> TrainConfig:
+    """The training configuration stored in a run directory (a base for fine-tuning it)."""
+    path = Path(run_dir) / RUN_FILES["config"]
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a gzmorph run directory (no {RUN_FILES['config']})")
+    known = {f.name for f in fields(TrainConfig)}
+    return TrainConfig.from_dict({k: v for k, v in json.loads(path.read_text()).items() if k in known})
+
+
+def init_weights(model: torch.nn.Module, cfg: TrainConfig, tree: Tree) -> dict[str, Any]:
+    """Load the best weights of run ``cfg.init_from`` into ``model`` (fine-tuning).
+
+    The run must have the same network and tree; returns what was loaded (run, step)
+    for the new run's record.
+    """
+    init = load_run(cfg.init_from, "best", device="cpu")
+    if init.config.model.to_dict() != cfg.model.to_dict():
+        raise ValueError(f"--init-from {cfg.init_from}: that run trained another network "
+                         f"({init.config.model.to_dict()}), not {cfg.model.to_dict()}; use its preset or "
+                         "leave --preset out to take its configuration")
+    if init.tree.to_dict() != tree.to_dict():
+        raise ValueError(f"--init-from {cfg.init_from}: that run predicts tree {init.tree.name!r} with other "
+                         f"answers than tree {tree.name!r}")
+    model.load_state_dict(init.model.state_dict())
+    return {"run": str(Path(cfg.init_from).resolve()), "step": init.step}

@@ -27,7 +27,7 @@ from gzmorph import augment as aug
 from gzmorph.distributed import Dist, all_sum, launch, setup
 from gzmorph.model import build_model
 from gzmorph.recipes import PRESETS, TrainConfig, get_preset
-from gzmorph.runs import RUN_FILES, TrainedModel, load_run, load_training_data
+from gzmorph.runs import RUN_FILES, TrainedModel, init_weights, load_run, load_training_data
 from gzmorph.runtime import Runtime, atomic_save, load_checkpoint, resolve_device, seed_everything, write_json
 from gzmorph.tree import get_tree
 
@@ -202,7 +202,11 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
         model = model.to_channels_last() if hasattr(model, "to_channels_last") else \
             model.to(memory_format=torch.channels_last)
     optimizer = _make_optimizer(model, cfg)
-    step, best = 0, math.inf
+    step, best, init = 0, math.inf, None
+    if ckpt is None and cfg.init_from:
+        init = init_weights(model, cfg, tree)  # fine-tuning: start from that run's best weights
+    elif ckpt is not None and cfg.init_from:  # resumed: keep the record of the first start
+        init = json.loads((out / RUN_FILES["config"]).read_text()).get("init")
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -212,7 +216,8 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
         ema.model.load_state_dict(ckpt["ema"])
     if d.is_main:
         write_json({**cfg.to_dict(), "pca": ds.pca, "data": str(data), "n_train": len(ds.train_images),
-                    "n_val": len(ds.val_images), "label_columns": ds.label_columns, "processes": d.world},
+                    "n_val": len(ds.val_images), "label_columns": ds.label_columns, "processes": d.world,
+                    **({"init": init} if init else {})},
                    out / RUN_FILES["config"])
     fwd: torch.nn.Module = model
     if d.enabled:

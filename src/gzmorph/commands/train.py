@@ -14,7 +14,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--id-column", default="GalaxyID", help="id column of a CSV/Parquet catalog")
     p.add_argument("--path-column", default="path", help="image path column of a CSV/Parquet catalog")
     p.add_argument("--out", required=True, help="run directory to write (config, metrics, checkpoints)")
-    p.add_argument("--preset", default="paper", choices=sorted(PRESETS), help="model + training recipe")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="model + training recipe (default: paper, or with --init-from that run's configuration)")
+    p.add_argument("--init-from", metavar="RUN",
+                   help="fine-tune: start from the best weights of this run (same network and tree)")
     p.add_argument("--examples", type=int, help="training examples (lr milestones scale with it)")
     p.add_argument("--batch-size", type=int, help="override the preset's batch size")
     p.add_argument("--lr", type=float, help="override the preset's learning rate")
@@ -36,9 +39,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gzmorph.recipes import get_preset
+    from gzmorph.runs import run_config
     from gzmorph.train import train
 
-    cfg = get_preset(args.preset).override(
+    base = run_config(args.init_from) if args.init_from and not args.preset else get_preset(args.preset or "paper")
+    cfg = base.override(init_from=args.init_from,
         examples=args.examples, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
         image_size=args.image_size, val_fraction=args.val_fraction, split_seed=args.split_seed,
         seed=args.seed, tree=args.tree, compile=args.compile,
