@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gzmorph import augment as aug
-from gzmorph.model import MODEL_PRESETS, GalaxyNet, count_parameters
+from gzmorph.nn import augment as aug
+from gzmorph.nn.model import MODEL_PRESETS, GalaxyNet, count_parameters
 from gzmorph.runtime import Runtime, resolve_device
 
 _CPU_BATCH = {"small": 32, "paper": 16}

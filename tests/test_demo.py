@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from gzmorph.cli import main
-from gzmorph.data import open_catalog, train_val_split
+from gzmorph.data.catalog import open_catalog, train_val_split
 from gzmorph.mock import generate
-from gzmorph.recipes import get_preset
-from gzmorph.train import train
+from gzmorph.training.recipes import get_preset
+from gzmorph.training.train import train
 
 
 @pytest.fixture(scope="module")

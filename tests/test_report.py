@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from gzmorph.evaluate import evaluate
-from gzmorph.report import write_report
+from gzmorph.evaluation.evaluate import evaluate
+from gzmorph.evaluation.report import write_report
 from gzmorph.tree import GZ2
 
 LABELLED = [c for c in GZ2.columns if c.split(".")[0] in ("Class1", "Class2", "Class6", "Class7", "Class8")]

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from gzmorph.recipes import PRESETS, TrainConfig, get_preset
-from gzmorph.runs import load_run
-from gzmorph.train import learning_rate, masked_mse, train
+from gzmorph.training.recipes import PRESETS, TrainConfig, get_preset
+from gzmorph.training.rundir import load_run
+from gzmorph.errors import RunError
+from gzmorph.evaluation.metrics import masked_mse
+from gzmorph.training.train import learning_rate, train
 
 
 @pytest.fixture(scope="module")
@@ -55,16 +57,17 @@ def test_run_directory_and_load(tiny, tmp_path):
     run = tmp_path / "run"
     result = train(_cfg(), tiny, run, device="cpu", workers=0, progress=False)
     assert result["finished"] and result["examples"] == 256
-    cfg = json.loads((run / "config.json").read_text())
-    assert cfg["batch_size"] == 8 and cfg["tree"]["name"] == "gz2" and len(cfg["pca"]["eigenvector"]) == 3
-    assert (cfg["n_train"], cfg["n_val"]) == (36, 4)
+    stored = json.loads((run / "config.json").read_text())
+    cfg, data = stored["train"], stored["data"]
+    assert cfg["batch_size"] == 8 and cfg["tree"]["name"] == "gz2" and len(data["pca"]["eigenvector"]) == 3
+    assert (data["n_train"], data["n_val"]) == (36, 4) and data["source"] == str(tiny)
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["examples"] for r in lines] == [64, 128, 192, 256]
     assert all(np.isfinite(r["val_rmse"]) for r in lines)
     trained = load_run(run, "best", device="cpu")
     assert not trained.model.training and trained.image_size == 48
     assert min(r["val_rmse"] for r in lines) == pytest.approx(result["best_val_rmse"])
-    with pytest.raises(FileExistsError):
+    with pytest.raises(RunError):
         train(_cfg(), tiny, run, device="cpu", workers=0, progress=False)
 
 

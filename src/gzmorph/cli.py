@@ -16,6 +16,7 @@ import sys
 
 import gzmorph.commands as _commands
 from gzmorph import __version__
+from gzmorph.errors import GzmorphError
 
 
 def _command_modules():
@@ -47,9 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Errors a user can cause (bad paths, bad catalogs, bad settings): one line, exit 2.
-# Set GZMORPH_DEBUG=1 to get the traceback instead.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError, RuntimeError)
+# Errors a user can cause (bad paths, bad catalogs, bad settings) are our own types
+# (gzmorph.errors): one line, exit 2.  Anything else is a bug and shows its traceback.
+# Set GZMORPH_DEBUG=1 to get the traceback of a user error too.
+USER_ERRORS = (GzmorphError,)
 
 
 def main(argv: list[str] | None = None) -> int:

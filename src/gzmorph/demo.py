@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from gzmorph.evaluation.metrics import masked_rmse
+
 __all__ = ["DemoConfig", "run_demo"]
 
 
@@ -45,8 +47,7 @@ class DemoConfig:
 def _baseline_rmse(train_labels: np.ndarray, val_labels: np.ndarray) -> float:
     """RMSE of predicting the training mean for every held-out galaxy."""
     mean = np.nanmean(train_labels, axis=0)
-    err = (val_labels - mean) ** 2
-    return float(np.sqrt(np.nanmean(err)))
+    return masked_rmse(np.broadcast_to(mean, val_labels.shape), val_labels)
 
 
 def run_demo(out: str | Path = "gzmorph-demo", cfg: DemoConfig | None = None, progress: bool = True) -> dict[str, Any]:
@@ -58,13 +59,13 @@ def run_demo(out: str | Path = "gzmorph-demo", cfg: DemoConfig | None = None, pr
         ``rmse``, ``baseline_rmse``, ``accuracy`` (per question), ``report`` (path),
         ``examples`` trained and the seconds each stage took.
     """
-    from gzmorph.analyze import analyze
-    from gzmorph.data import open_catalog, train_val_split
-    from gzmorph.evaluate import evaluate
+    from gzmorph.evaluation.analyze import analyze
+    from gzmorph.data.catalog import open_catalog, train_val_split
+    from gzmorph.evaluation.evaluate import evaluate
     from gzmorph.mock import generate
-    from gzmorph.predict import predict_to_file
-    from gzmorph.recipes import get_preset
-    from gzmorph.train import train
+    from gzmorph.inference.predict import predict_to_file
+    from gzmorph.training.recipes import get_preset
+    from gzmorph.training.train import train
 
     cfg = cfg or DemoConfig()
     out = Path(out)

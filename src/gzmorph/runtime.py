@@ -12,6 +12,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from gzmorph.errors import ConfigError
+
 __all__ = ["Runtime", "resolve_device", "seed_everything", "atomic_write", "atomic_save", "load_checkpoint", "write_json"]
 
 
@@ -46,7 +48,7 @@ def resolve_device(spec: str | None = "auto", fast: bool = True) -> Runtime:
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(spec)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {spec!r} requested but CUDA is not available on this machine")
+        raise ConfigError(f"device {spec!r} requested but CUDA is not available on this machine")
     cuda = device.type == "cuda"
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 HELP = "figures of what a trained network learned: filters, activations, hidden units, best/worst images"
 DESCRIPTION = (
@@ -37,17 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gzmorph.analyze import AnalyzeConfig, analyze
+    from gzmorph.config import build
+    from gzmorph.evaluation.analyze import AnalyzeConfig, analyze
 
-    try:
-        cfg = AnalyzeConfig(max_images=args.max_images, n_units=args.units, n_examples=args.examples,
-                            n_errors=args.errors, example_id=args.example_id, viewpoint=args.viewpoint,
-                            batch_size=args.batch_size, seed=args.seed)
-        path = analyze(args.model, args.images, args.out, labels=args.labels, config=cfg, which=args.which,
-                       device=args.device, id_column=args.id_column, workers=args.workers,
-                       progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as exc:  # CatalogError is a ValueError
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = build(AnalyzeConfig, dict(max_images=args.max_images, n_units=args.units, n_examples=args.examples,
+                                    n_errors=args.errors, example_id=args.example_id, viewpoint=args.viewpoint,
+                                    batch_size=args.batch_size, seed=args.seed))
+    path = analyze(args.model, args.images, args.out, labels=args.labels, config=cfg, which=args.which,
+                   device=args.device, id_column=args.id_column, workers=args.workers,
+                   progress=not args.no_progress)
     print(f"analysis: {path}")
     return 0

@@ -22,10 +22,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gzmorph.config import build
     from gzmorph.demo import DemoConfig, format_summary, run_demo
 
-    cfg = DemoConfig(n_galaxies=args.n, minutes=args.minutes, examples=args.examples, preset=args.preset,
-                     tta=args.tta, seed=args.seed, device=args.device, workers=args.workers)
+    cfg = build(DemoConfig, dict(n_galaxies=args.n, minutes=args.minutes, examples=args.examples,
+                                 preset=args.preset, tta=args.tta, seed=args.seed, device=args.device,
+                                 workers=args.workers))
     summary = run_demo(args.out, cfg, progress=not args.no_progress)
     print()
     print(format_summary(summary))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 HELP = "score predictions against crowd labels: RMSE, accuracy vs agreement, precision/recall, triage, HTML report"
@@ -33,16 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gzmorph.evaluate import evaluate
+    from gzmorph.config import build
+    from gzmorph.evaluation.evaluate import EvaluationConfig, evaluate
     from gzmorph.tree import get_tree
 
-    try:
-        ev = evaluate(args.predictions, args.labels, out=args.out, tree=get_tree(args.tree),
-                      id_column=args.id_column, target_accuracy=args.target_accuracy, n_bins=args.bins,
-                      min_reach=args.min_reach, title=args.title)
-    except (ValueError, FileNotFoundError) as exc:  # CatalogError is a ValueError
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    build(EvaluationConfig, dict(target_accuracy=args.target_accuracy, n_bins=args.bins, min_reach=args.min_reach))
+    ev = evaluate(args.predictions, args.labels, out=args.out, tree=get_tree(args.tree),
+                  id_column=args.id_column, target_accuracy=args.target_accuracy, n_bins=args.bins,
+                  min_reach=args.min_reach, title=args.title)
     print(f"{ev.n_matched} images matched; RMSE {ev.rmse:.4f} over {len(ev.rmse_columns)} answer columns")
     for side, ids in (("predictions", ev.only_in_predictions), ("labels", ev.only_in_labels)):
         if len(ids):

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
-    from gzmorph.predict import PredictConfig
-    from gzmorph.ray_predict import RaySummary
+    from gzmorph.inference.predict import PredictConfig
+    from gzmorph.inference.ray import RaySummary
 
 HELP = "predict the answer probabilities of a collection (CSV submission or Parquet with triage)"
 DESCRIPTION = (
@@ -18,8 +17,8 @@ DESCRIPTION = (
     "look). Images that cannot be decoded are listed in <OUT stem>.errors.csv and the job goes on. "
     "A killed job restarted with --resume continues where it stopped and writes the same file. "
     "With --ray the job runs on a Ray cluster (pip install 'gzmorph[ray]'): OUT becomes a directory "
-    "of Parquet parts, the error rows go to <OUT stem>.errors/, and a rerun computes only the parts "
-    "not written yet."
+    "of Parquet parts, the error rows go to <OUT stem>.errors/, and --resume likewise computes only "
+    "the parts not written yet."
 )
 
 
@@ -86,60 +85,51 @@ def _check(p_args: argparse.Namespace) -> str | None:
         return "give one of --images, --catalog or --cache, and --out"
     if bool(source) != bool(p_args.out):
         return "give both a source (--images, --catalog or --cache) and --out, or neither (weights only)"
-    if p_args.ray is not None and p_args.cache:
-        return "--ray reads the images on the cluster: give --images or --catalog, not --cache"
     return None
 
 
 def _predict_on_ray(args: argparse.Namespace, source: str, cfg: PredictConfig,
                     weights: str | Sequence[float] | None) -> RaySummary:
     # Imported here: without --ray nothing imports Ray (an optional extra).
-    from gzmorph.ray_predict import RayConfig, predict_ray
+    from gzmorph.config import build
+    from gzmorph.inference.ray import RayConfig, predict_ray
 
-    rcfg = RayConfig(address=args.ray or None, actors=args.ray_actors, gpus_per_actor=args.ray_gpus_per_actor,
-                     cpus_per_actor=args.ray_cpus_per_actor)
+    rcfg = build(RayConfig, dict(address=args.ray or None, actors=args.ray_actors,
+                                 gpus_per_actor=args.ray_gpus_per_actor, cpus_per_actor=args.ray_cpus_per_actor))
     return predict_ray(args.model, source, args.out, config=cfg, ray_config=rcfg, weights=weights,
-                       triage_thresholds=args.triage_thresholds)
+                       triage_thresholds=args.triage_thresholds, resume=args.resume)
 
 
 def run(args: argparse.Namespace) -> int:
-    from gzmorph.data import CatalogError
-    from gzmorph.predict import PredictConfig, fit_weights, predict_to_file
+    from gzmorph.config import build
+    from gzmorph.errors import ConfigError
+    from gzmorph.inference.predict import PredictConfig, fit_weights, predict_to_file
 
     problem = _check(args)
     if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
-    cfg = PredictConfig(tta=args.tta, batch_size=args.batch_size, device=args.device, precision=args.precision,
-                        workers=args.workers, threads=args.threads, compile=args.compile,
-                        chunk_rows=args.chunk_rows, which=args.which, progress=not args.no_progress,
-                        split=args.split, id_column=args.id_column, path_column=args.path_column)
+        raise ConfigError(problem)
+    cfg = build(PredictConfig, dict(tta=args.tta, batch_size=args.batch_size, device=args.device,
+                                    precision=args.precision, workers=args.workers, threads=args.threads,
+                                    compile=args.compile, chunk_rows=args.chunk_rows, which=args.which,
+                                    progress=not args.no_progress, split=args.split, id_column=args.id_column,
+                                    path_column=args.path_column))
     weights = args.weights
-    try:
-        if args.fit_weights:
-            record = fit_weights(args.model, args.fit_weights, args.weights_out, config=cfg)
-            rmse = record["rmse"]
-            print("ensemble weights " + ", ".join(f"{w:.3f}" for w in record["weights"])
-                  + f" on {record['n_images']} images: RMSE {rmse['fitted']:.4f} (uniform {rmse['uniform']:.4f}, "
-                  + "runs " + ", ".join(f"{r:.4f}" for r in rmse["runs"]) + ")"
-                  + (f" -> {args.weights_out}" if args.weights_out else ""))
-            weights = record["weights"]
-        source = args.images or args.catalog or args.cache
-        if source is None:
-            return 0
-        if args.ray is not None:
-            summary = _predict_on_ray(args, source, cfg, weights)
-        else:
-            summary = predict_to_file(args.model, source, args.out, config=cfg, weights=weights,
-                                      triage_thresholds=args.triage_thresholds, resume=args.resume)
-    except ImportError as exc:
-        if args.ray is None:
-            raise
-        print(f"error: {exc}", file=sys.stderr)  # Ray is not installed
-        return 2
-    except (CatalogError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.fit_weights:
+        record = fit_weights(args.model, args.fit_weights, args.weights_out, config=cfg)
+        rmse = record["rmse"]
+        print("ensemble weights " + ", ".join(f"{w:.3f}" for w in record["weights"])
+              + f" on {record['n_images']} images: RMSE {rmse['fitted']:.4f} (uniform {rmse['uniform']:.4f}, "
+              + "runs " + ", ".join(f"{r:.4f}" for r in rmse["runs"]) + ")"
+              + (f" -> {args.weights_out}" if args.weights_out else ""))
+        weights = record["weights"]
+    source = args.images or args.catalog or args.cache
+    if source is None:
+        return 0
+    if args.ray is not None:
+        summary = _predict_on_ray(args, source, cfg, weights)
+    else:
+        summary = predict_to_file(args.model, source, args.out, config=cfg, weights=weights,
+                                  triage_thresholds=args.triage_thresholds, resume=args.resume)
     print(summary.message())
     if summary.n_inputs > summary.n_resumed:
         print(f"{summary.images_per_second:.1f} images/s")

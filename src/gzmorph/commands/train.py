@@ -8,7 +8,7 @@ HELP = "train a network on labelled images (Kaggle dir, catalog or cache)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from gzmorph.recipes import PRESETS
+    from gzmorph.training.recipes import PRESETS
 
     p.add_argument("--data", required=True, help="Kaggle directory, CSV/Parquet catalog, or cache from `gzmorph prepare`")
     p.add_argument("--id-column", default="GalaxyID", help="id column of a CSV/Parquet catalog")
@@ -35,14 +35,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gzmorph.recipes import get_preset
-    from gzmorph.train import train
+    from gzmorph.config import build
+    from gzmorph.training.recipes import TrainConfig, get_preset
+    from gzmorph.training.train import train
 
-    cfg = get_preset(args.preset).override(
-        examples=args.examples, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
-        image_size=args.image_size, val_fraction=args.val_fraction, split_seed=args.split_seed,
-        seed=args.seed, tree=args.tree, compile=args.compile,
-    )
+    overrides = dict(examples=args.examples, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
+                     image_size=args.image_size, val_fraction=args.val_fraction, split_seed=args.split_seed,
+                     seed=args.seed, tree=args.tree, compile=args.compile)
+    preset = get_preset(args.preset).to_dict()
+    cfg = build(TrainConfig, {**preset, **{k: v for k, v in overrides.items() if v is not None}})
     result = train(cfg, args.data, args.out, device=args.device, resume=args.resume, workers=args.workers,
                    max_minutes=args.max_minutes, progress=not args.no_progress, processes=args.gpus,
                    id_column=args.id_column, path_column=args.path_column)

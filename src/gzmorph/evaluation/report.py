@@ -1,6 +1,6 @@
 """The evaluation report: one self-contained HTML page with embedded plots.
 
-:func:`write_report` turns an :class:`gzmorph.evaluate.Evaluation` into ``report.html``
+:func:`write_report` turns an :class:`gzmorph.evaluation.evaluate.Evaluation` into ``report.html``
 (every plot embedded as a base64 PNG, so the file can be mailed or archived alone) and
 also saves the plots as PNG files under ``plots/``. Per scored question it shows the
 paper's Figure 9 (accuracy in bins of crowd agreement and of model confidence), the triage
@@ -24,7 +24,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
-    from gzmorph.evaluate import Evaluation
+    from gzmorph.evaluation.evaluate import Evaluation
 
 __all__ = ["write_outputs", "write_report", "plot_accuracy_bins", "plot_triage", "plot_rmse", "figure_png"]
 
@@ -226,7 +226,7 @@ def write_report(evaluation: "Evaluation", out_dir: str | Path, title: str = "gz
     Parameters
     ----------
     evaluation : Evaluation
-        Result of :func:`gzmorph.evaluate.evaluate`.
+        Result of :func:`gzmorph.evaluation.evaluate.evaluate`.
     out_dir : path
         Folder to write into (created if needed).
     title : str

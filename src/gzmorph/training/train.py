@@ -22,22 +22,18 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
-from gzmorph import augment as aug
-from gzmorph.distributed import Dist, all_sum, launch, setup
-from gzmorph.model import GalaxyNet
-from gzmorph.recipes import PRESETS, TrainConfig, get_preset
-from gzmorph.runs import RUN_FILES, TrainedModel, load_run, load_training_data
-from gzmorph.runtime import Runtime, atomic_save, load_checkpoint, resolve_device, seed_everything, write_json
+from gzmorph.nn import augment as aug
+from gzmorph.training.distributed import Dist, all_sum, launch, setup
+from gzmorph.nn.model import GalaxyNet
+from gzmorph.training.recipes import PRESETS, TrainConfig, get_preset
+from gzmorph.errors import RunError
+from gzmorph.training.rundir import RUN_FILES, TrainedModel, load_run, save_checkpoint, save_run
+from gzmorph.training.trainset import load_training_data
+from gzmorph.runtime import Runtime, load_checkpoint, resolve_device, seed_everything
+from gzmorph.evaluation.metrics import masked_mse, masked_sums
 from gzmorph.tree import get_tree
 
-__all__ = ["TrainConfig", "PRESETS", "get_preset", "train", "load_run", "TrainedModel", "masked_mse"]
-
-
-def masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the label entries that are present (not NaN)."""
-    mask = ~torch.isnan(target)
-    diff = torch.where(mask, pred.float() - torch.nan_to_num(target), torch.zeros((), device=pred.device))
-    return diff.square().sum() / mask.sum().clamp_min(1)
+__all__ = ["TrainConfig", "PRESETS", "get_preset", "train", "load_run", "TrainedModel"]
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -92,16 +88,10 @@ def validation_sums(model: torch.nn.Module, images: torch.Tensor, labels: torch.
         crops = aug.render_crops(x, aug.fixed_transforms(len(x)).to(rt.device), cfg.augment, None)
         with rt.autocast_context():
             pred = model(crops).float()
-        y = labels[i : i + len(x)]
-        mask = ~torch.isnan(y)
-        sq += float((pred - torch.nan_to_num(y)).square()[mask].sum())
-        count += int(mask.sum())
+        batch_sq, batch_count = masked_sums(pred, labels[i : i + len(x)])
+        sq += float(batch_sq)
+        count += int(batch_count)
     return sq, float(count)
-
-
-def _save(path: Path, model, optimizer, step: int, cfg: TrainConfig, best: float) -> None:
-    atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                 "best_val_rmse": best, "config": cfg.to_dict()}, path)
 
 
 def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | None = "auto",
@@ -150,7 +140,7 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
                           f"{', '.join(changed)}", stacklevel=2)
         cfg = stored
     elif (out / RUN_FILES["config"]).exists() and not resume:
-        raise FileExistsError(f"{out} already holds a run; use --resume to continue it or another --out")
+        raise RunError(f"{out} already holds a run; use --resume to continue it or another --out")
     else:
         ckpt = None
     rt = resolve_device(device)
@@ -176,9 +166,8 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
         optimizer.load_state_dict(ckpt["optimizer"])
         step, best = int(ckpt["step"]), float(ckpt["best_val_rmse"])
     if d.is_main:
-        write_json({**cfg.to_dict(), "pca": ds.pca, "data": str(data), "n_train": len(ds.train_images),
-                    "n_val": len(ds.val_images), "label_columns": ds.label_columns, "processes": d.world},
-                   out / RUN_FILES["config"])
+        save_run(out, cfg, {"pca": ds.pca, "source": str(data), "n_train": len(ds.train_images),
+                            "n_val": len(ds.val_images), "label_columns": ds.label_columns, "processes": d.world})
     fwd: torch.nn.Module = model
     if d.enabled:
         # The only buffers are the tree's constant index tensors: nothing to broadcast.
@@ -227,8 +216,8 @@ def _loop(cfg, model, fwd, optimizer, ds, rt: Runtime, d: Dist, out: Path, step:
                     metrics.write(json.dumps(record) + "\n")
                     metrics.flush()
                     if last_val < best:
-                        _save(out / RUN_FILES["best"], model, optimizer, step, cfg, last_val)
-                    _save(out / RUN_FILES["last"], model, optimizer, step, cfg, min(best, last_val))
+                        save_checkpoint(out / RUN_FILES["best"], model, step, cfg, optimizer, last_val)
+                    save_checkpoint(out / RUN_FILES["last"], model, step, cfg, optimizer, min(best, last_val))
                 best = min(best, last_val)
                 d.barrier()  # nobody runs ahead of a checkpoint being written
                 bar.set_postfix(loss=f"{record['train_loss']:.4f}", val_rmse=f"{last_val:.4f}")

@@ -1,4 +1,4 @@
-"""Builders of tiny prediction inputs shared by the prediction tests."""
+"""Builders of small generated test inputs: run directories (written by the one run writer) and images."""
 
 from __future__ import annotations
 
@@ -9,24 +9,26 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gzmorph.model import GalaxyNet
-from gzmorph.recipes import get_preset
-from gzmorph.runtime import atomic_save, write_json
+from gzmorph.nn.model import GalaxyNet
+from gzmorph.training.recipes import get_preset
+from gzmorph.training.rundir import save_checkpoint, save_run
 from gzmorph.tree import GZ2
 
 SIZE = 40
 
 
-def make_run(path: Path, seed: int, image_size: int = SIZE) -> Path:
-    """A run directory holding an untrained tiny network (the layout `train` writes)."""
+PCA = {"eigenvector": [0.58, 0.58, 0.57], "eigenvalue": 0.01}
+
+
+def make_run(path: Path, seed: int, image_size: int = SIZE, step: int = 0) -> Path:
+    """A run directory holding an untrained tiny network, written by :func:`save_run`."""
     base = get_preset("small")
     cfg = base.override(model=replace(base.model, conv_channels=(4, 4, 8, 8), dense_units=(16,)),
                         image_size=image_size, seed=seed)
     torch.manual_seed(seed)
     model = GalaxyNet(cfg.model, GZ2)
-    pca = {"eigenvector": [0.58, 0.58, 0.57], "eigenvalue": 0.01}
-    write_json({**cfg.to_dict(), "pca": pca}, path / "config.json")
-    atomic_save({"model": model.state_dict(), "step": 0}, path / "checkpoints" / "best.pt")
+    save_run(path, cfg, {"pca": PCA})
+    save_checkpoint(path / "checkpoints" / "best.pt", model, step, cfg)
     return path
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,14 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from gzmorph import augment as aug
-from gzmorph.evaluate import _id_keys, _load_labels, _match_ids
+from gzmorph.errors import CatalogError, ConfigError
+from gzmorph import config
+from gzmorph.nn import augment as aug
+from gzmorph.evaluation.evaluate import id_keys, load_labels, match_ids
 from gzmorph.runtime import resolve_device, write_json
+from gzmorph.evaluation.metrics import masked_sums, rmse_from_sums
 from gzmorph.tree import Tree
-from gzmorph.viewpoints import N_VIEWPOINTS, extract_viewpoints
+from gzmorph.nn.viewpoints import N_VIEWPOINTS, extract_viewpoints
 
 __all__ = ["AnalyzeConfig", "analyze", "plot_filters", "plot_activations", "plot_units", "plot_errors"]
 
@@ -79,11 +82,11 @@ class AnalyzeConfig:
             raise ValueError(f"viewpoint must be in 0..{N_VIEWPOINTS - 1}, got {self.viewpoint}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return config.to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "AnalyzeConfig":
-        return cls(**d)
+        return config.from_dict(cls, d)
 
 
 @dataclass
@@ -97,7 +100,7 @@ class _Inputs:
 
 
 # --------------------------------------------------------------------------- inputs
-def _load_inputs(images: Any, tree: Tree, size: int, cfg: AnalyzeConfig, workers: int | None,
+def _load_inputs(images: Any, tree: Tree, size: int, cfg: AnalyzeConfig, workers: int | None, id_column: str,
                  progress: bool) -> _Inputs:
     """Sample up to ``cfg.max_images`` rows of an array, catalog or cache and decode them."""
     if isinstance(images, np.ndarray):
@@ -105,25 +108,24 @@ def _load_inputs(images: Any, tree: Tree, size: int, cfg: AnalyzeConfig, workers
             raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
         rows = _sample(len(images), cfg)
         return _Inputs(rows, images[rows], None, "array", len(images), [])
-    from gzmorph.cache import ImageCache, is_cache
-    from gzmorph.data import Catalog, open_catalog
-    from gzmorph.images import load_images
+    from gzmorph.data.source import open_source
 
-    if not isinstance(images, Catalog) and is_cache(images):
-        cache = ImageCache.open(images)
-        ok = cache.ok_index
+    source = open_source(images, tree=tree, id_column=id_column)
+    catalog = source.catalog
+    if source.cache is not None:
+        # Sample among the decoded rows of a cache; its failed rows are known already.
+        ok = source.cache.ok_index
         rows = ok[_sample(len(ok), cfg)]
-        skipped = [(cache.ids[i], "failed when the cache was prepared") for i in np.flatnonzero(~cache.ok)]
-        return _Inputs(cache.ids[rows], np.asarray(cache.images[rows]), cache.labels[rows].astype(np.float64),
-                       str(cache.root), len(cache), skipped)
-    catalog = images if isinstance(images, Catalog) else open_catalog(images, tree=tree)
+        skipped = [(catalog.ids[i], "failed when the cache was prepared") for i in np.flatnonzero(~source.cache.ok)]
+        return _Inputs(catalog.ids[rows], np.asarray(source.cache.images[rows]),
+                       catalog.labels[rows].astype(np.float64), catalog.source, len(catalog), skipped)
     rows = _sample(len(catalog), cfg)
-    decoded, failed = load_images(catalog.paths[rows], size=size, workers=workers, progress=progress)
+    decoded, failed = source.load(size, rows=rows, workers=workers, progress=progress)
     keep = np.ones(len(rows), dtype=bool)
     keep[[i for i, _ in failed]] = False
     skipped = [(catalog.ids[rows[i]], reason) for i, reason in failed]
     if not keep.any():
-        raise ValueError(f"{catalog.source or images}: none of the {len(rows)} images could be decoded "
+        raise CatalogError(f"{catalog.source or images}: none of the {len(rows)} images could be decoded "
                          f"(first: {skipped[0][0]}: {skipped[0][1]})")
     labels = catalog.labels[rows[keep]].astype(np.float64)
     return _Inputs(catalog.ids[rows[keep]], decoded[keep], labels, catalog.source or str(images), len(catalog),
@@ -132,7 +134,7 @@ def _load_inputs(images: Any, tree: Tree, size: int, cfg: AnalyzeConfig, workers
 
 def _sample(n: int, cfg: AnalyzeConfig) -> np.ndarray:
     if n == 0:
-        raise ValueError("no images to analyse")
+        raise CatalogError("no images to analyse")
     if n <= cfg.max_images:
         return np.arange(n)
     return np.sort(np.random.default_rng(cfg.seed).choice(n, cfg.max_images, replace=False))
@@ -147,8 +149,8 @@ def _attach_labels(inputs: _Inputs, labels: Any, tree: Tree, id_column: str) -> 
         if labels.shape != (len(inputs.images), tree.n_answers):
             raise ValueError(f"labels array of shape {labels.shape}, expected ({len(inputs.images)}, {tree.n_answers})")
         return labels.astype(np.float64)
-    keys, values, _ = _load_labels(labels, tree, id_column)
-    rows, label_rows, _, _ = _match_ids(_id_keys(inputs.ids), keys)
+    keys, values, _ = load_labels(labels, tree, id_column)
+    rows, label_rows, _, _ = match_ids(id_keys(inputs.ids), keys)
     out = np.full((len(inputs.ids), tree.n_answers), np.nan)
     out[rows] = values[label_rows]
     return out
@@ -285,9 +287,9 @@ def _page(title: str, facts: list[str], sections: list[tuple[str, str, list[str]
 def _example_row(ids: np.ndarray, example_id: Any) -> int:
     if example_id is None:
         return 0
-    hits = np.flatnonzero(_id_keys(ids).astype(str) == str(example_id))
+    hits = np.flatnonzero(id_keys(ids).astype(str) == str(example_id))
     if hits.size == 0:
-        raise ValueError(f"example id {example_id!r} is not among the analysed images (first: {ids[:3].tolist()})")
+        raise ConfigError(f"example id {example_id!r} is not among the analysed images (first: {ids[:3].tolist()})")
     return int(hits[0])
 
 
@@ -330,9 +332,8 @@ def _error_figures(predictions: np.ndarray, labels: np.ndarray | None, crops: np
     """Per-image RMSE over the labelled answers; the best and worst images."""
     if labels is None:
         return []
-    sq = (predictions - labels) ** 2  # (N, n_answers), NaN where unlabelled
-    counts = np.isfinite(sq).sum(axis=1)
-    rmse = np.sqrt(np.where(counts > 0, np.nansum(sq, axis=1) / np.maximum(counts, 1), np.nan))
+    sse, counts = masked_sums(predictions, labels, axis=1)  # (N,) each
+    rmse = rmse_from_sums(sse, counts)
     if not np.isfinite(rmse).any():
         return []
     table = pd.DataFrame({id_column: ids, "rmse": rmse, "n_label_values": counts})
@@ -351,7 +352,7 @@ def analyze(run_dir: str | Path, images: Any, out: str | Path, labels: Any = Non
         Run directory written by ``gzmorph train``.
     images : path, Catalog or ndarray
         Kaggle directory, CSV/Parquet catalog, image folder, image cache, a
-        :class:`gzmorph.data.Catalog`, or uint8 images ``(N, H, W, 3)`` (ids 0..N-1).
+        :class:`gzmorph.data.catalog.Catalog`, or uint8 images ``(N, H, W, 3)`` (ids 0..N-1).
     out : path
         Folder for the PNG files, ``units.csv``, ``image_errors.csv``, ``analysis.json``
         and ``analysis.html``.
@@ -371,14 +372,14 @@ def analyze(run_dir: str | Path, images: Any, out: str | Path, labels: Any = Non
     """
     from dataclasses import replace
 
-    from gzmorph.runs import load_run
+    from gzmorph.training.rundir import load_run
 
     cfg = replace(config or AnalyzeConfig(), **settings)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device).device
     trained = load_run(run_dir, which=which, device=dev)
-    inputs = _load_inputs(images, trained.tree, trained.image_size, cfg, workers, progress)
+    inputs = _load_inputs(images, trained.tree, trained.image_size, cfg, workers, id_column, progress)
     labels = _attach_labels(inputs, labels, trained.tree, id_column)
     result = _forward(trained, inputs.images, cfg.batch_size, dev)
     weight = trained.model.first_layer_weight.detach().float().cpu().numpy()  # (C_out, 3, k, k)
