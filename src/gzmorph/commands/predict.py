@@ -22,7 +22,16 @@ DESCRIPTION = (
 )
 
 
+PREDICT_FIELDS = ("tta", "batch_size", "device", "precision", "workers", "compile", "threads", "chunk_rows",
+                  "which", "split", "id_column", "path_column")
+RAY_FIELDS = ("actors", "gpus_per_actor", "cpus_per_actor")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from gzmorph.inference.predict import PredictConfig
+    from gzmorph.inference.ray import RayConfig
+    from gzmorph.options import add_config_options
+
     p.add_argument("--model", nargs="+", required=True, metavar="RUN_DIR",
                    help="run directories written by `gzmorph train`; several are averaged")
     src = p.add_mutually_exclusive_group()
@@ -31,24 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="CSV/Parquet catalog with id and path columns, or a Kaggle directory")
     src.add_argument("--cache", metavar="CACHE", help="cache written by `gzmorph prepare`")
     p.add_argument("--out", metavar="FILE", help="output file, .csv or .parquet")
-    p.add_argument("--tta", choices=["none", "rot", "paper"], default="none",
-                   help="test-time averaging: one pass, 5 rotations, or the paper's 60 transforms")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="auto: bf16 autocast + channels_last on CUDA, fp32 on CPU; bf16: also on CPU")
-    p.add_argument("--workers", type=int, default=None,
-                   help="JPEG decoding processes (None: automatic, 0: in this process)")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the networks (~10 s each up front; about 2x faster forward on a CPU)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads (None: torch's default; 1 is often fastest on a busy CPU)")
-    p.add_argument("--chunk-rows", type=int, default=2048, help="rows written per chunk (Parquet row group)")
-    p.add_argument("--which", choices=["best", "last"], default="best", help="checkpoint of each run")
-    p.add_argument("--split", choices=["train", "test"], default="train",
-                   help="with a Kaggle directory as --catalog: its training or test images")
-    p.add_argument("--id-column", default="GalaxyID", help="id column of a catalog file")
-    p.add_argument("--path-column", default="path", help="image path column of a catalog file")
+    add_config_options(p, PredictConfig, fields=PREDICT_FIELDS)
     p.add_argument("--triage-thresholds", metavar="FILE",
                    help="per-question confidence thresholds from `gzmorph evaluate` (default 0.5 each)")
     w = p.add_mutually_exclusive_group()
@@ -64,13 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "without ADDRESS RAY_ADDRESS / a cluster started here / a new local one; --out is "
                         "a directory of Parquet parts, --chunk-rows rows each; --workers and --device are "
                         "not used (Ray tasks decode; actors use the GPUs Ray gives them)")
-    r.add_argument("--ray-actors", type=int, default=None, metavar="N",
-                   help="model actors (None: one per GPU, or CPU actors using half the cluster's CPUs)")
-    r.add_argument("--ray-gpus-per-actor", type=float, default=None, metavar="G",
-                   help="GPUs per actor, fractions share a GPU; 0: CPU actors (None: 1 if the cluster "
-                        "has GPUs, else 0)")
-    r.add_argument("--ray-cpus-per-actor", type=float, default=1.0, metavar="C",
-                   help="CPUs reserved per actor (CPU actors: also their torch threads unless --threads)")
+    add_config_options(r, RayConfig, fields=RAY_FIELDS, prefix="ray-")
 
 
 def _check(p_args: argparse.Namespace) -> str | None:
@@ -93,9 +79,10 @@ def _predict_on_ray(args: argparse.Namespace, source: str, cfg: PredictConfig,
     # Imported here: without --ray nothing imports Ray (an optional extra).
     from gzmorph.config import build
     from gzmorph.inference.ray import RayConfig, predict_ray
+    from gzmorph.options import config_values
 
-    rcfg = build(RayConfig, dict(address=args.ray or None, actors=args.ray_actors,
-                                 gpus_per_actor=args.ray_gpus_per_actor, cpus_per_actor=args.ray_cpus_per_actor))
+    rcfg = build(RayConfig, {**config_values(args, RayConfig, fields=RAY_FIELDS, prefix="ray_"),
+                             "address": args.ray or None})
     return predict_ray(args.model, source, args.out, config=cfg, ray_config=rcfg, weights=weights,
                        triage_thresholds=args.triage_thresholds, resume=args.resume)
 
@@ -104,15 +91,13 @@ def run(args: argparse.Namespace) -> int:
     from gzmorph.config import build
     from gzmorph.errors import ConfigError
     from gzmorph.inference.predict import PredictConfig, fit_weights, predict_to_file
+    from gzmorph.options import config_values
 
     problem = _check(args)
     if problem:
         raise ConfigError(problem)
-    cfg = build(PredictConfig, dict(tta=args.tta, batch_size=args.batch_size, device=args.device,
-                                    precision=args.precision, workers=args.workers, threads=args.threads,
-                                    compile=args.compile, chunk_rows=args.chunk_rows, which=args.which,
-                                    progress=not args.no_progress, split=args.split, id_column=args.id_column,
-                                    path_column=args.path_column))
+    cfg = build(PredictConfig, {**config_values(args, PredictConfig, fields=PREDICT_FIELDS),
+                                "progress": not args.no_progress})
     weights = args.weights
     if args.fit_weights:
         record = fit_weights(args.model, args.fit_weights, args.weights_out, config=cfg)

@@ -56,7 +56,8 @@ class PredictConfig:
     Parameters
     ----------
     tta : {"none", "rot", "paper"}
-        Test-time transforms (:func:`gzmorph.nn.augment.tta_transforms`).
+        Test-time averaging: one pass, 5 rotations, or the paper's 60 transforms
+        (:func:`gzmorph.nn.augment.tta_transforms`).
     batch_size : int
         Images per forward pass (each pass renders ``batch_size`` crop pairs).
     device : str
@@ -87,8 +88,10 @@ class PredictConfig:
         Show a progress bar (images/s and time left).
     split : {"train", "test"}
         When the source is a Kaggle directory: its training or test images.
-    id_column, path_column : str
-        Columns of a catalog file given as the source.
+    id_column : str
+        Id column of a catalog file given as the source.
+    path_column : str
+        Image path column of a catalog file given as the source.
     """
 
     tta: str = "none"
