@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,3 +47,35 @@ def make_images(folder: Path, n: int, seed: int = 0) -> list[Path]:
         paths.append(folder / f"{1000 + i}.jpg")
         Image.fromarray(img.astype(np.uint8)).save(paths[-1], quality=95)
     return paths
+
+
+def run_killed(target: str, after: int, argv: list[str], timeout: float = 300) -> int:
+    """Run ``gzmorph ARGV`` in a child that SIGKILLs itself right after ``after`` calls of ``target``.
+
+    ``target`` is ``"module:function"`` or ``"module:Class.method"``, patched in the child
+    (``gzmorph.training.train:save_checkpoint``...).  The kill is real (no ``finally``
+    block, no flush) and lands at a deterministic point, not after a sleep.  Returns the
+    child's exit status (``-9``).
+    """
+    module, name = target.split(":")
+    script = f"""
+import importlib, os, signal, sys
+owner = importlib.import_module({module!r})
+path = {name!r}.split(".")
+for part in path[:-1]:
+    owner = getattr(owner, part)
+real, calls = getattr(owner, path[-1]), []
+def dying(*args, **kwargs):
+    result = real(*args, **kwargs)
+    calls.append(1)
+    if len(calls) == {after}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+setattr(owner, path[-1], dying)
+from gzmorph.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-c", script, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          env=env, timeout=timeout).returncode

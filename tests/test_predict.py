@@ -26,7 +26,7 @@ from gzmorph.tree import GZ2
 FAST = dict(workers=0, progress=False, batch_size=4)
 
 
-from factories import SIZE, make_images, make_run  # noqa: E402
+from factories import SIZE, make_images, make_run, run_killed  # noqa: E402
 
 
 # Tiny tensors on a shared 2-core machine: one torch thread is several times faster.
@@ -219,19 +219,14 @@ def test_resume_after_kill_gives_identical_file(runs, images, tmp_path, monkeypa
     predict_to_file(runs, folder, whole, **opts)
 
     killed = tmp_path / f"killed.{suffix}"
-    real_write, calls = PartStore.write, []
-
-    def dying_write(self, chunk, table, errors):
-        if calls:
-            raise KeyboardInterrupt  # the job dies while working on its second chunk
-        calls.append(chunk)
-        real_write(self, chunk, table, errors)
-
-    monkeypatch.setattr(PartStore, "write", dying_write)
-    with pytest.raises(KeyboardInterrupt):
-        predict_to_file(runs, folder, killed, **opts)
-    monkeypatch.setattr(PartStore, "write", real_write)
-    assert not killed.exists() and (tmp_path / f"killed.{suffix}.parts" / "part-000000.parquet").exists()
+    # A real kill (SIGKILL, nothing runs after it) right after the first chunk is stored.
+    status = run_killed("gzmorph.inference.parts:PartStore.write", 1,
+                        ["predict", "--model", *map(str, runs), "--images", str(folder), "--out", str(killed),
+                         "--chunk-rows", "4", "--batch-size", str(FAST["batch_size"]), "--workers", "0",
+                         "--no-progress", "--device", "cpu"])
+    assert status == -9
+    parts = tmp_path / f"killed.{suffix}.parts"
+    assert not killed.exists() and sorted(p.name for p in parts.glob("part-*")) == ["part-000000.parquet"]
 
     forwards = []
     real_call = Ensemble.__call__

@@ -1,10 +1,7 @@
 """Training: recipes, schedules, masked loss, run directories and exact resume."""
 
 import json
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +13,8 @@ from gzmorph.training.rundir import load_run
 from gzmorph.errors import RunError
 from gzmorph.evaluation.metrics import masked_mse
 from gzmorph.training.train import learning_rate, train
+
+from factories import run_killed  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -81,16 +80,10 @@ def test_killed_run_resumes_exactly(tiny, tmp_path):
     cmd = [sys.executable, "-m", "gzmorph", "train", "--data", str(tiny), "--out", str(run), "--preset", "small",
            "--examples", str(examples), "--batch-size", "8", "--eval-every", "64", "--image-size", "48",
            "--workers", "0", "--no-progress", "--device", "cpu"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # A real kill (SIGKILL) right after the first last.pt, at the same step on any machine.
+    assert run_killed("gzmorph.training.train:save_checkpoint", 2, cmd[3:]) == -9  # best.pt, then last.pt
     last = run / "checkpoints" / "last.pt"
-    deadline = time.monotonic() + 120
-    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert last.exists()
-    step_at_kill = torch.load(last, weights_only=True)["step"]
-    assert step_at_kill < examples // 8, "the process finished before it could be killed"
+    assert torch.load(last, weights_only=True)["step"] == 64 // 8
 
     train(_cfg(examples=examples), tiny, run, device="cpu", workers=0, progress=False, resume=True)
     a = torch.load(ref / "checkpoints" / "last.pt", weights_only=True)
