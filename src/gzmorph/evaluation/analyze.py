@@ -18,7 +18,6 @@ Images are shown as the network sees them: crop 0 of the fixed (unrotated) trans
 
 from __future__ import annotations
 
-import html
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,8 @@ from matplotlib.figure import Figure
 from gzmorph.errors import CatalogError, ConfigError
 from gzmorph import config
 from gzmorph.nn import augment as aug
-from gzmorph.evaluation.evaluate import id_keys, load_labels, match_ids
+from gzmorph.evaluation.html import render
+from gzmorph.evaluation.inputs import id_keys, load_labels, match_ids
 from gzmorph.runtime import resolve_device, write_json
 from gzmorph.evaluation.metrics import masked_sums, rmse_from_sums
 from gzmorph.tree import Tree
@@ -269,21 +269,6 @@ def _save(fig: Figure, path: Path) -> str:
     return path.name
 
 
-# --------------------------------------------------------------------------- page
-_CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-        "img{max-width:100%;border:1px solid #ddd;margin:0.3em 0}h2{border-bottom:1px solid #ccc}"
-        ".warn{color:#8a4b00}.muted{color:#777;font-size:0.9em}")
-
-
-def _page(title: str, facts: list[str], sections: list[tuple[str, str, list[str]]]) -> str:
-    body = [f"<h1>{html.escape(title)}</h1>", "<ul class='muted'>" + "".join(f"<li>{f}</li>" for f in facts) + "</ul>"]
-    for heading, text, files in sections:
-        body.append(f"<h2>{html.escape(heading)}</h2><p>{text}</p>")
-        body += [f'<p><a href="{f}"><img src="{f}" alt="{html.escape(f)}"></a></p>' for f in files]
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
-
-
 def _example_row(ids: np.ndarray, example_id: Any) -> int:
     if example_id is None:
         return 0
@@ -395,32 +380,5 @@ def analyze(run_dir: str | Path, images: Any, out: str | Path, labels: Any = Non
                    has_labels=bool(files["errors"]), config=cfg.to_dict(), files=files)
     write_json(summary, out / "analysis.json")
     path = out / "analysis.html"
-    path.write_text(_page_for(summary), encoding="utf-8")
+    path.write_text(render("analysis.html", title="gzmorph analysis", s=summary), encoding="utf-8")
     return path
-
-
-def _page_for(s: dict) -> str:
-    facts = [f"run <code>{html.escape(s['run_dir'])}</code>, step {s['step']}",
-             f"{s['n_images']} images analysed from <code>{html.escape(s['source'])}</code> "
-             f"({s['n_in_source']} in the source" + (f", {s['n_skipped']} could not be decoded: skipped.csv"
-                                                     if s["n_skipped"] else "") + ")"]
-    files = s["files"]
-    errors_text = ("The images with the highest (top) and lowest (bottom) RMSE over their labelled answers; the "
-                   "titles give id and RMSE. All images are in <code>image_errors.csv</code>."
-                   if files["errors"] else
-                   "<span class='warn'>Not drawn: the images came without labels. Give labels (a catalog or "
-                   "<code>--labels</code>) to see the images with the highest and lowest prediction error.</span>")
-    units_text = (f"Of the {s['n_hidden_units']} units of the last hidden layer, the {len(s['units'])} whose "
-                  "activation varies most over the images: per row the images that activate the unit most (left) "
-                  "and least (right). Their ids are in <code>units.csv</code>."
-                  if files["units"] else "<span class='warn'>Not drawn: no unit's activation varies.</span>")
-    sections = [
-        ("First-layer filters (Figure 10)", "The filters of the first convolutional layer, one panel per colour "
-         "channel; each filter is contrast-normalised to its own range.", files["filters"]),
-        ("Activations of one viewpoint (Figures 11-12)", f"Viewpoint {s['config']['viewpoint']} of image "
-         f"{html.escape(s['example_id'])}, then the maps of every convolutional and pooling layer (each layer on "
-         "its own scale, black = 0).", files["activations"]),
-        ("Last hidden layer (Figure 13)", units_text, files["units"]),
-        ("Prediction errors (Figure 14)", errors_text, files["errors"]),
-    ]
-    return _page("gzmorph analysis", facts, sections)
