@@ -79,7 +79,7 @@ def run_demo(out: str | Path = "gzmorph-demo", cfg: DemoConfig | None = None, pr
         ``examples`` trained and the seconds each stage took.
     """
     from gzmorph.evaluation.analyze import analyze
-    from gzmorph.data.catalog import open_catalog, train_val_split
+    from gzmorph.data.catalog import open_catalog
     from gzmorph.evaluation.evaluate import evaluate
     from gzmorph.mock import generate
     from gzmorph.inference.predict import predict_to_file
@@ -126,6 +126,14 @@ def run_demo(out: str | Path = "gzmorph-demo", cfg: DemoConfig | None = None, pr
     ev = evaluate(preds, test_labels, report, title="gzmorph demo: small network on mock Galaxy Zoo data")
     times["evaluate"] = time.monotonic() - t
 
+    return _summary(ev, data, test_labels, train_cfg, int(result["examples"]), report, times)
+
+
+def _summary(ev: Any, data: Path, test_labels: Path, train_cfg: Any, examples: int, report: Path,
+             times: dict[str, float]) -> dict[str, Any]:
+    """The numbers :func:`run_demo` returns, with the baseline of predicting the training mean."""
+    from gzmorph.data.catalog import open_catalog, train_val_split
+
     train_cat, _ = train_val_split(open_catalog(data), train_cfg.val_fraction, train_cfg.split_seed)
     labels = open_catalog(test_labels)
     accuracy = {r.question: float(r.accuracy) for r in ev.per_question.itertuples() if np.isfinite(r.accuracy)}
@@ -133,7 +141,7 @@ def run_demo(out: str | Path = "gzmorph-demo", cfg: DemoConfig | None = None, pr
         "rmse": float(ev.rmse),
         "baseline_rmse": _baseline_rmse(train_cat.labels, labels.labels),
         "accuracy": accuracy,
-        "examples": int(result["examples"]),
+        "examples": examples,
         "n_train": len(train_cat),
         "n_test": len(labels),
         "report": str(report / "report.html"),
