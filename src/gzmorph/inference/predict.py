@@ -15,10 +15,8 @@ the runs; a cache is used at its own size.
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -26,7 +24,6 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import torch
 from tqdm.auto import tqdm
 
 from gzmorph.errors import CatalogError
@@ -36,7 +33,7 @@ from gzmorph.inference.ensemble import Ensemble, ModelSpec, fit_simplex_weights,
 from gzmorph.inference.parts import chunk_error_table, finished_output, job_manifest, single_machine_store
 from gzmorph.inference.table import (DEFAULT_THRESHOLD, PredictSummary, errors_path, load_thresholds, output_format,
                                      prediction_table)
-from gzmorph.runtime import Runtime, resolve_device, write_json
+from gzmorph.runtime import Runtime, cpu_cores, resolve_device, torch_threads, write_json
 from gzmorph.evaluation.metrics import masked_rmse
 from gzmorph.tree import Tree
 
@@ -181,19 +178,6 @@ def _run_chunks(ensemble: Ensemble, src: Source, chunks: list[int], cfg: Predict
         sink(k, table, chunk_error_table(cat, bad, [reason for _, reason in failed]))
 
 
-@contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def decode_workers(cfg: PredictConfig, rt: Runtime) -> int | None:
     """Decoding processes: ``cfg.workers``, or automatic.
 
@@ -204,8 +188,7 @@ def decode_workers(cfg: PredictConfig, rt: Runtime) -> int | None:
     """
     if cfg.workers is not None:
         return cfg.workers
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 0 if rt.device.type == "cpu" and cores <= 4 else None
+    return 0 if rt.device.type == "cpu" and cpu_cores() <= 4 else None
 
 
 def prediction_runtime(cfg: PredictConfig) -> Runtime:
@@ -293,7 +276,7 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
     todo = [k for k in range(n_chunks) if k not in done_chunks]
     n_resumed = n - sum(len(_chunk_rows(k, cfg.chunk_rows, n)) for k in todo)
     with tqdm(total=n, initial=n_resumed, unit="img", disable=not cfg.progress, dynamic_ncols=True,
-              desc="predict") as bar, _torch_threads(cfg.threads):
+              desc="predict") as bar, torch_threads(cfg.threads):
         _run_chunks(ensemble, src, todo, cfg, thresholds, store.write, bar)
     n_pred, n_fail = store.assemble(out, n_chunks, ensemble.tree.columns,
                                     lambda k: cat.ids[_chunk_rows(k, cfg.chunk_rows, n)])
@@ -331,7 +314,7 @@ def predict(models: ModelSpec | Sequence[ModelSpec], source: Catalog | Any | str
 
     n = len(src.catalog)
     with tqdm(total=n, unit="img", disable=not cfg.progress, dynamic_ncols=True, desc="predict") as bar, \
-            _torch_threads(cfg.threads):
+            torch_threads(cfg.threads):
         _run_chunks(ensemble, src, list(range(-(-n // cfg.chunk_rows))), cfg, thresholds, collect, bar)
     frame = pa.concat_tables(tables).to_pandas()  # the same conversion as reading the Parquet file
     frame.attrs["errors"] = pa.concat_tables(errors).to_pandas()
@@ -364,7 +347,7 @@ def fit_weights(models: Sequence[ModelSpec], catalog: Catalog | Any | str | Path
     preds: list[np.ndarray] = []
     n_failed = 0
     with tqdm(total=len(cat), unit="img", disable=not cfg.progress, desc="fit weights") as bar, \
-            _torch_threads(cfg.threads):
+            torch_threads(cfg.threads):
         for batch_rows, images, failures in _iter_batches(stream, len(cat), cfg.batch_size):
             if images is not None:
                 preds.append(ensemble.predict_runs(images))

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -36,7 +34,7 @@ from gzmorph import __version__
 from gzmorph.mock.labels import crowd_labels, visibility
 from gzmorph.mock.params import GalaxyParams, sample_params
 from gzmorph.mock.render import render_galaxy
-from gzmorph.runtime import atomic_write, write_json
+from gzmorph.runtime import atomic_write, cpu_cores, torch_threads, write_json
 from gzmorph.tree import GZ2
 
 __all__ = ["generate", "galaxy_rng", "TRAIN_DIR", "TEST_DIR", "LABELS_FILE", "TEST_LABELS_FILE", "TRUTH_FILE",
@@ -80,17 +78,9 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-@contextlib.contextmanager
-def _single_torch_thread() -> Iterator[None]:
+def _single_torch_thread() -> contextlib.AbstractContextManager:
     """Render in-process with the same single torch thread as a pool worker."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return torch_threads(1)
 
 
 def _prepare_out(out: Path, keep: dict[str, set[str]], has_test: bool, meta: dict) -> None:
@@ -124,7 +114,7 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
 
 def _resolve_workers(workers: int | None, n_total: int, size: int) -> int:
     if workers is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = cpu_cores()
         # A worker takes ~2 s to start (it imports torch); one image costs ~1.5 ms plus
         # ~11 ms per 424^2 pixels (benchmarks/mock_speed.py).  Below ~8 s of serial work
         # the pool does not pay for itself.
