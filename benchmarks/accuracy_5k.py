@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gzmorph.data import open_catalog, train_val_split
-from gzmorph.predict import predict
-from gzmorph.recipes import get_preset
-from gzmorph.train import train
+from gzmorph.data.catalog import open_catalog, train_val_split
+from gzmorph.inference.predict import predict
+from gzmorph.training.recipes import get_preset
+from gzmorph.training.train import train
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "gz2-kaggle-5k-141px"
 

@@ -1,4 +1,4 @@
-"""Decode throughput of gzmorph.images on real JPEGs.
+"""Decode throughput of gzmorph.data.images on real JPEGs.
 
 Measures, on one core (in-process, no pool), images/s for a full-resolution decode, a
 draft (DCT-scaled) decode to 212 px, the default 141 px decode (draft + box resize),
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gzmorph.images import decode, default_workers, iter_decoded
+from gzmorph.data.images import decode, default_workers, iter_decoded
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/gz2-kaggle-5k/images_training_rev1"
 

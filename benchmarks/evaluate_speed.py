@@ -1,4 +1,4 @@
-"""Time `gzmorph.evaluate.evaluate` (metrics only, and with every output file + report).
+"""Time `gzmorph.evaluation.evaluate.evaluate` (metrics only, and with every output file + report).
 
 Generated data: tree-consistent GZ2 crowd labels for N images and predictions equal to
 the labels plus Gaussian noise (clipped), written as a Parquet prediction file and a
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gzmorph.evaluate import evaluate
+from gzmorph.evaluation.evaluate import evaluate
 from gzmorph.tree import GZ2
 
 KAGGLE_5K_QUESTIONS = ("Class1.", "Class2.", "Class6.", "Class7.", "Class8.")

@@ -10,8 +10,8 @@ import time
 
 import torch
 
-from gzmorph import augment as aug
-from gzmorph.model import GalaxyNet
+from gzmorph.nn import augment as aug
+from gzmorph.nn.model import GalaxyNet
 
 
 def rate(fn, crops: torch.Tensor, repeat: int) -> float:

@@ -38,7 +38,7 @@ def rmse17(pred: np.ndarray, labels: np.ndarray) -> float:
 
 
 def score(run: Path, val, tta: str, device: str) -> float:
-    from gzmorph.predict import predict
+    from gzmorph.inference.predict import predict
 
     df = predict([run], val, tta=tta, device=device, progress=False, which="last")
     order = {k: i for i, k in enumerate(df[val.id_column].tolist())}
@@ -47,9 +47,9 @@ def score(run: Path, val, tta: str, device: str) -> float:
 
 
 def curve(args: argparse.Namespace) -> None:
-    from gzmorph.data import open_catalog, train_val_split
-    from gzmorph.recipes import TrainConfig, get_preset
-    from gzmorph.train import train
+    from gzmorph.data.catalog import open_catalog, train_val_split
+    from gzmorph.training.recipes import TrainConfig, get_preset
+    from gzmorph.training.train import train
 
     cfg = get_preset(args.preset).override(examples=args.examples, eval_every=args.eval_every,
                                            precision=args.precision, compile=args.compile)

@@ -35,11 +35,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gzmorph import augment as aug
-from gzmorph.model import build_model, count_parameters
-from gzmorph.recipes import PRESETS, get_preset
+from gzmorph.nn import augment as aug
+from gzmorph.nn.model import build_model, count_parameters
+from gzmorph.training.recipes import PRESETS, get_preset
 from gzmorph.runtime import Runtime, resolve_device
-from gzmorph.train import WeightAverage
+from gzmorph.training.averaging import WeightAverage
 
 
 def _sync(rt: Runtime) -> None:

@@ -1,6 +1,6 @@
 """End-to-end prediction speed: JPEG files on disk -> output file, in images/s.
 
-Measures, for each TTA set, ``gzmorph.predict.predict_to_file`` on the first N images of
+Measures, for each TTA set, ``gzmorph.inference.predict.predict_to_file`` on the first N images of
 a folder (decode in worker processes + crops + network + Parquet/CSV writing), and,
 to show where the time goes, the decode rate alone (``iter_decoded``, same workers)
 and the network rate alone on already-decoded images (same ensemble and TTA).
@@ -30,12 +30,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gzmorph.ensemble import Ensemble
-from gzmorph.images import iter_decoded
-from gzmorph.model import GalaxyNet
-from gzmorph.predict import PredictConfig, prediction_runtime, predict_to_file
-from gzmorph.recipes import get_preset
-from gzmorph.runtime import atomic_save, write_json
+from gzmorph.inference.ensemble import Ensemble
+from gzmorph.data.images import iter_decoded
+from gzmorph.nn.model import GalaxyNet
+from gzmorph.inference.predict import PredictConfig, prediction_runtime, predict_to_file
+from gzmorph.training.recipes import get_preset
+from gzmorph.training.rundir import save_checkpoint, save_run
 from gzmorph.tree import GZ2
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "gz2-kaggle-5k" / "images_training_rev1"
@@ -46,9 +46,8 @@ def untrained_run(folder: Path, preset: str, image_size: int | None) -> Path:
     cfg = get_preset(preset).override(image_size=image_size)
     torch.manual_seed(0)
     model = GalaxyNet(cfg.model, GZ2)
-    write_json({**cfg.to_dict(), "pca": {"eigenvector": [0.58, 0.58, 0.57], "eigenvalue": 0.01}},
-               folder / "config.json")
-    atomic_save({"model": model.state_dict(), "step": 0}, folder / "checkpoints" / "best.pt")
+    save_run(folder, cfg, {"pca": {"eigenvector": [0.58, 0.58, 0.57], "eigenvalue": 0.01}})
+    save_checkpoint(folder / "checkpoints" / "best.pt", model, 0, cfg)
     return folder
 
 

@@ -24,16 +24,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gzmorph.data import open_catalog
+from gzmorph.data.catalog import open_catalog
 from gzmorph.mock import generate
-from gzmorph.predict import predict
-from gzmorph.recipes import get_preset
+from gzmorph.inference.predict import predict
+from gzmorph.training.recipes import get_preset
 from gzmorph.review.db import ReviewStore
 from gzmorph.review.export import export_labels
 from gzmorph.review.queue import build_queue
 from gzmorph.review.walk import next_question
-from gzmorph.runs import run_config
-from gzmorph.train import train
+from gzmorph.training.rundir import run_config
+from gzmorph.training.train import train
 from gzmorph.tree import GZ2
 
 

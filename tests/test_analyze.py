@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
-from gzmorph.analyze import AnalyzeConfig, _unit_table, analyze, plot_filters
+from gzmorph.evaluation.analyze import AnalyzeConfig, _unit_table, analyze, plot_filters
 from gzmorph.cli import main
-from gzmorph.model import GalaxyNet
-from gzmorph.recipes import get_preset
-from gzmorph.runtime import atomic_save, write_json
-from gzmorph.tree import GZ2
+
+from factories import make_run  # noqa: E402
 
 SIZE = 40
 N = 12
@@ -28,14 +24,7 @@ FAST = dict(workers=0, progress=False, device="cpu")
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A run directory (the layout `train` writes) holding an untrained tiny network."""
-    path = tmp_path_factory.mktemp("run")
-    base = get_preset("small")
-    cfg = base.override(model=replace(base.model, conv_channels=(4, 4, 8, 8), dense_units=(16,)), image_size=SIZE)
-    torch.manual_seed(0)
-    write_json({**cfg.to_dict(), "pca": {"eigenvector": [0.58, 0.58, 0.57], "eigenvalue": 0.01}},
-               path / "config.json")
-    atomic_save({"model": GalaxyNet(cfg.model, GZ2).state_dict(), "step": 7}, path / "checkpoints" / "best.pt")
-    return path
+    return make_run(tmp_path_factory.mktemp("run"), seed=0, image_size=SIZE, step=7)
 
 
 def blobs(n: int, seed: int = 0) -> np.ndarray:

@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import gzmorph.cache as cache_mod
-from gzmorph.cache import ImageCache, is_cache, prepare
+import gzmorph.data.cache as cache_mod
+from gzmorph.data.cache import ImageCache, is_cache, prepare
 from gzmorph.commands import prepare as prepare_cmd
-from gzmorph.data import Catalog, CatalogError, open_catalog
-from gzmorph.images import decode
+from gzmorph.data.catalog import Catalog, CatalogError, open_catalog
+from gzmorph.data.source import open_source
+from gzmorph.data.images import decode
 from gzmorph.tree import GZ2
 
 SIZE = 20
@@ -57,9 +58,9 @@ def test_round_trip(catalog: Catalog, tmp_path: Path) -> None:
     assert errors_csv["id"].tolist() == [104] and errors_csv["path"].tolist() == [catalog.paths[4]]
 
     assert is_cache(tmp_path / "c") and not is_cache(tmp_path / "imgs")
-    again = open_catalog(tmp_path / "c")  # a cache opens as a catalog, row-aligned, no paths
+    again = open_source(tmp_path / "c").catalog  # row-aligned with the cache, original paths
     np.testing.assert_array_equal(again.labels, catalog.labels)  # NaN where NaN
-    assert again.ids.tolist() == catalog.ids.tolist() and all(p is None for p in again.paths)
+    assert again.ids.tolist() == catalog.ids.tolist() and again.paths.tolist() == catalog.paths.tolist()
     assert again.label_columns == ["Class1.1", "Class1.2", "Class1.3"] and again.tree == GZ2
     meta = json.loads((tmp_path / "c" / "cache.json").read_text())
     assert meta["complete"] and meta["n_ok"] == 9 and meta["n_failed"] == 1
@@ -159,8 +160,8 @@ def test_prepare_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
 _KILLED_RUN = """
 import os, sys
 import numpy as np
-import gzmorph.cache as cache_mod
-from gzmorph.data import open_catalog
+import gzmorph.data.cache as cache_mod
+from gzmorph.data.catalog import open_catalog
 real = cache_mod.iter_decoded
 def dying(*args, **kwargs):
     for k, item in enumerate(real(*args, **kwargs)):

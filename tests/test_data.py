@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gzmorph.data import Catalog, CatalogError, LabelWarning, open_catalog, train_val_split
+from gzmorph.data.catalog import Catalog, CatalogError, LabelWarning, open_catalog, train_val_split
 from gzmorph.tree import GZ2, Tree
 
 Q1 = ["Class1.1", "Class1.2", "Class1.3"]

@@ -1,15 +1,16 @@
 """Data-parallel training: 2 gloo processes on the CPU behave like one process with the global batch."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from gzmorph.augment import AugmentConfig
-from gzmorph.distributed import launch
-from gzmorph.recipes import TrainConfig, get_preset
-from gzmorph.train import train
+from gzmorph.nn.augment import AugmentConfig
+from gzmorph.training.distributed import launch
+from gzmorph.training.recipes import TrainConfig, get_preset
+from gzmorph.training.train import train
 
 
 def _deterministic_cfg() -> TrainConfig:
@@ -64,12 +65,15 @@ def test_two_processes_equal_one_with_the_global_batch(runs):
         assert g["train_loss"] == pytest.approx(w["train_loss"], rel=1e-3)
 
 
-def test_distributed_run_resumes(runs, tiny_kaggle):
+def test_distributed_run_resumes(runs, tiny_kaggle, tmp_path):
     root, _ = runs
     cfg = _deterministic_cfg().override(examples=96)
-    # A longer budget on the stored run: resume continues from step 8 in two processes.
-    ckpt = torch.load(root / "ddp" / "checkpoints" / "last.pt", weights_only=True)
+    # A copy of the module's run (the other tests read it) with a longer budget:
+    # resume continues from step 8 in two processes.
+    run = tmp_path / "ddp"
+    shutil.copytree(root / "ddp", run)
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     ckpt["config"]["examples"] = 96
-    torch.save(ckpt, root / "ddp" / "checkpoints" / "last.pt")
-    result = train(cfg, tiny_kaggle, root / "ddp", device="cpu", workers=0, progress=False, processes=2, resume=True)
+    torch.save(ckpt, run / "checkpoints" / "last.pt")
+    result = train(cfg, tiny_kaggle, run, device="cpu", workers=0, progress=False, processes=2, resume=True)
     assert result["step"] == 12 and result["finished"]

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gzmorph.evaluate import UNREACHABLE_THRESHOLD, EvaluationConfig, _triage, evaluate
+from gzmorph.evaluation.evaluate import UNREACHABLE_THRESHOLD, EvaluationConfig, _triage, evaluate
 from gzmorph.tree import GZ2, Question, Tree, agreement
 
 SMALL = Tree(
@@ -197,7 +197,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
 
 
 def test_files_are_written_and_thresholds_load_in_predict(tmp_path):
-    from gzmorph.outputs import load_thresholds
+    from gzmorph.inference.table import load_thresholds
 
     rng = np.random.default_rng(3)
     probs = tree_probs(rng, 120)

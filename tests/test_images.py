@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gzmorph.images import DEFAULT_SIZE, ImageError, decode, iter_decoded, load_images
+from gzmorph.data.images import DEFAULT_SIZE, ImageError, decode, iter_decoded, load_images
 
 
 def _galaxy(side: int, seed: int = 0) -> np.ndarray:
@@ -178,7 +178,7 @@ def test_decode_workers_exit_when_the_job_is_killed(tmp_path):
         Image.fromarray(np.full((64, 64, 3), i * 20, np.uint8)).save(tmp_path / f"{i}.jpg")
     script = (
         "import multiprocessing as mp, sys, time\n"
-        "from gzmorph.images import iter_decoded\n"
+        "from gzmorph.data.images import iter_decoded\n"
         f"paths = [r'{tmp_path}/%d.jpg' % (i % 8) for i in range(100000)]\n"
         "it = iter_decoded(paths, size=32, workers=2, chunk=4)\n"
         "next(it)\n"

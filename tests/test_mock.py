@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from gzmorph.errors import OutputError
 from gzmorph.cli import main
 from gzmorph.mock import GalaxyParams, answer_probabilities, crowd_labels, generate, render_galaxy, sample_params
 from gzmorph.mock.labels import visibility
@@ -171,7 +172,7 @@ def test_generate_replaces_a_previous_mock_only(tmp_path):
     assert (out / "truth.csv").is_file() and len(list((out / "images_training_rev1").glob("*.jpg"))) == 2
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="mine"):
+    with pytest.raises(OutputError, match="mine"):
         generate(tmp_path / "mine", n=2, progress=False, size=48)
     with pytest.raises(ValueError, match="at least one galaxy"):
         generate(tmp_path / "empty", n=0, progress=False)

@@ -1,4 +1,4 @@
-"""Tests of gzmorph.model: architecture, parameter count, presets, invariance, GPU-style paths."""
+"""Tests of gzmorph.nn.model: architecture, parameter count, presets, invariance, GPU-style paths."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from gzmorph import augment as aug
-from gzmorph.model import MODEL_PRESETS, GalaxyNet, ModelConfig, count_parameters, get_model_config
+from gzmorph.nn import augment as aug
+from gzmorph.nn.model import MODEL_PRESETS, GalaxyNet, ModelConfig, count_parameters, get_model_config
 from gzmorph.tree import GZ2, Question, Tree, check_labels
 
-torch.set_num_threads(2)
+# Tiny tensors: one torch thread, set for this module only (conftest), not at import.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def rand_crops(b: int = 2, seed: int = 0) -> torch.Tensor:

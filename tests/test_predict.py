@@ -11,21 +11,22 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from gzmorph import augment as aug
+from gzmorph.nn import augment as aug
 from gzmorph.cli import main
-from gzmorph.ensemble import Ensemble, fit_simplex_weights, load_weights
-from gzmorph.images import decode
-from gzmorph.outputs import (DEFAULT_THRESHOLD, PartStore, errors_path, load_thresholds, manifest_path,
-                             prediction_table)
-from gzmorph.predict import PredictConfig, fit_weights, predict, predict_to_file
-from gzmorph.runs import load_run
+from gzmorph.inference.ensemble import Ensemble, fit_simplex_weights, load_weights
+from gzmorph.data.images import decode
+from gzmorph.inference.parts import PartStore, single_machine_store
+from gzmorph.inference.table import (DEFAULT_THRESHOLD, errors_path, load_thresholds, manifest_path,
+                                     prediction_table)
+from gzmorph.inference.predict import PredictConfig, fit_weights, predict, predict_to_file
+from gzmorph.training.rundir import load_run
 from gzmorph.runtime import resolve_device
 from gzmorph.tree import GZ2
 
 FAST = dict(workers=0, progress=False, batch_size=4)
 
 
-from predict_helpers import SIZE, make_images, make_run  # noqa: E402
+from factories import SIZE, make_images, make_run, run_killed  # noqa: E402
 
 
 # Tiny tensors on a shared 2-core machine: one torch thread is several times faster.
@@ -100,7 +101,7 @@ def test_load_thresholds(tmp_path):
 
 def test_output_format_is_checked(tmp_path):
     with pytest.raises(ValueError, match=r"\.csv or \.parquet"):
-        PartStore(tmp_path / "out.txt", {}, resume=False)
+        single_machine_store(tmp_path / "out.txt", {}, resume=False)
 
 
 def test_fit_simplex_weights_recovers_mixture():
@@ -218,19 +219,14 @@ def test_resume_after_kill_gives_identical_file(runs, images, tmp_path, monkeypa
     predict_to_file(runs, folder, whole, **opts)
 
     killed = tmp_path / f"killed.{suffix}"
-    real_write, calls = PartStore.write, []
-
-    def dying_write(self, chunk, table, errors):
-        if calls:
-            raise KeyboardInterrupt  # the job dies while working on its second chunk
-        calls.append(chunk)
-        real_write(self, chunk, table, errors)
-
-    monkeypatch.setattr(PartStore, "write", dying_write)
-    with pytest.raises(KeyboardInterrupt):
-        predict_to_file(runs, folder, killed, **opts)
-    monkeypatch.setattr(PartStore, "write", real_write)
-    assert not killed.exists() and (tmp_path / f"killed.{suffix}.parts" / "part-000000.parquet").exists()
+    # A real kill (SIGKILL, nothing runs after it) right after the first chunk is stored.
+    status = run_killed("gzmorph.inference.parts:PartStore.write", 1,
+                        ["predict", "--model", *map(str, runs), "--images", str(folder), "--out", str(killed),
+                         "--chunk-rows", "4", "--batch-size", str(FAST["batch_size"]), "--workers", "0",
+                         "--no-progress", "--device", "cpu"])
+    assert status == -9
+    parts = tmp_path / f"killed.{suffix}.parts"
+    assert not killed.exists() and sorted(p.name for p in parts.glob("part-*")) == ["part-000000.parquet"]
 
     forwards = []
     real_call = Ensemble.__call__
@@ -300,8 +296,8 @@ def test_cli_resume_refuses_finished_output_of_other_settings(runs, images, tmp_
 
 
 def test_cache_source_matches_files(runs, tmp_path):
-    from gzmorph.cache import prepare
-    from gzmorph.data import open_catalog
+    from gzmorph.data.cache import prepare
+    from gzmorph.data.catalog import open_catalog
 
     folder = tmp_path / "in"
     make_images(folder, 5)
@@ -331,6 +327,8 @@ def test_bf16_precision_on_cpu_is_close(runs, images):
     fp32 = predict(runs[0], images, **FAST)[GZ2.columns].to_numpy()
     bf16 = predict(runs[0], images, precision="bf16", **FAST)[GZ2.columns].to_numpy()
     np.testing.assert_allclose(bf16, fp32, atol=0.05)
+    # bf16 keeps 8 bits of mantissa: were the setting ignored, the outputs would be identical.
+    assert np.abs(bf16 - fp32).max() > 1e-4
 
 
 def test_config_validation():
@@ -361,10 +359,13 @@ def test_cli(runs, images, tmp_path, capsys):
     assert json.loads((tmp_path / "w.json").read_text())["label_columns"] == ["Class1.1", "Class1.2", "Class1.3"]
 
 
-def test_compiled_networks_predict_the_same(runs, images):
+def test_compiled_networks_predict_the_same(runs, images, monkeypatch):
     """--compile pads short batches to the compiled shape; results equal the eager ones."""
     eager = predict(runs[0], images, **FAST)
+    real_compile, compiled_modules = torch.compile, []
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: compiled_modules.append(m) or real_compile(m, **kw))
     compiled = predict(runs[0], images, compile=True, **FAST)
+    assert len(compiled_modules) == 1  # the option reached torch.compile
     assert len(eager) % FAST["batch_size"] != 0  # the last batch is short: the padding path runs
     assert list(compiled["GalaxyID"]) == list(eager["GalaxyID"])
     np.testing.assert_allclose(compiled[GZ2.columns].to_numpy(), eager[GZ2.columns].to_numpy(), atol=1e-5)

@@ -14,8 +14,10 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from gzmorph.cli import main  # noqa: E402
-from gzmorph.predict import predict  # noqa: E402
-from gzmorph.ray_predict import RayConfig, RayPartStore, predict_ray, ray_errors_dir  # noqa: E402
+from gzmorph.inference.predict import predict  # noqa: E402
+from gzmorph.errors import OutputError  # noqa: E402
+from gzmorph.inference.parts import PartStore  # noqa: E402
+from gzmorph.inference.ray import RayConfig, predict_ray, ray_errors_dir  # noqa: E402
 from gzmorph.tree import GZ2  # noqa: E402
 
 N = 24
@@ -24,7 +26,7 @@ BAD = {1003: "truncated", 1010: "empty file"}
 RAY_OPTS = dict(actors=2, gpus_per_actor=0, cpus_per_actor=0.5, chunk_rows=8, batch_size=4, progress=False)
 
 
-from predict_helpers import make_images, make_run  # noqa: E402
+from factories import make_images, make_run  # noqa: E402
 
 
 # Tiny tensors on a shared 2-core machine: one torch thread is several times faster.
@@ -61,7 +63,7 @@ def ray_job(cluster, data, tmp_path_factory):
 
 
 def test_nothing_imports_ray_without_the_flag():
-    code = ("import sys, gzmorph.predict, gzmorph.ray_predict\n"
+    code = ("import sys, gzmorph.inference.predict, gzmorph.inference.ray\n"
             "from gzmorph.cli import build_parser\n"
             "build_parser().parse_args(['predict', '--model', 'r', '--images', 'i', '--out', 'o'])\n"
             "assert not [m for m in sys.modules if m == 'ray' or m.startswith('ray.')], 'ray imported'\n")
@@ -102,7 +104,7 @@ def test_rerun_computes_only_missing_partitions(ray_job, data, tmp_path):
     stamps = {k: (out / f"part-00000{k}.parquet").stat().st_mtime_ns for k in (0, 2)}
     (out / ".part-000001.parquet.tmp").write_bytes(b"half a file")  # left by the killed job
 
-    summary = predict_ray(run, images, out, **RAY_OPTS)
+    summary = predict_ray(run, images, out, resume=True, **RAY_OPTS)
     assert (summary.n_resumed, summary.n_predicted, summary.n_failed) == (16, N - 2, 2)
     assert {k: (out / f"part-00000{k}.parquet").stat().st_mtime_ns for k in (0, 2)} == stamps
     assert not (out / ".part-000001.parquet.tmp").exists()
@@ -111,10 +113,12 @@ def test_rerun_computes_only_missing_partitions(ray_job, data, tmp_path):
     pd.testing.assert_frame_equal(again, before, check_exact=False, rtol=0, atol=1e-6)
     pd.testing.assert_frame_equal(errors, before_errors)
 
-    finished = predict_ray(run, images, out, **RAY_OPTS)  # nothing left: no Ray job at all
+    finished = predict_ray(run, images, out, resume=True, **RAY_OPTS)  # nothing left: no Ray job at all
     assert finished.n_resumed == N and finished.n_predicted == N - 2
-    with pytest.raises(ValueError, match="tta"):
-        predict_ray(run, images, out, **{**RAY_OPTS, "tta": "rot"})
+    with pytest.raises(OutputError, match="tta"):
+        predict_ray(run, images, out, resume=True, **{**RAY_OPTS, "tta": "rot"})
+    again = predict_ray(run, images, out, **RAY_OPTS)  # without --resume: the same rule as one machine
+    assert again.n_resumed == 0 and again.n_predicted == N - 2
 
 
 def test_cli_with_a_catalog_of_string_ids(cluster, data, tmp_path, capsys):
@@ -138,7 +142,7 @@ def test_cli_with_a_catalog_of_string_ids(cluster, data, tmp_path, capsys):
 
     base = ["predict", "--model", str(run), "--ray"]
     assert main([*base, "--cache", str(tmp_path), "--out", str(out)]) == 2
-    assert "--cache" in capsys.readouterr().err
+    assert "no images" in capsys.readouterr().err  # tmp_path is no cache
     assert main([*base, "--images", str(images), "--out", str(tmp_path / "p.csv")]) == 2
     assert "directory of Parquet parts" in capsys.readouterr().err
 
@@ -163,5 +167,6 @@ def test_bad_settings_are_refused(data, tmp_path):
         predict_ray(run, images, tmp_path / "p.parquet", actor=2)
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("mine")
-    with pytest.raises(ValueError, match="not a gzmorph Ray output"):
-        RayPartStore(tmp_path / "notes", {"version": 1})
+    with pytest.raises(OutputError, match="not a gzmorph output"):
+        PartStore(tmp_path / "notes", tmp_path / "notes.errors", {"version": 1}, resume=False)
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from gzmorph.cli import main
-from gzmorph.data import open_catalog
-from gzmorph.recipes import get_preset
+from gzmorph.data.catalog import open_catalog
+from gzmorph.training.recipes import get_preset
 from gzmorph.review.db import ReviewStore
 from gzmorph.review.export import export_labels
-from gzmorph.runs import load_run
-from gzmorph.train import train
+from gzmorph.training.rundir import load_run
+from gzmorph.training.train import train
 from gzmorph.tree import GZ2
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gzmorph.data import open_catalog
+from gzmorph.data.catalog import open_catalog
 from gzmorph.review.db import ReviewStore
 from gzmorph.review.export import export_labels, vote_fractions
 from gzmorph.review.queue import build_queue

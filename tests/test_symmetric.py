@@ -9,15 +9,16 @@ import pandas as pd
 import pytest
 import torch
 
-from gzmorph import augment as aug
-from gzmorph.model import build_model, model_config_from_dict
-from gzmorph.recipes import PRESETS, TrainConfig, get_preset
-from gzmorph.runs import load_run
+from gzmorph.nn import augment as aug
+from gzmorph.nn.model import build_model, model_config_from_dict
+from gzmorph.training.recipes import PRESETS, TrainConfig, get_preset
+from gzmorph.training.rundir import load_run
 from gzmorph.runtime import load_checkpoint, resolve_device
-from gzmorph.symmetric import (D4_ORDER, SYMMETRIC_PRESETS, GroupConv, LiftConv, SymmetricConfig, SymmetricNet,
+from gzmorph.nn.symmetric import (D4_ORDER, SYMMETRIC_PRESETS, GroupConv, LiftConv, SymmetricConfig, SymmetricNet,
                                d4_transform)
-from gzmorph.symmetric import _d4_tables as d4_tables  # the group tables are what is under test here
-from gzmorph.train import WeightAverage, train
+from gzmorph.nn.symmetric import _d4_tables as d4_tables  # the group tables are what is under test here
+from gzmorph.training.averaging import WeightAverage
+from gzmorph.training.train import train
 from gzmorph.tree import GZ2, check_labels
 
 SYMMETRIC_RECIPES = sorted(name for name, cfg in PRESETS.items() if isinstance(cfg.model, SymmetricConfig))
@@ -154,7 +155,7 @@ def test_symmetric_run_trains_in_bf16_saves_the_average_and_predicts_with_it(tin
         net.stages[0].register_forward_hook(lambda m, i, o: seen.append(o.dtype) if m.training else None)
         return net
 
-    import gzmorph.train as train_module
+    import gzmorph.training.train as train_module
     orig = train_module.build_model
     train_module.build_model = spy
     try:

@@ -1,19 +1,20 @@
 """Training: recipes, schedules, masked loss, run directories and exact resume."""
 
 import json
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from gzmorph.recipes import PRESETS, TrainConfig, get_preset
-from gzmorph.runs import load_run
-from gzmorph.train import learning_rate, masked_mse, train
+from gzmorph.training.recipes import PRESETS, TrainConfig, get_preset
+from gzmorph.training.rundir import load_run
+from gzmorph.errors import RunError
+from gzmorph.evaluation.metrics import masked_mse
+from gzmorph.training.train import learning_rate, train
+
+from factories import run_killed  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -55,16 +56,17 @@ def test_run_directory_and_load(tiny, tmp_path):
     run = tmp_path / "run"
     result = train(_cfg(), tiny, run, device="cpu", workers=0, progress=False)
     assert result["finished"] and result["examples"] == 256
-    cfg = json.loads((run / "config.json").read_text())
-    assert cfg["batch_size"] == 8 and cfg["tree"]["name"] == "gz2" and len(cfg["pca"]["eigenvector"]) == 3
-    assert (cfg["n_train"], cfg["n_val"]) == (36, 4)
+    stored = json.loads((run / "config.json").read_text())
+    cfg, data = stored["train"], stored["data"]
+    assert cfg["batch_size"] == 8 and cfg["tree"]["name"] == "gz2" and len(data["pca"]["eigenvector"]) == 3
+    assert (data["n_train"], data["n_val"]) == (36, 4) and data["source"] == str(tiny)
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["examples"] for r in lines] == [64, 128, 192, 256]
     assert all(np.isfinite(r["val_rmse"]) for r in lines)
     trained = load_run(run, "best", device="cpu")
     assert not trained.model.training and trained.image_size == 48
     assert min(r["val_rmse"] for r in lines) == pytest.approx(result["best_val_rmse"])
-    with pytest.raises(FileExistsError):
+    with pytest.raises(RunError):
         train(_cfg(), tiny, run, device="cpu", workers=0, progress=False)
 
 
@@ -78,16 +80,10 @@ def test_killed_run_resumes_exactly(tiny, tmp_path):
     cmd = [sys.executable, "-m", "gzmorph", "train", "--data", str(tiny), "--out", str(run), "--preset", "small",
            "--examples", str(examples), "--batch-size", "8", "--eval-every", "64", "--image-size", "48",
            "--workers", "0", "--no-progress", "--device", "cpu"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # A real kill (SIGKILL) right after the first last.pt, at the same step on any machine.
+    assert run_killed("gzmorph.training.train:save_checkpoint", 2, cmd[3:]) == -9  # best.pt, then last.pt
     last = run / "checkpoints" / "last.pt"
-    deadline = time.monotonic() + 120
-    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert last.exists()
-    step_at_kill = torch.load(last, weights_only=True)["step"]
-    assert step_at_kill < examples // 8, "the process finished before it could be killed"
+    assert torch.load(last, weights_only=True)["step"] == 64 // 8
 
     train(_cfg(examples=examples), tiny, run, device="cpu", workers=0, progress=False, resume=True)
     a = torch.load(ref / "checkpoints" / "last.pt", weights_only=True)

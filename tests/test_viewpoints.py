@@ -1,11 +1,11 @@
-"""Tests of gzmorph.viewpoints: exact pixel correspondence of the 16 viewpoints."""
+"""Tests of gzmorph.nn.viewpoints: exact pixel correspondence of the 16 viewpoints."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from gzmorph.viewpoints import N_VIEWPOINTS, PART_SIZE, extract_viewpoints, viewpoint_index
+from gzmorph.nn.viewpoints import N_VIEWPOINTS, PART_SIZE, extract_viewpoints, viewpoint_index
 
 B, S, P = 3, 69, PART_SIZE
 

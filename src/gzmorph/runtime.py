@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
-__all__ = ["Runtime", "resolve_device", "cpu_has_native_bf16", "PRECISIONS", "seed_everything", "atomic_write", "atomic_save", "load_checkpoint", "write_json"]
+from gzmorph.errors import ConfigError
+
+__all__ = ["Runtime", "resolve_device", "cpu_has_native_bf16", "PRECISIONS", "seed_everything", "atomic_write",
+           "atomic_save", "load_checkpoint", "write_json"]
 
 
 @dataclass(frozen=True)
@@ -56,12 +60,12 @@ def resolve_device(spec: str | None = "auto", fast: bool = True, precision: str 
     ``"fast"`` where the CPU has native bf16, ``"bf16"`` always; ``"fp32"`` never autocasts.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        raise ConfigError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     if spec in (None, "", "auto"):
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(spec)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {spec!r} requested but CUDA is not available on this machine")
+        raise ConfigError(f"device {spec!r} requested but CUDA is not available on this machine")
     cuda = device.type == "cuda"
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -123,3 +127,25 @@ def write_json(obj: Any, path: str | Path) -> None:
     """Write JSON atomically (rename over the target)."""
     text = json.dumps(obj, indent=2, default=str) + "\n"
     atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask on Linux)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run a block with ``n`` torch intra-op threads (``None``: leave the setting), then restore it."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -24,6 +24,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from gzmorph.errors import ConfigError
+
 __all__ = [
     "Question",
     "Tree",
@@ -253,7 +255,7 @@ def get_tree(spec: str | Path | dict | Tree) -> Tree:
     path = Path(spec)
     if path.is_file():
         return Tree.from_json(path)
-    raise ValueError(f"unknown tree {spec!r}: give 'gz2' or a JSON file describing the tree")
+    raise ConfigError(f"unknown tree {spec!r}: give 'gz2' or a JSON file describing the tree")
 
 
 class TreeConstraint(nn.Module):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 HELP = "figures of what a trained network learned: filters, activations, hidden units, best/worst images"
 DESCRIPTION = (
@@ -15,7 +14,13 @@ DESCRIPTION = (
 )
 
 
+RENAME = {"n_units": "units", "n_examples": "examples", "n_errors": "errors"}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from gzmorph.evaluation.analyze import AnalyzeConfig
+    from gzmorph.options import add_config_options
+
     parser.add_argument("--model", required=True, metavar="RUN_DIR", help="run directory from `gzmorph train`")
     parser.add_argument("--images", required=True, metavar="IMAGES", help="catalog, image folder or cache")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the figures and analysis.html")
@@ -23,31 +28,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="labels for the error figure (default: those that come with IMAGES)")
     parser.add_argument("--id-column", default="GalaxyID", help="id column of a labels catalog")
     parser.add_argument("--which", choices=["best", "last"], default="best", help="checkpoint to load")
-    parser.add_argument("--max-images", type=int, default=2000, help="analyse a random sample of at most this many")
-    parser.add_argument("--units", type=int, default=8, help="hidden units shown")
-    parser.add_argument("--examples", type=int, default=6, help="most / least activating images per unit")
-    parser.add_argument("--errors", type=int, default=8, help="images with the highest / lowest error shown")
-    parser.add_argument("--example-id", default=None, help="id of the image whose activations are drawn")
-    parser.add_argument("--viewpoint", type=int, default=0, help="which of its 16 viewpoints")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the image sample")
+    add_config_options(parser, AnalyzeConfig, rename=RENAME)
     parser.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
     parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: automatic)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    from gzmorph.analyze import AnalyzeConfig, analyze
+    from gzmorph.config import build
+    from gzmorph.evaluation.analyze import AnalyzeConfig, analyze
+    from gzmorph.options import config_values
 
-    try:
-        cfg = AnalyzeConfig(max_images=args.max_images, n_units=args.units, n_examples=args.examples,
-                            n_errors=args.errors, example_id=args.example_id, viewpoint=args.viewpoint,
-                            batch_size=args.batch_size, seed=args.seed)
-        path = analyze(args.model, args.images, args.out, labels=args.labels, config=cfg, which=args.which,
-                       device=args.device, id_column=args.id_column, workers=args.workers,
-                       progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as exc:  # CatalogError is a ValueError
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = build(AnalyzeConfig, config_values(args, AnalyzeConfig, rename=RENAME))
+    path = analyze(args.model, args.images, args.out, labels=args.labels, config=cfg, which=args.which,
+                   device=args.device, id_column=args.id_column, workers=args.workers,
+                   progress=not args.no_progress)
     print(f"analysis: {path}")
     return 0

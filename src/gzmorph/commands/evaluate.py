@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 HELP = "score predictions against crowd labels: RMSE, accuracy vs agreement, precision/recall, triage, HTML report"
@@ -17,32 +16,32 @@ DESCRIPTION = (
 )
 
 
+RENAME = {"n_bins": "bins"}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from gzmorph.evaluation.evaluate import EvaluationConfig
+    from gzmorph.options import add_config_options
+
     parser.add_argument("--predictions", required=True, metavar="FILE", help="prediction CSV or Parquet file")
     parser.add_argument("--labels", required=True, metavar="CATALOG",
                         help="labelled catalog: Kaggle directory or CSV/Parquet file")
     parser.add_argument("--out", required=True, metavar="REPORT_DIR", help="folder for the report and tables")
     parser.add_argument("--id-column", default="GalaxyID", help="id column of the predictions and the catalog")
     parser.add_argument("--tree", default="gz2", help="decision tree: 'gz2' or a JSON file")
-    parser.add_argument("--target-accuracy", type=float, default=0.99,
-                        help="triage: accuracy the model must keep on the images it answers alone")
-    parser.add_argument("--bins", type=int, default=10, help="equal-count bins of agreement / confidence")
-    parser.add_argument("--min-reach", type=float, default=0.5,
-                        help="score a question on images where at least this fraction of volunteers reached it")
+    add_config_options(parser, EvaluationConfig, rename=RENAME)
     parser.add_argument("--title", default=None, help="title of the HTML report")
 
 
 def run(args: argparse.Namespace) -> int:
-    from gzmorph.evaluate import evaluate
+    from gzmorph.config import build
+    from gzmorph.evaluation.evaluate import EvaluationConfig, evaluate
+    from gzmorph.options import config_values
     from gzmorph.tree import get_tree
 
-    try:
-        ev = evaluate(args.predictions, args.labels, out=args.out, tree=get_tree(args.tree),
-                      id_column=args.id_column, target_accuracy=args.target_accuracy, n_bins=args.bins,
-                      min_reach=args.min_reach, title=args.title)
-    except (ValueError, FileNotFoundError) as exc:  # CatalogError is a ValueError
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = build(EvaluationConfig, config_values(args, EvaluationConfig, rename=RENAME))
+    ev = evaluate(args.predictions, args.labels, out=args.out, tree=get_tree(args.tree),
+                  id_column=args.id_column, title=args.title, **cfg.to_dict())
     print(f"{ev.n_matched} images matched; RMSE {ev.rmse:.4f} over {len(ev.rmse_columns)} answer columns")
     for side, ids in (("predictions", ev.only_in_predictions), ("labels", ev.only_in_labels)):
         if len(ids):

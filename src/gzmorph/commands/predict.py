@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
-    from gzmorph.predict import PredictConfig
-    from gzmorph.ray_predict import RaySummary
+    from gzmorph.inference.predict import PredictConfig
+    from gzmorph.inference.ray import RaySummary
 
 HELP = "predict the answer probabilities of a collection (CSV submission or Parquet with triage)"
 DESCRIPTION = (
@@ -18,12 +17,21 @@ DESCRIPTION = (
     "look). Images that cannot be decoded are listed in <OUT stem>.errors.csv and the job goes on. "
     "A killed job restarted with --resume continues where it stopped and writes the same file. "
     "With --ray the job runs on a Ray cluster (pip install 'gzmorph[ray]'): OUT becomes a directory "
-    "of Parquet parts, the error rows go to <OUT stem>.errors/, and a rerun computes only the parts "
-    "not written yet."
+    "of Parquet parts, the error rows go to <OUT stem>.errors/, and --resume likewise computes only "
+    "the parts not written yet."
 )
 
 
+PREDICT_FIELDS = ("tta", "batch_size", "device", "precision", "workers", "compile", "threads", "chunk_rows",
+                  "which", "split", "id_column", "path_column")
+RAY_FIELDS = ("actors", "gpus_per_actor", "cpus_per_actor")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from gzmorph.inference.predict import PredictConfig
+    from gzmorph.inference.ray import RayConfig
+    from gzmorph.options import add_config_options
+
     p.add_argument("--model", nargs="+", required=True, metavar="RUN_DIR",
                    help="run directories written by `gzmorph train`; several are averaged")
     src = p.add_mutually_exclusive_group()
@@ -32,24 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="CSV/Parquet catalog with id and path columns, or a Kaggle directory")
     src.add_argument("--cache", metavar="CACHE", help="cache written by `gzmorph prepare`")
     p.add_argument("--out", metavar="FILE", help="output file, .csv or .parquet")
-    p.add_argument("--tta", choices=["none", "rot", "paper"], default="none",
-                   help="test-time averaging: one pass, 5 rotations, or the paper's 60 transforms")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="auto: bf16 autocast + channels_last on CUDA, fp32 on CPU; bf16: also on CPU")
-    p.add_argument("--workers", type=int, default=None,
-                   help="JPEG decoding processes (None: automatic, 0: in this process)")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the networks (~10 s each up front; about 2x faster forward on a CPU)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads (None: torch's default; 1 is often fastest on a busy CPU)")
-    p.add_argument("--chunk-rows", type=int, default=2048, help="rows written per chunk (Parquet row group)")
-    p.add_argument("--which", choices=["best", "last"], default="best", help="checkpoint of each run")
-    p.add_argument("--split", choices=["train", "test"], default="train",
-                   help="with a Kaggle directory as --catalog: its training or test images")
-    p.add_argument("--id-column", default="GalaxyID", help="id column of a catalog file")
-    p.add_argument("--path-column", default="path", help="image path column of a catalog file")
+    add_config_options(p, PredictConfig, fields=PREDICT_FIELDS)
     p.add_argument("--triage-thresholds", metavar="FILE",
                    help="per-question confidence thresholds from `gzmorph evaluate` (default 0.5 each)")
     w = p.add_mutually_exclusive_group()
@@ -65,13 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "without ADDRESS RAY_ADDRESS / a cluster started here / a new local one; --out is "
                         "a directory of Parquet parts, --chunk-rows rows each; --workers and --device are "
                         "not used (Ray tasks decode; actors use the GPUs Ray gives them)")
-    r.add_argument("--ray-actors", type=int, default=None, metavar="N",
-                   help="model actors (None: one per GPU, or CPU actors using half the cluster's CPUs)")
-    r.add_argument("--ray-gpus-per-actor", type=float, default=None, metavar="G",
-                   help="GPUs per actor, fractions share a GPU; 0: CPU actors (None: 1 if the cluster "
-                        "has GPUs, else 0)")
-    r.add_argument("--ray-cpus-per-actor", type=float, default=1.0, metavar="C",
-                   help="CPUs reserved per actor (CPU actors: also their torch threads unless --threads)")
+    add_config_options(r, RayConfig, fields=RAY_FIELDS, prefix="ray-")
 
 
 def _check(p_args: argparse.Namespace) -> str | None:
@@ -86,60 +71,50 @@ def _check(p_args: argparse.Namespace) -> str | None:
         return "give one of --images, --catalog or --cache, and --out"
     if bool(source) != bool(p_args.out):
         return "give both a source (--images, --catalog or --cache) and --out, or neither (weights only)"
-    if p_args.ray is not None and p_args.cache:
-        return "--ray reads the images on the cluster: give --images or --catalog, not --cache"
     return None
 
 
 def _predict_on_ray(args: argparse.Namespace, source: str, cfg: PredictConfig,
                     weights: str | Sequence[float] | None) -> RaySummary:
     # Imported here: without --ray nothing imports Ray (an optional extra).
-    from gzmorph.ray_predict import RayConfig, predict_ray
+    from gzmorph.config import build
+    from gzmorph.inference.ray import RayConfig, predict_ray
+    from gzmorph.options import config_values
 
-    rcfg = RayConfig(address=args.ray or None, actors=args.ray_actors, gpus_per_actor=args.ray_gpus_per_actor,
-                     cpus_per_actor=args.ray_cpus_per_actor)
+    rcfg = build(RayConfig, {**config_values(args, RayConfig, fields=RAY_FIELDS, prefix="ray_"),
+                             "address": args.ray or None})
     return predict_ray(args.model, source, args.out, config=cfg, ray_config=rcfg, weights=weights,
-                       triage_thresholds=args.triage_thresholds)
+                       triage_thresholds=args.triage_thresholds, resume=args.resume)
 
 
 def run(args: argparse.Namespace) -> int:
-    from gzmorph.data import CatalogError
-    from gzmorph.predict import PredictConfig, fit_weights, predict_to_file
+    from gzmorph.config import build
+    from gzmorph.errors import ConfigError
+    from gzmorph.inference.predict import PredictConfig, fit_weights, predict_to_file
+    from gzmorph.options import config_values
 
     problem = _check(args)
     if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
-    cfg = PredictConfig(tta=args.tta, batch_size=args.batch_size, device=args.device, precision=args.precision,
-                        workers=args.workers, threads=args.threads, compile=args.compile,
-                        chunk_rows=args.chunk_rows, which=args.which, progress=not args.no_progress,
-                        split=args.split, id_column=args.id_column, path_column=args.path_column)
+        raise ConfigError(problem)
+    cfg = build(PredictConfig, {**config_values(args, PredictConfig, fields=PREDICT_FIELDS),
+                                "progress": not args.no_progress})
     weights = args.weights
-    try:
-        if args.fit_weights:
-            record = fit_weights(args.model, args.fit_weights, args.weights_out, config=cfg)
-            rmse = record["rmse"]
-            print("ensemble weights " + ", ".join(f"{w:.3f}" for w in record["weights"])
-                  + f" on {record['n_images']} images: RMSE {rmse['fitted']:.4f} (uniform {rmse['uniform']:.4f}, "
-                  + "runs " + ", ".join(f"{r:.4f}" for r in rmse["runs"]) + ")"
-                  + (f" -> {args.weights_out}" if args.weights_out else ""))
-            weights = record["weights"]
-        source = args.images or args.catalog or args.cache
-        if source is None:
-            return 0
-        if args.ray is not None:
-            summary = _predict_on_ray(args, source, cfg, weights)
-        else:
-            summary = predict_to_file(args.model, source, args.out, config=cfg, weights=weights,
-                                      triage_thresholds=args.triage_thresholds, resume=args.resume)
-    except ImportError as exc:
-        if args.ray is None:
-            raise
-        print(f"error: {exc}", file=sys.stderr)  # Ray is not installed
-        return 2
-    except (CatalogError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.fit_weights:
+        record = fit_weights(args.model, args.fit_weights, args.weights_out, config=cfg)
+        rmse = record["rmse"]
+        print("ensemble weights " + ", ".join(f"{w:.3f}" for w in record["weights"])
+              + f" on {record['n_images']} images: RMSE {rmse['fitted']:.4f} (uniform {rmse['uniform']:.4f}, "
+              + "runs " + ", ".join(f"{r:.4f}" for r in rmse["runs"]) + ")"
+              + (f" -> {args.weights_out}" if args.weights_out else ""))
+        weights = record["weights"]
+    source = args.images or args.catalog or args.cache
+    if source is None:
+        return 0
+    if args.ray is not None:
+        summary = _predict_on_ray(args, source, cfg, weights)
+    else:
+        summary = predict_to_file(args.model, source, args.out, config=cfg, weights=weights,
+                                  triage_thresholds=args.triage_thresholds, resume=args.resume)
     print(summary.message())
     if summary.n_inputs > summary.n_resumed:
         print(f"{summary.images_per_second:.1f} images/s")

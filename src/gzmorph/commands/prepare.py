@@ -15,7 +15,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from gzmorph.images import DEFAULT_SIZE  # light import: keeps `gzmorph --help` fast
+    from gzmorph.data.images import DEFAULT_SIZE  # light import: keeps `gzmorph --help` fast
 
     parser.add_argument("data", metavar="DATA", help="Kaggle directory, catalog file or image folder")
     parser.add_argument("--out", metavar="CACHE", default=None,
@@ -40,8 +40,8 @@ def default_out(data: str | Path, split: str, size: int) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gzmorph.cache import prepare
-    from gzmorph.data import open_catalog
+    from gzmorph.data.cache import prepare
+    from gzmorph.data.catalog import open_catalog
     from gzmorph.tree import get_tree
 
     out = Path(args.out) if args.out else default_out(args.data, args.split, args.size)

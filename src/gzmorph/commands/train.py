@@ -7,8 +7,13 @@ import argparse
 HELP = "train a network on labelled images (Kaggle dir, catalog or cache)"
 
 
+OVERRIDES = ("examples", "batch_size", "lr", "eval_every", "image_size", "val_fraction", "split_seed", "seed",
+             "tree", "compile", "precision", "ema_decay", "init_from")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from gzmorph.recipes import PRESETS
+    from gzmorph.options import add_config_options
+    from gzmorph.training.recipes import PRESETS, TrainConfig
 
     p.add_argument("--data", required=True, help="Kaggle directory, CSV/Parquet catalog, or cache from `gzmorph prepare`")
     p.add_argument("--id-column", default="GalaxyID", help="id column of a CSV/Parquet catalog")
@@ -16,19 +21,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run directory to write (config, metrics, checkpoints)")
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="model + training recipe (default: paper, or with --init-from that run's configuration)")
-    p.add_argument("--init-from", metavar="RUN",
-                   help="fine-tune: start from the best weights of this run (same network and tree)")
-    p.add_argument("--examples", type=int, help="training examples (lr milestones scale with it)")
-    p.add_argument("--batch-size", type=int, help="override the preset's batch size")
-    p.add_argument("--lr", type=float, help="override the preset's learning rate")
-    p.add_argument("--eval-every", type=int, help="examples between validations / checkpoints")
-    p.add_argument("--image-size", type=int, help="side of the decoded images (default: preset's, 141)")
-    p.add_argument("--val-fraction", type=float, help="held-out fraction (default 0.1: last 10%% by id)")
-    p.add_argument("--split-seed", type=int, help="random held-out fraction with this seed instead of the last by id")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument("--tree", help="decision tree: 'gz2' or a JSON file")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the model (CUDA only)")
+    # TrainConfig documents only some fields in comments: the rest of the help is here.
+    add_config_options(p, TrainConfig, fields=OVERRIDES, keep_defaults="the preset's", help={
+        "examples": "training examples (lr milestones scale with it)",
+        "batch_size": "examples per optimizer step",
+        "lr": "learning rate",
+        "image_size": "side of the decoded images in pixels",
+        "val_fraction": "held-out fraction (the last by id unless --split-seed)",
+        "seed": "random seed",
+        "compile": "torch.compile the training step: off, cuda (on CUDA only) or always",
+        "precision": "auto (bf16 on CUDA only), fast (bf16 where the hardware computes it: CUDA, "
+                     "CPUs with AVX512-BF16/AMX), fp32 or bf16",
+        "ema_decay": "average the weights with this decay per step for validation, best.pt and prediction (0: off)",
+        "init_from": "fine-tune: start from the best weights of this run (same network and tree)"})
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--gpus", type=int, default=1, help="train on K GPUs of this machine with DistributedDataParallel (with --device cpu: K gloo processes)")
     p.add_argument("--workers", type=int, help="JPEG decoding processes (default: all cores)")
@@ -38,16 +43,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gzmorph.recipes import get_preset
-    from gzmorph.runs import run_config
-    from gzmorph.train import train
+    from gzmorph.config import build
+    from gzmorph.options import config_values
+    from gzmorph.training.recipes import TrainConfig, get_preset
+    from gzmorph.training.rundir import run_config
+    from gzmorph.training.train import train
 
+    overrides = config_values(args, TrainConfig, fields=OVERRIDES, drop_none=True)
+    # With --init-from and no --preset, fine-tuning continues that run's configuration.
     base = run_config(args.init_from) if args.init_from and not args.preset else get_preset(args.preset or "paper")
-    cfg = base.override(init_from=args.init_from,
-        examples=args.examples, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
-        image_size=args.image_size, val_fraction=args.val_fraction, split_seed=args.split_seed,
-        seed=args.seed, tree=args.tree, compile=args.compile,
-    )
+    cfg = build(TrainConfig, {**base.to_dict(), **overrides})
     result = train(cfg, args.data, args.out, device=args.device, resume=args.resume, workers=args.workers,
                    max_minutes=args.max_minutes, progress=not args.no_progress, processes=args.gpus,
                    id_column=args.id_column, path_column=args.path_column)

@@ -21,21 +21,20 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from gzmorph.errors import ConfigError, OutputError
 from gzmorph import __version__
 from gzmorph.mock.labels import crowd_labels, visibility
 from gzmorph.mock.params import GalaxyParams, sample_params
 from gzmorph.mock.render import render_galaxy
-from gzmorph.runtime import atomic_write, write_json
+from gzmorph.runtime import atomic_write, cpu_cores, torch_threads, write_json
 from gzmorph.tree import GZ2
 
 __all__ = ["generate", "galaxy_rng", "TRAIN_DIR", "TEST_DIR", "LABELS_FILE", "TEST_LABELS_FILE", "TRUTH_FILE",
@@ -79,17 +78,9 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-@contextlib.contextmanager
-def _single_torch_thread() -> Iterator[None]:
+def _single_torch_thread() -> contextlib.AbstractContextManager:
     """Render in-process with the same single torch thread as a pool worker."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return torch_threads(1)
 
 
 def _prepare_out(out: Path, keep: dict[str, set[str]], has_test: bool, meta: dict) -> None:
@@ -100,7 +91,7 @@ def _prepare_out(out: Path, keep: dict[str, set[str]], has_test: bool, meta: dic
     """
     if out.exists() and any(out.iterdir()):
         if not ((out / MARKER_FILE).is_file() or (out / TRUTH_FILE).is_file()):
-            raise FileExistsError(
+            raise OutputError(
                 f"{out} is not empty and holds no mock dataset ({MARKER_FILE} missing): "
                 "choose a new or empty folder"
             )
@@ -123,14 +114,14 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
 
 def _resolve_workers(workers: int | None, n_total: int, size: int) -> int:
     if workers is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = cpu_cores()
         # A worker takes ~2 s to start (it imports torch); one image costs ~1.5 ms plus
         # ~11 ms per 424^2 pixels (benchmarks/mock_speed.py).  Below ~8 s of serial work
         # the pool does not pay for itself.
         serial_s = n_total * (1.5 + 11.0 * (size / 424) ** 2) / 1000
         workers = 1 if serial_s < 8.0 else cores
     if workers < 0:
-        raise ValueError(f"workers must be >= 0 (0 or 1: in this process), got {workers}")
+        raise ConfigError(f"workers must be >= 0 (0 or 1: in this process), got {workers}")
     return max(workers, 1)  # 0 means in-process, as for image decoding
 
 
@@ -174,14 +165,14 @@ def generate(out: str | Path, n: int, n_test: int = 0, seed: int = 0, workers: i
         ``out``.
     """
     if n < 0 or n_test < 0 or n + n_test < 1:
-        raise ValueError(f"need n >= 0, n_test >= 0 and at least one galaxy, got n={n}, n_test={n_test}")
+        raise ConfigError(f"need n >= 0, n_test >= 0 and at least one galaxy, got n={n}, n_test={n_test}")
     if n > TEST_ID_START - TRAIN_ID_START:
-        raise ValueError(f"n={n} would make training GalaxyIDs collide with test ones (at most "
+        raise ConfigError(f"n={n} would make training GalaxyIDs collide with test ones (at most "
                          f"{TEST_ID_START - TRAIN_ID_START})")
     if seed < 0:
-        raise ValueError(f"seed must be non-negative, got {seed}")
+        raise ConfigError(f"seed must be non-negative, got {seed}")
     if size < 16:
-        raise ValueError(f"size must be at least 16 pixels, got {size}")
+        raise ConfigError(f"size must be at least 16 pixels, got {size}")
     out = Path(out)
     splits = [("train", i, TRAIN_ID_START + i) for i in range(n)] + [("test", i, TEST_ID_START + i)
                                                                       for i in range(n_test)]

@@ -13,10 +13,12 @@ follows each galaxy's Petrosian radius, so small galaxies are poorly resolved.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from gzmorph import config
 
 __all__ = ["GalaxyParams", "sample_params", "KINDS", "ODD_FEATURES", "BULGE_SHAPES", "WINDINGS", "ARTIFACTS"]
 
@@ -119,12 +121,11 @@ class GalaxyParams:
         return float(np.clip((math.cos(math.radians(self.inclination)) - 0.15) / 0.3, 0.0, 1.0))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return config.to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "GalaxyParams":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return config.from_dict(cls, d)
 
 
 def _common(rng: np.random.Generator, r_med: float = 22.0) -> dict[str, Any]:

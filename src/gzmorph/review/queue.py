@@ -8,7 +8,7 @@ toss comes first; a doubtful question deep in the tree that few would reach come
 late.  Ties keep the prediction file's order, so the order is reproducible.
 
 Predictions without the triage columns (a Kaggle-style CSV) get them from
-:func:`gzmorph.outputs.prediction_table` with its default thresholds.
+:func:`gzmorph.inference.table.prediction_table` with its default thresholds.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gzmorph.outputs import load_thresholds, manifest_path, prediction_table
+from gzmorph.inference.table import load_thresholds, manifest_path, prediction_table
 from gzmorph.tree import Tree
 
 __all__ = ["load_predictions", "build_queue", "model_version"]

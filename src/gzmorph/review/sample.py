@@ -3,7 +3,7 @@
 For tests, the screenshot command and trying ``gzmorph review`` without a trained
 model.  The "predictions" are the mock's crowd labels blurred towards uniform answers
 (so that a share of the galaxies is doubtful and flagged); they come with the triage
-columns of :func:`gzmorph.outputs.prediction_table`.
+columns of :func:`gzmorph.inference.table.prediction_table`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gzmorph.outputs import load_thresholds, prediction_table
+from gzmorph.inference.table import load_thresholds, prediction_table
 from gzmorph.tree import GZ2, TreeConstraint
 
 __all__ = ["write_sample"]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gzmorph.data import Catalog, open_catalog
+from gzmorph.data.catalog import Catalog, open_catalog
 from gzmorph.review.db import ReviewStore
 from gzmorph.review.queue import load_predictions, model_version
 from gzmorph.tree import Tree, get_tree

@@ -66,10 +66,9 @@ class ImageError(Exception):
 
 def default_workers() -> int:
     """Worker processes to use by default: the CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    from gzmorph.runtime import cpu_cores  # torch: not imported by decoding workers
+
+    return cpu_cores()
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:

@@ -1,21 +1,22 @@
 """Training configuration and the named presets (model variant + training recipe).
 
 A preset is data: a :class:`TrainConfig` built from a model preset of
-:data:`gzmorph.model.MODEL_PRESETS` and a recipe.  ``gzmorph train --preset NAME``
+:data:`gzmorph.nn.model.MODEL_PRESETS` and a recipe.  ``gzmorph train --preset NAME``
 resolves one, applies command-line overrides and stores the result in the run
 directory as ``config.json``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gzmorph.augment import AugmentConfig
-from gzmorph.images import DEFAULT_SIZE
-from gzmorph.model import MODEL_PRESETS, ModelConfig, model_config_from_dict
+from gzmorph import config
+from gzmorph.data.images import DEFAULT_SIZE
+from gzmorph.nn.augment import AugmentConfig
+from gzmorph.nn.model import MODEL_PRESETS, ModelConfig, model_config_from_dict
+from gzmorph.nn.symmetric import SYMMETRIC_PRESETS, SymmetricConfig
 from gzmorph.runtime import PRECISIONS
-from gzmorph.symmetric import SYMMETRIC_PRESETS, SymmetricConfig
 
 __all__ = ["TrainConfig", "PRESETS", "get_preset"]
 
@@ -88,19 +89,11 @@ class TrainConfig:
         return max(1, self.examples // self.batch_size)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["model"] = self.model.to_dict()
-        d["augment"] = self.augment.to_dict()
-        d["lr_milestones"] = list(self.lr_milestones)
-        return d
+        return config.to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown training config keys: {sorted(unknown)}")
-        return cls(**d)
+        return config.from_dict(cls, d)
 
     def override(self, **changes: Any) -> "TrainConfig":
         """A copy with the given (non-None) fields changed, validated again."""

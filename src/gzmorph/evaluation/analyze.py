@@ -18,9 +18,8 @@ Images are shown as the network sees them: crop 0 of the fixed (unrotated) trans
 
 from __future__ import annotations
 
-import html
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +28,15 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from gzmorph import augment as aug
-from gzmorph.evaluate import _id_keys, _load_labels, _match_ids
+from gzmorph.errors import CatalogError, ConfigError
+from gzmorph import config
+from gzmorph.nn import augment as aug
+from gzmorph.evaluation.html import render
+from gzmorph.evaluation.inputs import id_keys, load_labels, match_ids
 from gzmorph.runtime import resolve_device, write_json
+from gzmorph.evaluation.metrics import masked_sums, rmse_from_sums
 from gzmorph.tree import Tree
-from gzmorph.viewpoints import N_VIEWPOINTS, extract_viewpoints
+from gzmorph.nn.viewpoints import N_VIEWPOINTS, extract_viewpoints
 
 __all__ = ["AnalyzeConfig", "analyze", "plot_filters", "plot_activations", "plot_units", "plot_errors"]
 
@@ -79,11 +82,11 @@ class AnalyzeConfig:
             raise ValueError(f"viewpoint must be in 0..{N_VIEWPOINTS - 1}, got {self.viewpoint}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return config.to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "AnalyzeConfig":
-        return cls(**d)
+        return config.from_dict(cls, d)
 
 
 @dataclass
@@ -97,7 +100,7 @@ class _Inputs:
 
 
 # --------------------------------------------------------------------------- inputs
-def _load_inputs(images: Any, tree: Tree, size: int, cfg: AnalyzeConfig, workers: int | None,
+def _load_inputs(images: Any, tree: Tree, size: int, cfg: AnalyzeConfig, workers: int | None, id_column: str,
                  progress: bool) -> _Inputs:
     """Sample up to ``cfg.max_images`` rows of an array, catalog or cache and decode them."""
     if isinstance(images, np.ndarray):
@@ -105,25 +108,24 @@ def _load_inputs(images: Any, tree: Tree, size: int, cfg: AnalyzeConfig, workers
             raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
         rows = _sample(len(images), cfg)
         return _Inputs(rows, images[rows], None, "array", len(images), [])
-    from gzmorph.cache import ImageCache, is_cache
-    from gzmorph.data import Catalog, open_catalog
-    from gzmorph.images import load_images
+    from gzmorph.data.source import open_source
 
-    if not isinstance(images, Catalog) and is_cache(images):
-        cache = ImageCache.open(images)
-        ok = cache.ok_index
+    source = open_source(images, tree=tree, id_column=id_column)
+    catalog = source.catalog
+    if source.cache is not None:
+        # Sample among the decoded rows of a cache; its failed rows are known already.
+        ok = source.cache.ok_index
         rows = ok[_sample(len(ok), cfg)]
-        skipped = [(cache.ids[i], "failed when the cache was prepared") for i in np.flatnonzero(~cache.ok)]
-        return _Inputs(cache.ids[rows], np.asarray(cache.images[rows]), cache.labels[rows].astype(np.float64),
-                       str(cache.root), len(cache), skipped)
-    catalog = images if isinstance(images, Catalog) else open_catalog(images, tree=tree)
+        skipped = [(catalog.ids[i], "failed when the cache was prepared") for i in np.flatnonzero(~source.cache.ok)]
+        return _Inputs(catalog.ids[rows], np.asarray(source.cache.images[rows]),
+                       catalog.labels[rows].astype(np.float64), catalog.source, len(catalog), skipped)
     rows = _sample(len(catalog), cfg)
-    decoded, failed = load_images(catalog.paths[rows], size=size, workers=workers, progress=progress)
+    decoded, failed = source.load(size, rows=rows, workers=workers, progress=progress)
     keep = np.ones(len(rows), dtype=bool)
     keep[[i for i, _ in failed]] = False
     skipped = [(catalog.ids[rows[i]], reason) for i, reason in failed]
     if not keep.any():
-        raise ValueError(f"{catalog.source or images}: none of the {len(rows)} images could be decoded "
+        raise CatalogError(f"{catalog.source or images}: none of the {len(rows)} images could be decoded "
                          f"(first: {skipped[0][0]}: {skipped[0][1]})")
     labels = catalog.labels[rows[keep]].astype(np.float64)
     return _Inputs(catalog.ids[rows[keep]], decoded[keep], labels, catalog.source or str(images), len(catalog),
@@ -132,7 +134,7 @@ def _load_inputs(images: Any, tree: Tree, size: int, cfg: AnalyzeConfig, workers
 
 def _sample(n: int, cfg: AnalyzeConfig) -> np.ndarray:
     if n == 0:
-        raise ValueError("no images to analyse")
+        raise CatalogError("no images to analyse")
     if n <= cfg.max_images:
         return np.arange(n)
     return np.sort(np.random.default_rng(cfg.seed).choice(n, cfg.max_images, replace=False))
@@ -147,8 +149,8 @@ def _attach_labels(inputs: _Inputs, labels: Any, tree: Tree, id_column: str) -> 
         if labels.shape != (len(inputs.images), tree.n_answers):
             raise ValueError(f"labels array of shape {labels.shape}, expected ({len(inputs.images)}, {tree.n_answers})")
         return labels.astype(np.float64)
-    keys, values, _ = _load_labels(labels, tree, id_column)
-    rows, label_rows, _, _ = _match_ids(_id_keys(inputs.ids), keys)
+    keys, values, _ = load_labels(labels, tree, id_column)
+    rows, label_rows, _, _ = match_ids(id_keys(inputs.ids), keys)
     out = np.full((len(inputs.ids), tree.n_answers), np.nan)
     out[rows] = values[label_rows]
     return out
@@ -267,27 +269,12 @@ def _save(fig: Figure, path: Path) -> str:
     return path.name
 
 
-# --------------------------------------------------------------------------- page
-_CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-        "img{max-width:100%;border:1px solid #ddd;margin:0.3em 0}h2{border-bottom:1px solid #ccc}"
-        ".warn{color:#8a4b00}.muted{color:#777;font-size:0.9em}")
-
-
-def _page(title: str, facts: list[str], sections: list[tuple[str, str, list[str]]]) -> str:
-    body = [f"<h1>{html.escape(title)}</h1>", "<ul class='muted'>" + "".join(f"<li>{f}</li>" for f in facts) + "</ul>"]
-    for heading, text, files in sections:
-        body.append(f"<h2>{html.escape(heading)}</h2><p>{text}</p>")
-        body += [f'<p><a href="{f}"><img src="{f}" alt="{html.escape(f)}"></a></p>' for f in files]
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
-
-
 def _example_row(ids: np.ndarray, example_id: Any) -> int:
     if example_id is None:
         return 0
-    hits = np.flatnonzero(_id_keys(ids).astype(str) == str(example_id))
+    hits = np.flatnonzero(id_keys(ids).astype(str) == str(example_id))
     if hits.size == 0:
-        raise ValueError(f"example id {example_id!r} is not among the analysed images (first: {ids[:3].tolist()})")
+        raise ConfigError(f"example id {example_id!r} is not among the analysed images (first: {ids[:3].tolist()})")
     return int(hits[0])
 
 
@@ -330,9 +317,8 @@ def _error_figures(predictions: np.ndarray, labels: np.ndarray | None, crops: np
     """Per-image RMSE over the labelled answers; the best and worst images."""
     if labels is None:
         return []
-    sq = (predictions - labels) ** 2  # (N, n_answers), NaN where unlabelled
-    counts = np.isfinite(sq).sum(axis=1)
-    rmse = np.sqrt(np.where(counts > 0, np.nansum(sq, axis=1) / np.maximum(counts, 1), np.nan))
+    sse, counts = masked_sums(predictions, labels, axis=1)  # (N,) each
+    rmse = rmse_from_sums(sse, counts)
     if not np.isfinite(rmse).any():
         return []
     table = pd.DataFrame({id_column: ids, "rmse": rmse, "n_label_values": counts})
@@ -351,7 +337,7 @@ def analyze(run_dir: str | Path, images: Any, out: str | Path, labels: Any = Non
         Run directory written by ``gzmorph train``.
     images : path, Catalog or ndarray
         Kaggle directory, CSV/Parquet catalog, image folder, image cache, a
-        :class:`gzmorph.data.Catalog`, or uint8 images ``(N, H, W, 3)`` (ids 0..N-1).
+        :class:`gzmorph.data.catalog.Catalog`, or uint8 images ``(N, H, W, 3)`` (ids 0..N-1).
     out : path
         Folder for the PNG files, ``units.csv``, ``image_errors.csv``, ``analysis.json``
         and ``analysis.html``.
@@ -371,14 +357,14 @@ def analyze(run_dir: str | Path, images: Any, out: str | Path, labels: Any = Non
     """
     from dataclasses import replace
 
-    from gzmorph.runs import load_run
+    from gzmorph.training.rundir import load_run
 
     cfg = replace(config or AnalyzeConfig(), **settings)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device).device
     trained = load_run(run_dir, which=which, device=dev)
-    inputs = _load_inputs(images, trained.tree, trained.image_size, cfg, workers, progress)
+    inputs = _load_inputs(images, trained.tree, trained.image_size, cfg, workers, id_column, progress)
     labels = _attach_labels(inputs, labels, trained.tree, id_column)
     result = _forward(trained, inputs.images, cfg.batch_size, dev)
     weight = trained.model.first_layer_weight.detach().float().cpu().numpy()  # (C_out, 3, k, k)
@@ -394,32 +380,5 @@ def analyze(run_dir: str | Path, images: Any, out: str | Path, labels: Any = Non
                    has_labels=bool(files["errors"]), config=cfg.to_dict(), files=files)
     write_json(summary, out / "analysis.json")
     path = out / "analysis.html"
-    path.write_text(_page_for(summary), encoding="utf-8")
+    path.write_text(render("analysis.html", title="gzmorph analysis", s=summary), encoding="utf-8")
     return path
-
-
-def _page_for(s: dict) -> str:
-    facts = [f"run <code>{html.escape(s['run_dir'])}</code>, step {s['step']}",
-             f"{s['n_images']} images analysed from <code>{html.escape(s['source'])}</code> "
-             f"({s['n_in_source']} in the source" + (f", {s['n_skipped']} could not be decoded: skipped.csv"
-                                                     if s["n_skipped"] else "") + ")"]
-    files = s["files"]
-    errors_text = ("The images with the highest (top) and lowest (bottom) RMSE over their labelled answers; the "
-                   "titles give id and RMSE. All images are in <code>image_errors.csv</code>."
-                   if files["errors"] else
-                   "<span class='warn'>Not drawn: the images came without labels. Give labels (a catalog or "
-                   "<code>--labels</code>) to see the images with the highest and lowest prediction error.</span>")
-    units_text = (f"Of the {s['n_hidden_units']} units of the last hidden layer, the {len(s['units'])} whose "
-                  "activation varies most over the images: per row the images that activate the unit most (left) "
-                  "and least (right). Their ids are in <code>units.csv</code>."
-                  if files["units"] else "<span class='warn'>Not drawn: no unit's activation varies.</span>")
-    sections = [
-        ("First-layer filters (Figure 10)", "The filters of the first convolutional layer, one panel per colour "
-         "channel; each filter is contrast-normalised to its own range.", files["filters"]),
-        ("Activations of one viewpoint (Figures 11-12)", f"Viewpoint {s['config']['viewpoint']} of image "
-         f"{html.escape(s['example_id'])}, then the maps of every convolutional and pooling layer (each layer on "
-         "its own scale, black = 0).", files["activations"]),
-        ("Last hidden layer (Figure 13)", units_text, files["units"]),
-        ("Prediction errors (Figure 14)", errors_text, files["errors"]),
-    ]
-    return _page("gzmorph analysis", facts, sections)

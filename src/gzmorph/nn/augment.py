@@ -33,12 +33,14 @@ the Kaggle images (norm 0.018 over 200 whole 424-px training images).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from gzmorph import config
 
 __all__ = [
     "AugmentConfig",
@@ -107,15 +109,11 @@ class AugmentConfig:
             raise ValueError(f"second_crop_angle must be finite, got {self.second_crop_angle}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return config.to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "AugmentConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown AugmentConfig fields {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        return config.from_dict(cls, d)
 
 
 @dataclass

@@ -31,13 +31,14 @@ checks it.
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gzmorph import config
 from gzmorph.tree import GZ2, Tree, TreeConstraint
 
 __all__ = ["SymmetricConfig", "SymmetricNet", "d4_transform", "D4_ORDER", "SYMMETRIC_PRESETS"]
@@ -161,15 +162,11 @@ class SymmetricConfig:
                 side //= 2
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return config.to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SymmetricConfig":
-        d = dict(d)
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown SymmetricConfig fields {unknown}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**d)
+        return config.from_dict(cls, d)
 
 
 class LiftConv(nn.Module):

@@ -1,14 +1,14 @@
 """Catalog-scale prediction on a Ray cluster (the optional extra ``gzmorph[ray]``).
 
-The job of :func:`gzmorph.predict.predict_to_file`, spread over a cluster with Ray Data.
+The job of :func:`gzmorph.inference.predict.predict_to_file`, spread over a cluster with Ray Data.
 The driver opens the catalog and cuts it into *partitions* of ``chunk_rows``
 consecutive rows.  The rows of the partitions not written yet go through CPU tasks
-that decode the images (:func:`gzmorph.images.iter_decoded`; an undecodable image
+that decode the images (:func:`gzmorph.data.images.iter_decoded`; an undecodable image
 becomes a row with a failure reason, never a failed task), then through a pool of
 model actors (one per GPU, fractions allowed, or CPU actors) running the
-:class:`~gzmorph.ensemble.Ensemble`, TTA included.  Only row numbers, probabilities
+:class:`~gzmorph.inference.ensemble.Ensemble`, TTA included.  Only row numbers, probabilities
 and reasons come back to the driver, which writes each partition as soon as all its
-rows are back, with :func:`gzmorph.outputs.prediction_table` (the columns of the
+rows are back, with :func:`gzmorph.inference.table.prediction_table` (the columns of the
 single-machine Parquet output).  So the output lives on the driver's file system,
 while the images and the installed package must be visible to every node (the
 models travel to the actors through Ray's object store).
@@ -21,36 +21,44 @@ Output layout (``pandas.read_parquet(out)`` reads the predictions in input order
                                    id, path, reason of partition 3's undecodable images
 
 A partition's prediction part is written last, atomically: the parts present are the
-finished partitions, a rerun of the same job computes only the others, and a rerun
-with other settings (models, TTA, thresholds, inputs...) is refused.
+finished partitions.  The resume rule is the single-machine one
+(:mod:`gzmorph.inference.parts`): a rerun with ``resume`` computes only the others and
+refuses other settings (models, TTA, thresholds, inputs...); without it the job starts over.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
-from gzmorph.data import Catalog, open_catalog
-from gzmorph.ensemble import Ensemble, ModelSpec
-from gzmorph.images import iter_decoded
-from gzmorph.outputs import (REACH_THRESHOLD, id_arrow_type, ids_digest,
-                             prediction_table)
-from gzmorph.predict import PredictConfig, prediction_runtime, resolve_thresholds
-from gzmorph.ray_outputs import RayPartStore, RaySummary, ray_errors_dir
-from gzmorph.runs import TrainedModel
+from gzmorph.errors import CatalogError, ConfigError, MissingExtraError, OutputError
+from gzmorph import config
+from gzmorph.data.catalog import Catalog
+from gzmorph.data.source import Source, decode_rows, open_source
+from gzmorph.inference.ensemble import Ensemble, ModelSpec
+from gzmorph.inference.parts import PartStore, chunk_error_table, job_manifest
+from gzmorph.inference.table import RaySummary, prediction_table
+from gzmorph.inference.predict import PredictConfig, prediction_runtime, resolve_thresholds
+from gzmorph.training.rundir import TrainedModel
 from gzmorph.runtime import resolve_device
 from gzmorph.tree import Tree
 
-__all__ = ["RayConfig", "RaySummary", "RayPartStore", "predict_ray", "ray_errors_dir", "INSTALL_HINT"]
+__all__ = ["RayConfig", "RaySummary", "predict_ray", "ray_errors_dir", "INSTALL_HINT"]
+
+
+def ray_errors_dir(out: str | Path) -> Path:
+    """The error side directory of a Ray output directory: ``<out stem>.errors/`` next to it."""
+    out = Path(out)
+    return out.with_name(out.stem + ".errors")
 
 INSTALL_HINT = "Ray is not installed: pip install 'gzmorph[ray]' (or pip install 'ray[data]')"
 
@@ -99,15 +107,21 @@ class RayConfig:
             raise ValueError(f"block_rows must be >= 1, got {self.block_rows}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return config.to_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "RayConfig":
-        return cls(**dict(data))
+        return config.from_dict(cls, data)
 
 
-def decode_block(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
-    """Ray task: decode the images of a block of rows.
+@functools.lru_cache(maxsize=4)
+def _cache_source(root: str) -> Source:
+    # Opened once per worker process, not once per block.
+    return open_source(root)
+
+
+def decode_block(batch: dict[str, np.ndarray], size: int, cache: str | None = None) -> dict[str, np.ndarray]:
+    """Ray task: decode (or read from a cache) the images of a block of rows.
 
     Parameters
     ----------
@@ -115,6 +129,9 @@ def decode_block(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarra
         ``row`` (int64) and ``path`` (str or None) columns.
     size : int
         Decoded side in pixels.
+    cache : str, optional
+        A cache directory (``gzmorph prepare``) the rows are read from instead of the
+        image files; every node must see it.
 
     Returns
     -------
@@ -122,15 +139,20 @@ def decode_block(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarra
         ``row``; ``image`` uint8 ``(B, size, size, 3)`` (zeros where decoding failed);
         ``reason`` (``""`` where it worked).
     """
-    paths = [None if p is None or (isinstance(p, float) and np.isnan(p)) else str(p) for p in batch["path"]]
-    images = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
-    reasons = np.full(len(paths), "", dtype=object)
-    for i, image, reason in iter_decoded(paths, size=size, workers=0):
+    rows = np.asarray(batch["row"], dtype=np.int64)
+    images = np.zeros((len(rows), size, size, 3), dtype=np.uint8)
+    reasons = np.full(len(rows), "", dtype=object)
+    if cache is not None:
+        items = _cache_source(cache).stream(rows, size)
+    else:
+        paths = [None if p is None or (isinstance(p, float) and np.isnan(p)) else str(p) for p in batch["path"]]
+        items = decode_rows(paths, rows, size, workers=0)
+    for i, (_, image, reason) in enumerate(items):
         if image is None:
             reasons[i] = reason or "unknown error"
         else:
             images[i] = image
-    return {"row": np.asarray(batch["row"], dtype=np.int64), "image": images, "reason": reasons}
+    return {"row": rows, "image": images, "reason": reasons}
 
 
 class ModelActor:
@@ -167,7 +189,7 @@ class _Assembler:
     """Collect the rows coming back from the actors; write each partition once complete."""
 
     def __init__(self, catalog: Catalog, todo: Sequence[int], chunk_rows: int, tree: Tree,
-                 thresholds: Mapping[str, float], store: RayPartStore) -> None:
+                 thresholds: Mapping[str, float], store: PartStore) -> None:
         self.catalog, self.chunk_rows, self.tree = catalog, chunk_rows, tree
         self.thresholds, self.store = thresholds, store
         n = len(catalog)
@@ -200,19 +222,13 @@ class _Assembler:
             raise RuntimeError(f"partition {k}: the rows that came back are not the rows sent")
         cat, ok = self.catalog, reasons == ""
         table = prediction_table(cat.ids[rows[ok]], probs[ok], self.tree, self.thresholds, cat.id_column)
-        bad = rows[~ok]
-        id_type = id_arrow_type(cat.ids)
-        error_ids = cat.ids[bad].astype(np.int64) if id_type == pa.int64() else [str(v) for v in cat.ids[bad]]
-        errors = pa.table({cat.id_column: pa.array(error_ids, type=id_type),
-                           "path": pa.array([None if p is None else str(p) for p in cat.paths[bad]], pa.string()),
-                           "reason": pa.array([str(r) for r in reasons[~ok]], pa.string())})
-        self.store.write(k, table, errors)
+        self.store.write(k, table, chunk_error_table(cat, rows[~ok], reasons[~ok]))
 
     def check_finished(self) -> None:
         if self.pending:
             missing = sorted(self.pending)
             raise RuntimeError(f"the Ray job ended before partitions {missing[:10]} were complete; "
-                               "rerun the same command to compute them")
+                               "rerun the same command with --resume to compute them")
 
 
 def _import_ray() -> Any:
@@ -220,7 +236,7 @@ def _import_ray() -> Any:
         import ray
         import ray.data  # the Data library comes with the "data" extra of ray
     except ImportError as exc:
-        raise ImportError(INSTALL_HINT) from exc
+        raise MissingExtraError(INSTALL_HINT) from exc
     return ray
 
 
@@ -231,7 +247,7 @@ def _resources(ray: Any, rcfg: RayConfig) -> tuple[int, float, float]:
     gpus = rcfg.gpus_per_actor if rcfg.gpus_per_actor is not None else (1.0 if cluster_gpus else 0.0)
     cpus = rcfg.cpus_per_actor
     if gpus > 0 and cluster_gpus == 0:
-        raise ValueError(f"the Ray cluster has no GPU (resources {dict(total)}); use gpus_per_actor=0 "
+        raise ConfigError(f"the Ray cluster has no GPU (resources {dict(total)}); use gpus_per_actor=0 "
                          "(--ray-gpus-per-actor 0) for CPU actors")
     if rcfg.actors is not None:
         actors = rcfg.actors
@@ -257,7 +273,7 @@ def _blocks(catalog: Catalog, todo: Sequence[int], chunk_rows: int, block_rows: 
             yield pd.DataFrame({"row": rows, "path": catalog.paths[rows]})
 
 
-def _run_on_ray(ray: Any, ensemble: Ensemble, catalog: Catalog, assembler: _Assembler, todo: Sequence[int],
+def _run_on_ray(ray: Any, ensemble: Ensemble, src: Source, assembler: _Assembler, todo: Sequence[int],
                 cfg: PredictConfig, rcfg: RayConfig, bar: tqdm) -> None:
     started = not ray.is_initialized()
     if started:
@@ -265,12 +281,13 @@ def _run_on_ray(ray: Any, ensemble: Ensemble, catalog: Catalog, assembler: _Asse
     ctx = ray.data.DataContext.get_current()
     bars = ctx.enable_progress_bars
     try:
-        blocks = list(_blocks(catalog, todo, cfg.chunk_rows, rcfg.block_rows))
+        blocks = list(_blocks(src.catalog, todo, cfg.chunk_rows, rcfg.block_rows))
         actors, gpus, cpus = _resources(ray, rcfg)
         actors = min(actors, len(blocks))  # an actor without a block would only hold resources
         ctx.enable_progress_bars = cfg.progress
         ds = ray.data.from_pandas(blocks)
-        ds = ds.map_batches(decode_block, fn_kwargs={"size": ensemble.image_size}, batch_size=None,
+        ds = ds.map_batches(decode_block, fn_kwargs={"size": src.size or ensemble.image_size,
+                                                      "cache": None if src.cache is None else str(src.cache.root.resolve())}, batch_size=None,
                             batch_format="numpy", num_cpus=1)
         # Ray shows an actor only the GPUs it reserved: the device follows the reservation.
         kwargs = {"runs": ensemble.runs, "weights": ensemble.weights.tolist(),
@@ -288,17 +305,6 @@ def _run_on_ray(ray: Any, ensemble: Ensemble, catalog: Catalog, assembler: _Asse
             ray.shutdown()
 
 
-def _open(source: Catalog | str | Path, tree: Tree, cfg: PredictConfig) -> Catalog:
-    from gzmorph.cache import is_cache
-
-    if isinstance(source, Catalog):
-        return source
-    if is_cache(source):
-        raise ValueError(f"{source}: a cache is a local memory-mapped file; give the Ray job the images "
-                         "(a folder, a CSV/Parquet catalog or a Kaggle directory)")
-    return open_catalog(source, tree=tree, split=cfg.split, id_column=cfg.id_column, path_column=cfg.path_column)
-
-
 def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     ray_fields = {f.name for f in fields(RayConfig)}
     predict_fields = {f.name for f in fields(PredictConfig)}
@@ -312,7 +318,8 @@ def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str
 def predict_ray(models: ModelSpec | Sequence[ModelSpec], source: Catalog | str | Path, out: str | Path, *,
                 config: PredictConfig | None = None, ray_config: RayConfig | None = None,
                 weights: Sequence[float] | str | Path | None = None,
-                triage_thresholds: str | Path | dict | None = None, **options: Any) -> RaySummary:
+                triage_thresholds: str | Path | dict | None = None, resume: bool = False,
+                **options: Any) -> RaySummary:
     """Predict a collection on a Ray cluster into a directory of Parquet parts.
 
     Parameters
@@ -324,16 +331,17 @@ def predict_ray(models: ModelSpec | Sequence[ModelSpec], source: Catalog | str |
         (``config.split``); paths must be readable from every node.
     out : path
         Output directory (e.g. ``preds.parquet``), see the module docstring; error
-        rows go to ``<out stem>.errors/``.  Rerunning the same job computes only the
-        partitions not written yet.
+        rows go to ``<out stem>.errors/``.
     config : PredictConfig, optional
         TTA, batch size, precision, ``chunk_rows`` (rows per partition), ``threads``
         (per CPU actor)...; ``workers`` is not used (Ray tasks decode) and the device
         follows :attr:`RayConfig.gpus_per_actor`.
     ray_config : RayConfig, optional
         Cluster address and actor resources.
-    weights, triage_thresholds
-        As in :func:`gzmorph.predict.predict_to_file`.
+    weights, triage_thresholds, resume
+        As in :func:`gzmorph.inference.predict.predict_to_file`: with ``resume`` a rerun of
+        the same job computes only the partitions not written yet; without it the job
+        starts over.
     **options
         Fields of :class:`PredictConfig` or :class:`RayConfig` instead of the objects.
 
@@ -348,22 +356,20 @@ def predict_ray(models: ModelSpec | Sequence[ModelSpec], source: Catalog | str |
     rcfg = ray_config or RayConfig(**ray_opts)
     out = Path(out)
     if out.suffix.lower() == ".csv":
-        raise ValueError(f"{out}: a Ray job writes a directory of Parquet parts; name it e.g. "
+        raise OutputError(f"{out}: a Ray job writes a directory of Parquet parts; name it e.g. "
                          f"{out.with_suffix('.parquet').name}")
     t0 = time.monotonic()
     # On the driver the runs only provide metadata and travel to the actors: keep them on the CPU.
     ensemble = Ensemble.load(models, resolve_device("cpu"), cfg.tta, weights, cfg.which)
-    catalog = _open(source, ensemble.tree, cfg)
+    src = open_source(source, tree=ensemble.tree, split=cfg.split, id_column=cfg.id_column,
+                      path_column=cfg.path_column)
+    catalog = src.catalog
     n = len(catalog)
     if n == 0:
-        raise ValueError(f"{source}: no images to predict")
+        raise CatalogError(f"{source}: no images to predict")
     thresholds = resolve_thresholds(triage_thresholds, ensemble.tree)
-    manifest = {"version": 1, "layout": "ray-parts", "models": ensemble.names,
-                "steps": [run.step for run in ensemble.runs], "weights": ensemble.weights.tolist(),
-                "tta": cfg.tta, "which": cfg.which, "precision": cfg.precision, "thresholds": thresholds,
-                "reach_threshold": REACH_THRESHOLD, "n_inputs": n, "ids": ids_digest(catalog.ids),
-                "id_column": catalog.id_column, "image_size": ensemble.image_size, "chunk_rows": cfg.chunk_rows}
-    store = RayPartStore(out, manifest)
+    manifest = job_manifest(ensemble, cfg, catalog, thresholds, src.size or ensemble.image_size, "ray-parts")
+    store = PartStore(out, ray_errors_dir(out), manifest, resume)
     done = store.done()
     todo = [k for k in range(-(-n // cfg.chunk_rows)) if k not in done]
     n_todo = sum(min((k + 1) * cfg.chunk_rows, n) - k * cfg.chunk_rows for k in todo)
@@ -371,7 +377,7 @@ def predict_ray(models: ModelSpec | Sequence[ModelSpec], source: Catalog | str |
         assembler = _Assembler(catalog, todo, cfg.chunk_rows, ensemble.tree, thresholds, store)
         with tqdm(total=n, initial=n - n_todo, unit="img", disable=not cfg.progress, dynamic_ncols=True,
                   desc="predict (ray)") as bar:
-            _run_on_ray(ray, ensemble, catalog, assembler, todo, cfg, rcfg, bar)
+            _run_on_ray(ray, ensemble, src, assembler, todo, cfg, rcfg, bar)
     n_pred, n_fail = store.counts()
     return RaySummary(out, store.errors_dir, n, n_pred, n_fail, n - n_todo, time.monotonic() - t0,
                       catalog.id_column, catalog.ids.dtype.kind in "iu")

@@ -31,8 +31,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gzmorph.data import Catalog, CatalogError
-from gzmorph.images import DEFAULT_SIZE, iter_decoded
+from gzmorph.errors import ConfigError
+from gzmorph.data.catalog import Catalog, CatalogError
+from gzmorph.data.images import DEFAULT_SIZE, iter_decoded
 from gzmorph.runtime import atomic_write, write_json
 from gzmorph.tree import Tree
 
@@ -248,7 +249,7 @@ def prepare(
     size : int
         Side of the cached images in pixels.
     workers : int or None
-        Decoding processes (see :func:`gzmorph.images.iter_decoded`).
+        Decoding processes (see :func:`gzmorph.data.images.iter_decoded`).
     progress : bool
         Show a tqdm progress bar.
     overwrite : bool
@@ -263,7 +264,7 @@ def prepare(
         lists them (id, path, reason).
     """
     if size < 1 or flush_every < 1:
-        raise ValueError(f"size and flush_every must be positive, got {size} and {flush_every}")
+        raise ConfigError(f"size and flush_every must be positive, got {size} and {flush_every}")
     if len(catalog) == 0 or all(p is None for p in catalog.paths):
         raise CatalogError(f"{catalog.source}: no image paths to decode (a labels-only table needs an image "
                            "path column, see path_column / --path-column; a cache needs no preparing)")

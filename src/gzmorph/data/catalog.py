@@ -9,7 +9,7 @@ Three sources are read by :func:`open_catalog`:
   paths are resolved against the catalog's folder) and any subset of the tree's answer
   columns; other columns are ignored;
 * a plain directory of images (``.jpg``, ``.jpeg``, ``.png``; not recursive), ids =
-  file stems, no labels; and a cache directory written by :func:`gzmorph.cache.prepare`.
+  file stems, no labels.  (Caches are opened by :mod:`gzmorph.data.source`.)
 
 Labels are ``float32 (N, tree.n_answers)`` in tree order with ``NaN`` wherever the source
 lacks a column or a value: missing answers are masked downstream, never read as zero.
@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gzmorph.tables import (MAX_LISTED, CatalogError, LabelWarning, listing, parse_ids_text, read_catalog_table,
+from gzmorph.errors import ConfigError
+from gzmorph.data.tables import (MAX_LISTED, CatalogError, LabelWarning, listing, parse_ids_text, read_catalog_table,
                              show_id, user_stacklevel)
 from gzmorph.tree import GZ2, Tree
 
@@ -102,6 +103,16 @@ class Catalog:
     def has_labels(self) -> bool:
         return bool(self.column_mask.any())
 
+    def require_labels(self) -> None:
+        """Raise :class:`CatalogError` unless every row has at least one answer value."""
+        if not self.has_labels:
+            raise CatalogError(f"{self.source}: no labels (none of the answer columns of tree "
+                               f"{self.tree.name!r} has a value), but labels are required")
+        unlabelled = np.flatnonzero(np.isnan(self.labels).all(axis=1))
+        if len(unlabelled):
+            raise CatalogError(f"{len(unlabelled)} image(s) without any label, but labels are required: "
+                               + listing(Path(self.source), unlabelled, lambda r: f"id {show_id(self.ids[r])}"))
+
     def to_frame(self, with_paths: bool = True) -> pd.DataFrame:
         """Id column, ``path`` (optional) and the available answer columns as a DataFrame."""
         frame = pd.DataFrame({self.id_column: self.ids})
@@ -164,17 +175,6 @@ def _is_kaggle(folder: Path) -> bool:
     return any((folder / name).exists() for name in (KAGGLE_LABELS, KAGGLE_TRAIN_DIR, KAGGLE_TEST_DIR))
 
 
-def _require_labels(catalog: Catalog) -> None:
-    if not catalog.has_labels:
-        raise CatalogError(f"{catalog.source}: no labels (none of the answer columns of tree "
-                           f"{catalog.tree.name!r} has a value), but labels are required")
-    unlabelled = np.flatnonzero(np.isnan(catalog.labels).all(axis=1))
-    if len(unlabelled):
-        path = Path(catalog.source)
-        raise CatalogError(f"{len(unlabelled)} image(s) without any label, but labels are required: "
-                           + listing(path, unlabelled, lambda r: f"id {show_id(catalog.ids[r])}"))
-
-
 def open_catalog(
     spec: str | Path,
     *,
@@ -184,14 +184,13 @@ def open_catalog(
     path_column: str = "path",
     require_labels: bool = False,
 ) -> Catalog:
-    """Open a Kaggle directory, a CSV/Parquet catalog, an image folder or a cache.
+    """Open a Kaggle directory, a CSV/Parquet catalog or an image folder.
 
     Parameters
     ----------
     spec : str or Path
-        A Kaggle-layout directory, a ``.csv``/``.parquet`` catalog, a directory of
-        images, or a cache directory written by :func:`gzmorph.cache.prepare` (its rows
-        align with the cache's images; paths are ``None``).
+        A Kaggle-layout directory, a ``.csv``/``.parquet`` catalog or a directory of
+        images (a cache is opened by :func:`gzmorph.data.source.open_source`).
     tree : Tree
         Defines the answer columns read and the order of ``labels``.
     split : {"train", "test"}
@@ -216,17 +215,16 @@ def open_catalog(
         values, label rows whose image is missing; the message names file and row.
     """
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
     path = Path(spec).expanduser()
     if not path.exists():
         raise CatalogError(f"{path}: no such file or directory")
     if path.is_file():
         ids, paths, labels = read_catalog_table(path, tree, id_column, path_column)
         catalog = Catalog(ids, paths, labels, tree, id_column, str(path))
-    elif (path / "cache.json").is_file():  # gzmorph.cache.CACHE_META; cache imports this module
-        from gzmorph.cache import ImageCache
-
-        catalog = ImageCache.open(path).catalog()
+    elif (path / "cache.json").is_file():  # gzmorph.data.cache.CACHE_META
+        raise CatalogError(f"{path}: a cache written by `gzmorph prepare`; open it with "
+                           "gzmorph.data.source.open_source")
     elif _is_kaggle(path):
         if split == "train":
             catalog = _open_kaggle_train(path, tree, id_column)
@@ -237,7 +235,7 @@ def open_catalog(
     else:
         catalog = _open_folder(path, tree, id_column)
     if require_labels:
-        _require_labels(catalog)
+        catalog.require_labels()
     return catalog
 
 

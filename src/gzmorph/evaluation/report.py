@@ -1,6 +1,6 @@
 """The evaluation report: one self-contained HTML page with embedded plots.
 
-:func:`write_report` turns an :class:`gzmorph.evaluate.Evaluation` into ``report.html``
+:func:`write_report` turns an :class:`gzmorph.evaluation.evaluate.Evaluation` into ``report.html``
 (every plot embedded as a base64 PNG, so the file can be mailed or archived alone) and
 also saves the plots as PNG files under ``plots/``. Per scored question it shows the
 paper's Figure 9 (accuracy in bins of crowd agreement and of model confidence), the triage
@@ -10,9 +10,7 @@ precision/recall table (the paper's Table 4).
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
-import html
 import io
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,24 +21,12 @@ import pandas as pd
 # theirs), no figure registry to leak, and PNGs render with Agg on a machine without display.
 from matplotlib.figure import Figure
 
+from gzmorph.evaluation.html import png_data_uri, render, table_html
+
 if TYPE_CHECKING:
-    from gzmorph.evaluate import Evaluation
+    from gzmorph.evaluation.evaluate import Evaluation
 
 __all__ = ["write_outputs", "write_report", "plot_accuracy_bins", "plot_triage", "plot_rmse", "figure_png"]
-
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;
-       color: #222; line-height: 1.45; padding: 0 1em; }
-h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em; }
-table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }
-th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
-td:nth-child(2) { text-align: left; }
-.summary { background: #f6f8fa; border: 1px solid #dde; padding: 0.8em 1.2em; border-radius: 6px; }
-.warn { color: #8a4b00; } .muted { color: #777; font-size: 0.9em; }
-.figs { display: flex; flex-wrap: wrap; gap: 1em; } .figs img { max-width: 520px; width: 100%; }
-"""
-
 
 def figure_png(fig: Figure, dpi: int = 100) -> bytes:
     """Render a figure to PNG bytes."""
@@ -106,36 +92,6 @@ def plot_rmse(evaluation: "Evaluation") -> Figure:
     return fig
 
 
-def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
-
-
-def _table(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, border=0, na_rep="–", float_format=lambda v: f"{v:.3f}")
-
-
-def _summary(ev: "Evaluation") -> str:
-    tree, n_cols = ev.tree, len(ev.rmse_columns)
-    parts = [f"<p><b>{ev.n_matched}</b> images evaluated: ids present in both the predictions "
-             f"({ev.n_predictions} rows) and the labels ({ev.n_labels} rows).</p>"]
-    for ids, where, other in ((ev.only_in_predictions, "the predictions", "labels"),
-                              (ev.only_in_labels, "the labels", "predictions")):
-        if len(ids):
-            examples = ", ".join(html.escape(str(i)) for i in ids[:5]) + (", …" if len(ids) > 5 else "")
-            parts.append(f'<p class="warn">{len(ids)} ids are only in {where} (no {other}; not evaluated): '
-                         f"{examples} — all listed in <code>unmatched_ids.csv</code>.</p>")
-    parts.append(f"<p>RMSE (Kaggle metric) over the {n_cols} answer columns that have labels: "
-                 f"<b>{ev.rmse:.4f}</b>" + (f" (the tree has {tree.n_answers})" if n_cols < tree.n_answers else "")
-                 + ".</p>")
-    if ev.missing_questions:
-        names = ", ".join(ev.missing_questions)
-        parts.append(f'<p class="warn"><b>Not evaluated — the labels lack these questions:</b> {names}. '
-                     "Their predictions are in the prediction file but cannot be checked here.</p>")
-    else:
-        parts.append("<p>Every question of the tree has labels.</p>")
-    return '<div class="summary">' + "\n".join(parts) + "</div>"
-
-
 def _question_table(ev: "Evaluation") -> pd.DataFrame:
     pq = ev.per_question[ev.per_question["labelled"]].drop(columns=["labelled"])
     pq = pq.astype({"n_reached": int, "threshold": object})
@@ -152,14 +108,10 @@ def _triage_table(ev: "Evaluation") -> pd.DataFrame:
     return tri
 
 
-def _unlabelled_list(ev: "Evaluation") -> str:
-    if not ev.missing_questions:
-        return ""
+def _unlabelled(ev: "Evaluation") -> list[dict]:
     partial = set(ev.per_question.loc[ev.per_question["rmse"].notna() & ~ev.per_question["labelled"], "question"])
-    items = "".join(f"<li>{name}: {html.escape(ev.tree.question(name).text)}"
-                    + (" (some of its answer columns only: counted in the RMSE)" if name in partial else "")
-                    + "</li>" for name in ev.missing_questions)
-    return f'<p class="warn">Not evaluated, no labels:</p><ul class="warn">{items}</ul>'
+    return [dict(name=name, text=ev.tree.question(name).text, partial=name in partial)
+            for name in ev.missing_questions]
 
 
 def _pr_table(ev: "Evaluation", question: str) -> pd.DataFrame:
@@ -168,25 +120,13 @@ def _pr_table(ev: "Evaluation", question: str) -> pd.DataFrame:
     return pr.drop(columns=["question", "never_predicted"])
 
 
-def _question_section(ev: "Evaluation", question: str, figures: dict[str, bytes]) -> str:
-    q = ev.tree.question(question)
+def _question(ev: "Evaluation", question: str) -> dict:
+    """What the report says about one scored question."""
     tri = ev.triage.set_index("question").loc[question]
-    target = ev.config.target_accuracy
-    if tri["n_reached"] == 0:
-        return (f"<h3>{question}: {html.escape(q.text)}</h3><p class='warn'>No image has labels reaching this "
-                f"question (crowd reach ≥ {ev.config.min_reach:g}): nothing to score.</p>")
-    if tri["reached_target"]:
-        verdict = (f"The model can answer <b>{tri['coverage']:.1%}</b> of the reached images alone "
-                   f"(confidence ≥ {tri['threshold']:.3g}) at accuracy {tri['accuracy_kept']:.3f} ≥ {target:g}.")
-    else:
-        verdict = (f'<span class="warn">No confidence level reaches accuracy {target:g}: every reached image '
-                   f"goes to experts (threshold {tri['threshold']:g} &gt; 1).</span>")
-    return "\n".join([
-        f"<h3>{question}: {html.escape(q.text)}</h3><p>{verdict}</p>",
-        '<div class="figs">' + _img(figures[f"{question}_accuracy"], f"{question} accuracy vs agreement")
-        + _img(figures[f"{question}_triage"], f"{question} triage") + "</div>",
-        _table(_pr_table(ev, question)),
-    ])
+    return dict(name=question, text=ev.tree.question(question).text, reached=bool(tri["n_reached"] > 0),
+                reached_target=bool(tri["reached_target"]), coverage=float(tri["coverage"]),
+                threshold=float(tri["threshold"]), accuracy_kept=float(tri["accuracy_kept"]),
+                table=table_html(_pr_table(ev, question)))
 
 
 def _figures(ev: "Evaluation", plot_dir: Path) -> dict[str, bytes]:
@@ -201,32 +141,13 @@ def _figures(ev: "Evaluation", plot_dir: Path) -> dict[str, bytes]:
     return figures
 
 
-_DEFINITIONS = """
-<h2>Definitions</h2>
-<ul>
-<li><b>RMSE</b>: square root of the mean squared difference between predicted and crowd probabilities over
-all matched images and labelled answer columns (the Kaggle Galaxy Challenge metric).</li>
-<li><b>Accuracy</b>: fraction of images where the model's most likely answer equals the crowd's, counted on
-the images where at least {reach:.0%} of the volunteers reached the question (crowd reach ≥ {reach:g}).</li>
-<li><b>Agreement / confidence</b>: a = 1 − H/log n of the renormalised answers of the crowd (agreement) or of
-the model (confidence); 1 is unanimous, 0 all answers equally likely. Bins hold equal numbers of images.</li>
-<li><b>Precision / recall</b> of an answer: of the images where the model (crowd) picks it, the fraction where
-the crowd (model) does too. <i>Never predicted</i>: the model never picks this answer.</li>
-<li><b>Triage</b>: the model answers a reached question alone when its confidence is at least the threshold;
-the threshold is the lowest one whose kept images reach accuracy {target:g}. A threshold above 1 means no
-threshold reaches it: every reached image goes to experts. <code>triage_thresholds.json</code> holds the
-thresholds for <code>gzmorph predict --triage-thresholds</code>.</li>
-</ul>
-"""
-
-
 def write_report(evaluation: "Evaluation", out_dir: str | Path, title: str = "gzmorph evaluation report") -> Path:
     """Write ``report.html`` (self-contained) and ``plots/*.png`` into ``out_dir``.
 
     Parameters
     ----------
     evaluation : Evaluation
-        Result of :func:`gzmorph.evaluate.evaluate`.
+        Result of :func:`gzmorph.evaluation.evaluate.evaluate`.
     out_dir : path
         Folder to write into (created if needed).
     title : str
@@ -238,30 +159,17 @@ def write_report(evaluation: "Evaluation", out_dir: str | Path, title: str = "gz
         The report file.
     """
     ev, out_dir = evaluation, Path(out_dir)
-    figures = _figures(ev, out_dir / "plots")
-    sources = " · ".join(f"{k}: <code>{html.escape(v)}</code>" for k, v in ev.sources.items())
-    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    figures = {name: png_data_uri(png) for name, png in _figures(ev, out_dir / "plots").items()}
+    unmatched = [dict(ids=[str(i) for i in ids], where=where, other=other)
+                 for ids, where, other in ((ev.only_in_predictions, "the predictions", "labels"),
+                                           (ev.only_in_labels, "the labels", "predictions")) if len(ids)]
     scored = [q for q in ev.evaluated_questions if q in set(ev.triage["question"])]
-    body = [
-        f"<h1>{html.escape(title)}</h1>",
-        f'<p class="muted">tree {html.escape(ev.tree.name)} · {sources} · {stamp}</p>',
-        _summary(ev),
-        "<h2>Per question</h2>", _table(_question_table(ev)), _unlabelled_list(ev),
-        _img(figures["rmse"], "RMSE per question"),
-        f"<h2>Triage at accuracy {ev.config.target_accuracy:g}</h2>",
-        "<p>The fraction of reached images the model can answer alone and the confidence threshold that "
-        "achieves it; the rest go to experts.</p>",
-        _table(_triage_table(ev)),
-        "<h2>Questions in detail</h2>",
-        *(_question_section(ev, q, figures) for q in scored),
-        _DEFINITIONS.format(reach=ev.config.min_reach, target=ev.config.target_accuracy),
-    ]
-    # `gzmorph analyze --out REPORT/analysis` puts the network's figures beside the report.
-    if (out_dir / "analysis" / "analysis.html").exists():
-        body.insert(3, '<p>Inside the network (filters, activations, units, extreme examples): '
-                       '<a href="analysis/analysis.html">analysis/analysis.html</a></p>')
-    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    page = render("report.html", title=title, ev=ev, stamp=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+                  unmatched=unmatched, figures=figures, question_table=table_html(_question_table(ev)),
+                  unlabelled=_unlabelled(ev), triage_table=table_html(_triage_table(ev)),
+                  questions=[_question(ev, q) for q in scored],
+                  # `gzmorph analyze --out REPORT/analysis` puts the network's figures beside the report.
+                  analysis_link=(out_dir / "analysis" / "analysis.html").exists())
     path = out_dir / "report.html"
     path.write_text(page, encoding="utf-8")
     return path

@@ -14,23 +14,28 @@ computes, over the answer columns the labels have:
 
 Agreement and confidence are both ``a = 1 - H / log n`` of the renormalised answers
 (:func:`gzmorph.tree.agreement`), of the crowd's and of the model's answers respectively.
-The numbers live in an :class:`Evaluation`; :meth:`Evaluation.write` saves them as JSON/CSV
-next to the triage thresholds file that ``gzmorph predict --triage-thresholds`` reads and
-the HTML report of :mod:`gzmorph.report`.
+The numbers live in an :class:`Evaluation`; :func:`gzmorph.evaluation.report.write_outputs`
+saves them as JSON/CSV next to the triage thresholds file that ``gzmorph predict
+--triage-thresholds`` reads and the HTML report.  Reading and joining the inputs is
+:mod:`gzmorph.evaluation.inputs`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from gzmorph.errors import CatalogError
+from gzmorph import config
+from gzmorph.evaluation.inputs import load_labels, load_predictions, match_ids
+from gzmorph.evaluation.metrics import masked_sums, rmse_from_sums
 from gzmorph.tree import GZ2, Tree, agreement, get_tree
 
-__all__ = ["EvaluationConfig", "Evaluation", "evaluate", "read_table", "UNREACHABLE_THRESHOLD"]
+__all__ = ["EvaluationConfig", "Evaluation", "evaluate", "UNREACHABLE_THRESHOLD"]
 
 #: Threshold of a question where no confidence level reaches the target accuracy. It is
 #: above every possible confidence (a <= 1), so every reached image goes to an expert.
@@ -80,11 +85,11 @@ class EvaluationConfig:
             raise ValueError(f"min_reach must be in [0, 1], got {self.min_reach}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return config.to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "EvaluationConfig":
-        return cls(**d)
+        return config.from_dict(cls, d)
 
 
 @dataclass
@@ -158,113 +163,11 @@ class Evaluation:
             "triage": self.thresholds_dict(),
         }
 
-    def write(self, out: str | Path, title: str | None = None) -> Path:
-        """Write ``metrics.json``, ``triage_thresholds.json``, the CSV tables and the HTML
-        report into ``out`` (:func:`gzmorph.report.write_outputs`); return the report path."""
-        from gzmorph.report import write_outputs  # matplotlib is only needed for the report
-
-        return write_outputs(self, out, title=title)
-
-
-# --------------------------------------------------------------------------- inputs
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV (optionally compressed) or Parquet table, chosen by the file name."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    name = path.name.lower()
-    if name.endswith((".parquet", ".pq")):
-        return pd.read_parquet(path)
-    if any(name.endswith(s) for s in (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zst")):
-        return pd.read_csv(path)
-    raise ValueError(f"{path}: unknown table format (expected .csv or .parquet)")
-
-
-def _answer_matrix(table: pd.DataFrame, tree: Tree, source: str) -> np.ndarray:
-    """``(N, n_answers)`` float64 in tree order; NaN for absent columns and values."""
-    out = np.full((len(table), tree.n_answers), np.nan)
-    for j, col in enumerate(tree.columns):
-        if col not in table.columns:
-            continue
-        values = pd.to_numeric(table[col], errors="coerce")
-        bad = np.flatnonzero(values.isna().to_numpy() & table[col].notna().to_numpy())
-        if bad.size:
-            raise ValueError(f"{source}: row {int(bad[0])} (file line {int(bad[0]) + 2}), column "
-                             f"{col!r}: {table[col].iloc[bad[0]]!r} is not a number")
-        out[:, j] = values.to_numpy(dtype=np.float64)
-    return out
-
-
-def _id_keys(ids: Any) -> np.ndarray:
-    """Ids as int64 when they are all integers, else as strings (for joining)."""
-    a = np.asarray(ids)
-    if a.dtype.kind in "iu":
-        return a.astype(np.int64)
-    if a.dtype.kind == "f" and np.isfinite(a).all() and (a == np.round(a)).all():
-        return a.astype(np.int64)
-    return a.astype(str).astype(object)
-
-
-def _check_unique(keys: np.ndarray, source: str) -> None:
-    dup = pd.Index(keys).duplicated()
-    if dup.any():
-        rows = np.flatnonzero(dup)[:5].tolist()
-        raise ValueError(f"{source}: duplicate ids {keys[rows].tolist()} (rows {rows}); ids must be unique")
-
-
-def _load_predictions(predictions: Any, tree: Tree, id_column: str) -> tuple[np.ndarray, np.ndarray, str]:
-    source = "predictions" if isinstance(predictions, pd.DataFrame) else str(predictions)
-    table = predictions if isinstance(predictions, pd.DataFrame) else read_table(predictions)
-    if id_column not in table.columns:
-        raise ValueError(f"{source}: no id column {id_column!r} (columns: {list(table.columns)[:8]}...); "
-                         "give the right one with id_column / --id-column")
-    if not any(c in table.columns for c in tree.columns):
-        raise ValueError(f"{source}: none of the {tree.name!r} answer columns ({tree.columns[0]}, ...) is present")
-    keys = _id_keys(table[id_column].to_numpy())
-    _check_unique(keys, source)
-    return keys, _answer_matrix(table, tree, source), source
-
-
-def _load_labels(labels: Any, tree: Tree, id_column: str) -> tuple[np.ndarray, np.ndarray, str]:
-    if isinstance(labels, pd.DataFrame):
-        source = "labels"
-        if id_column not in labels.columns:
-            raise ValueError(f"labels: no id column {id_column!r}")
-        ids, values = labels[id_column].to_numpy(), _answer_matrix(labels, tree, source)
-    else:
-        if isinstance(labels, (str, Path)):
-            from gzmorph.data import open_catalog  # data.py pulls in image handling; import on use
-
-            labels = open_catalog(labels, tree=tree, id_column=id_column)
-        source = str(getattr(labels, "source", "") or "labels catalog")
-        ids, values = np.asarray(labels.ids), np.asarray(labels.labels, dtype=np.float64)
-        if values.shape != (len(ids), tree.n_answers):
-            raise ValueError(f"{source}: labels have shape {values.shape}, expected ({len(ids)}, {tree.n_answers}) "
-                             f"for tree {tree.name!r}")
-    if not np.isfinite(values).any():
-        raise ValueError(f"{source}: no labels (none of the {tree.name!r} answer columns has a value)")
-    keys = _id_keys(ids)
-    _check_unique(keys, source)
-    return keys, values, source
-
-
-def _match_ids(pred_keys: np.ndarray, label_keys: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Rows of each side that share an id (in prediction order), then the ids of each side
-    that the other lacks: ``(pred_rows, label_rows, only_in_predictions, only_in_labels)``."""
-    if (pred_keys.dtype == object) != (label_keys.dtype == object):
-        # One side has integer ids, the other strings: compare them as text.
-        pred_keys, label_keys = pred_keys.astype(str).astype(object), label_keys.astype(str).astype(object)
-    pos = pd.Index(label_keys).get_indexer(pred_keys)  # -1 where the id has no label
-    matched = pos >= 0
-    in_preds = pd.Index(label_keys).isin(pred_keys)
-    return np.flatnonzero(matched), pos[matched], pred_keys[~matched], label_keys[~in_preds]
-
 
 # --------------------------------------------------------------------------- metrics
 def _rmse(sse: np.ndarray, count: np.ndarray) -> float:
-    """RMSE from summed squared errors and entry counts (NaN when nothing is labelled)."""
-    n = int(np.sum(count))
-    return float(np.sqrt(np.sum(sse) / n)) if n else float("nan")
+    """RMSE of a group of answer columns from their summed squared errors and counts."""
+    return rmse_from_sums(np.sum(sse), np.sum(count))
 
 
 def _bins(values: np.ndarray, correct: np.ndarray, n_bins: int, question: str, ranking: str) -> list[dict]:
@@ -354,9 +257,7 @@ def _score_question(q, pred_q: np.ndarray, lab_q: np.ndarray, sse: np.ndarray, c
 def _score(tree: Tree, pred: np.ndarray, lab: np.ndarray, labelled_col: np.ndarray,
            config: EvaluationConfig) -> dict[str, Any]:
     """All per-question tables of the matched images."""
-    sq = (pred - lab) ** 2  # (N, n_answers), NaN where unlabelled
-    count = np.isfinite(sq).sum(axis=0)  # (n_answers,)
-    sse = np.nansum(sq, axis=0)
+    sse, count = masked_sums(pred, lab, axis=0)  # (n_answers,) each
     rows, bins, pr, triage, curves, missing = [], [], [], [], [], []
     for q, sl in zip(tree.questions, tree.slices):
         row = dict(question=q.name, text=q.text, n_answers=len(q.columns), labelled=bool(labelled_col[sl].all()),
@@ -399,7 +300,7 @@ def evaluate(
     predictions : DataFrame or path
         Id column + the tree's answer columns (CSV or Parquet; extra columns ignored).
     labels : Catalog, DataFrame or path
-        A :class:`gzmorph.data.Catalog`, anything :func:`gzmorph.data.open_catalog` reads,
+        A :class:`gzmorph.data.catalog.Catalog`, anything :func:`gzmorph.data.catalog.open_catalog` reads,
         or a DataFrame with ``id_column`` and any subset of the answer columns.
     out : path, optional
         Folder for ``metrics.json``, the CSV tables, ``triage_thresholds.json``,
@@ -425,15 +326,15 @@ def evaluate(
     """
     tree = get_tree(tree)
     config = EvaluationConfig(target_accuracy, n_bins, min_reach)
-    pred_keys, pred_all, pred_src = _load_predictions(predictions, tree, id_column)
-    label_keys, lab_all, lab_src = _load_labels(labels, tree, id_column)
+    pred_keys, pred_all, pred_src = load_predictions(predictions, tree, id_column)
+    label_keys, lab_all, lab_src = load_labels(labels, tree, id_column)
     labelled_col = np.isfinite(lab_all).any(axis=0)
     lacking = [c for j, c in enumerate(tree.columns) if labelled_col[j] and np.isnan(pred_all[:, j]).all()]
     if lacking:
-        raise ValueError(f"{pred_src}: no predictions for the labelled answer columns {lacking}")
-    pred_rows, label_rows, only_in_predictions, only_in_labels = _match_ids(pred_keys, label_keys)
+        raise CatalogError(f"{pred_src}: no predictions for the labelled answer columns {lacking}")
+    pred_rows, label_rows, only_in_predictions, only_in_labels = match_ids(pred_keys, label_keys)
     if pred_rows.size == 0:
-        raise ValueError(f"no id in common between {pred_src} (e.g. {pred_keys[:3].tolist()}) and "
+        raise CatalogError(f"no id in common between {pred_src} (e.g. {pred_keys[:3].tolist()}) and "
                          f"{lab_src} (e.g. {label_keys[:3].tolist()})")
     pred, lab = pred_all[pred_rows], lab_all[label_rows]
     evaluation = Evaluation(
@@ -443,5 +344,7 @@ def evaluate(
         only_in_predictions=only_in_predictions, only_in_labels=only_in_labels,
         sources={"predictions": pred_src, "labels": lab_src}, **_score(tree, pred, lab, labelled_col, config))
     if out is not None:
-        evaluation.write(out, title=title)
+        from gzmorph.evaluation.report import write_outputs  # matplotlib is only needed for the report
+
+        write_outputs(evaluation, out, title=title)
     return evaluation

@@ -1,4 +1,4 @@
-"""Reading and validating catalog tables (CSV or Parquet) for :mod:`gzmorph.data`.
+"""Reading and validating catalog tables (CSV or Parquet) for :mod:`gzmorph.data.catalog`.
 
 Every check names the file and the offending line (CSV, the header being line 1) or
 row (Parquet, counting from 0): a wrong or missing header, empty or duplicate ids,
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gzmorph.errors import CatalogError
 from gzmorph.tree import Tree, check_labels
 
 __all__ = ["CatalogError", "LabelWarning", "read_catalog_table", "parse_ids_text", "listing", "show_id",
@@ -34,11 +35,7 @@ _INT_ID = re.compile(r"-?(0|[1-9]\d{0,17})")  # fits int64 and round-trips throu
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _SPACE = re.compile(r"\s+")
 # Warnings point past these modules, at the user's call.
-_INTERNAL = ("gzmorph.data", "gzmorph.tables")
-
-
-class CatalogError(ValueError):
-    """A catalog that cannot be used as given; the message names the file and row."""
+_INTERNAL = ("gzmorph.data.catalog", "gzmorph.data.tables")
 
 
 class LabelWarning(UserWarning):

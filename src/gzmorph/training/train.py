@@ -10,7 +10,6 @@ run would, without saving RNG states.
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import math
@@ -23,22 +22,19 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
-from gzmorph import augment as aug
-from gzmorph.distributed import Dist, all_sum, launch, setup
-from gzmorph.model import build_model
-from gzmorph.recipes import PRESETS, TrainConfig, get_preset
-from gzmorph.runs import RUN_FILES, TrainedModel, init_weights, load_run, load_training_data
-from gzmorph.runtime import Runtime, atomic_save, load_checkpoint, resolve_device, seed_everything, write_json
+from gzmorph.errors import RunError
+from gzmorph.evaluation.metrics import masked_mse, masked_sums
+from gzmorph.nn import augment as aug
+from gzmorph.nn.model import build_model
+from gzmorph.runtime import Runtime, load_checkpoint, resolve_device, seed_everything
+from gzmorph.training.averaging import WeightAverage
+from gzmorph.training.distributed import Dist, all_sum, launch, setup
+from gzmorph.training.recipes import PRESETS, TrainConfig, get_preset
+from gzmorph.training.rundir import RUN_FILES, TrainedModel, init_weights, load_run, read_run, save_checkpoint, save_run
+from gzmorph.training.trainset import load_training_data
 from gzmorph.tree import get_tree
 
-__all__ = ["TrainConfig", "PRESETS", "get_preset", "train", "load_run", "TrainedModel", "masked_mse"]
-
-
-def masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the label entries that are present (not NaN)."""
-    mask = ~torch.isnan(target)
-    diff = torch.where(mask, pred.float() - torch.nan_to_num(target), torch.zeros((), device=pred.device))
-    return diff.square().sum() / mask.sum().clamp_min(1)
+__all__ = ["TrainConfig", "PRESETS", "get_preset", "train", "load_run", "TrainedModel"]
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -93,46 +89,10 @@ def validation_sums(model: torch.nn.Module, images: torch.Tensor, labels: torch.
         crops = aug.render_crops(x, aug.fixed_transforms(len(x)).to(rt.device), cfg.augment, None)
         with rt.autocast_context():
             pred = model(crops).float()
-        y = labels[i : i + len(x)]
-        mask = ~torch.isnan(y)
-        sq += float((pred - torch.nan_to_num(y)).square()[mask].sum())
-        count += int(mask.sum())
+        batch_sq, batch_count = masked_sums(pred, labels[i : i + len(x)])
+        sq += float(batch_sq)
+        count += int(batch_count)
     return sq, float(count)
-
-
-class WeightAverage:
-    """An exponential moving average of a model's weights and floating-point buffers.
-
-    The batch-norm statistics are averaged like the weights (as timm's ``ModelEmaV2``
-    does): copying the live statistics would normalise the lagging averaged weights
-    with the statistics of other weights.  The effective decay ramps up as
-    ``min(decay, (1 + n) / (10 + n))`` over the first updates, so early averages are
-    not dominated by the random initial weights.  Validation, ``best.pt`` and
-    prediction use the averaged weights.
-    """
-
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module, step: int) -> None:
-        d = min(self.decay, (1 + step) / (10 + step))
-        mine = [p for p in self.model.parameters()] + [b for b in self.model.buffers() if b.is_floating_point()]
-        theirs = [p.detach() for p in model.parameters()] + [b for b in model.buffers() if b.is_floating_point()]
-        torch._foreach_lerp_(mine, theirs, 1.0 - d)
-        for a, b in zip(self.model.buffers(), model.buffers()):
-            if not a.is_floating_point():
-                a.copy_(b)  # counters such as num_batches_tracked
-
-
-def _save(path: Path, model, optimizer, step: int, cfg: TrainConfig, best: float,
-          ema: WeightAverage | None = None) -> None:
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-             "best_val_rmse": best, "config": cfg.to_dict()}
-    if ema is not None:
-        state["ema"] = ema.model.state_dict()
-    atomic_save(state, path)
 
 
 def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | None = "auto",
@@ -181,7 +141,7 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
                           f"{', '.join(changed)}", stacklevel=2)
         cfg = stored
     elif (out / RUN_FILES["config"]).exists() and not resume:
-        raise FileExistsError(f"{out} already holds a run; use --resume to continue it or another --out")
+        raise RunError(f"{out} already holds a run; use --resume to continue it or another --out")
     else:
         ckpt = None
     rt = resolve_device(device, precision=cfg.precision)
@@ -206,7 +166,7 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
     if ckpt is None and cfg.init_from:
         init = init_weights(model, cfg, tree)  # fine-tuning: start from that run's best weights
     elif ckpt is not None and cfg.init_from:  # resumed: keep the record of the first start
-        init = json.loads((out / RUN_FILES["config"]).read_text()).get("init")
+        init = read_run(out)[1].get("init")
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -215,10 +175,9 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
     if ema is not None and ckpt is not None:
         ema.model.load_state_dict(ckpt["ema"])
     if d.is_main:
-        write_json({**cfg.to_dict(), "pca": ds.pca, "data": str(data), "n_train": len(ds.train_images),
-                    "n_val": len(ds.val_images), "label_columns": ds.label_columns, "processes": d.world,
-                    **({"init": init} if init else {})},
-                   out / RUN_FILES["config"])
+        facts = {"pca": ds.pca, "source": str(data), "n_train": len(ds.train_images), "n_val": len(ds.val_images),
+                 "label_columns": ds.label_columns, "processes": d.world}
+        save_run(out, cfg, {**facts, **({"init": init} if init else {})})
     fwd: torch.nn.Module = model
     if d.enabled:
         # The only buffers are the tree's constant index tensors: nothing to broadcast.
@@ -269,8 +228,9 @@ def _loop(cfg, model, fwd, optimizer, ds, rt: Runtime, d: Dist, out: Path, step:
                     metrics.write(json.dumps(record) + "\n")
                     metrics.flush()
                     if last_val < best:
-                        _save(out / RUN_FILES["best"], model, optimizer, step, cfg, last_val, ema)
-                    _save(out / RUN_FILES["last"], model, optimizer, step, cfg, min(best, last_val), ema)
+                        save_checkpoint(out / RUN_FILES["best"], model, step, cfg, optimizer, last_val, ema and ema.model)
+                    save_checkpoint(out / RUN_FILES["last"], model, step, cfg, optimizer, min(best, last_val),
+                                    ema and ema.model)
                 best = min(best, last_val)
                 d.barrier()  # nobody runs ahead of a checkpoint being written
                 bar.set_postfix(loss=f"{record['train_loss']:.4f}", val_rmse=f"{last_val:.4f}")

@@ -1,6 +1,6 @@
 """The rotation-invariant network of Dieleman, Willett & Dambre (2015) and its variants.
 
-Table 2 of the paper: the 16 viewpoints of every example (:mod:`gzmorph.viewpoints`)
+Table 2 of the paper: the 16 viewpoints of every example (:mod:`gzmorph.nn.viewpoints`)
 go through one convolutional stack -- 6x6 -> 32, 5x5 -> 64, 3x3 -> 128, 3x3 -> 128
 valid convolutions with *untied* biases (one bias per map and position) and ReLU,
 2x2 max-pooling after layers 1, 2 and 4 -- as a single batch of ``16 * B`` images.
@@ -15,16 +15,17 @@ The paper's variants are presets of :class:`ModelConfig` (data, not code):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gzmorph.symmetric import SymmetricConfig, SymmetricNet
+from gzmorph import config
+from gzmorph.nn.symmetric import SymmetricConfig, SymmetricNet
 from gzmorph.tree import GZ2, Tree, TreeConstraint
-from gzmorph.viewpoints import N_VIEWPOINTS, PART_SIZE, extract_viewpoints
+from gzmorph.nn.viewpoints import N_VIEWPOINTS, PART_SIZE, extract_viewpoints
 
 __all__ = ["ModelConfig", "MODEL_PRESETS", "GalaxyNet", "count_parameters", "get_model_config", "build_model",
            "model_config_from_dict"]
@@ -124,15 +125,11 @@ class ModelConfig:
         return self.conv_channels[-1] * self.spatial_sizes()[-1][1] ** 2
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return config.to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown ModelConfig fields {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        return config.from_dict(cls, d)
 
 
 _PAPER = ModelConfig()

@@ -1,10 +1,10 @@
 """Ensembles of trained runs: weighted mean, test-time averaging, fitted weights.
 
 :class:`Ensemble` turns a batch of uint8 images into tree-consistent probabilities:
-for every ``(angle, scale, flip)`` of :func:`gzmorph.augment.tta_transforms` the crops
+for every ``(angle, scale, flip)`` of :func:`gzmorph.nn.augment.tta_transforms` the crops
 are rendered with fixed transforms and each run's outputs are averaged, then the runs
 are combined with non-negative weights summing to one (uniform by default, or fitted
-on labelled data by :func:`gzmorph.predict.fit_weights` with
+on labelled data by :func:`gzmorph.inference.predict.fit_weights` with
 :func:`fit_simplex_weights`).  Averages of tree-consistent vectors with such weights
 are again tree-consistent.
 
@@ -24,8 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gzmorph import augment as aug
-from gzmorph.runs import TrainedModel, load_run
+from gzmorph.errors import ConfigError
+from gzmorph.nn import augment as aug
+from gzmorph.training.rundir import TrainedModel, load_run
 from gzmorph.runtime import Runtime
 from gzmorph.tree import Tree
 
@@ -54,16 +55,16 @@ class Ensemble:
     def __init__(self, runs: Sequence[TrainedModel], runtime: Runtime, tta: str = "none",
                  weights: Sequence[float] | None = None, compile: bool = False) -> None:
         if not runs:
-            raise ValueError("no model given")
+            raise ConfigError("no model given")
         self.runs = list(runs)
         self.tree: Tree = self.runs[0].tree
         for run in self.runs[1:]:
             if run.tree.columns != self.tree.columns:
-                raise ValueError(f"run {run.run_dir} predicts tree {run.tree.name!r}, "
+                raise ConfigError(f"run {run.run_dir} predicts tree {run.tree.name!r}, "
                                  f"run {self.runs[0].run_dir} tree {self.tree.name!r}: cannot average them")
         w = np.full(len(self.runs), 1.0) if weights is None else np.asarray(weights, dtype=np.float64)
         if w.shape != (len(self.runs),) or not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
-            raise ValueError(f"weights must be {len(self.runs)} non-negative numbers with a positive sum, "
+            raise ConfigError(f"weights must be {len(self.runs)} non-negative numbers with a positive sum, "
                              f"got {weights}")
         self.weights = w / w.sum()
         self.runtime = runtime
@@ -191,9 +192,9 @@ def load_weights(path: str | Path, run_dirs: Sequence[str | Path]) -> list[float
         record = json.loads(Path(path).read_text())
         stored = dict(zip(record["runs"], record["weights"], strict=True))
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: not an ensemble weights file ({exc})") from exc
+        raise ConfigError(f"{path}: not an ensemble weights file ({exc})") from exc
     names = [str(Path(r).resolve()) for r in run_dirs]
     if sorted(names) != sorted(stored):
-        raise ValueError(f"{path}: weights were fitted for runs {sorted(stored)}, "
+        raise ConfigError(f"{path}: weights were fitted for runs {sorted(stored)}, "
                          f"but the models given are {names}")
     return [float(stored[name]) for name in names]

@@ -1,41 +1,40 @@
 """Catalog-scale prediction: streaming decode, test-time averaging, ensembles, output files.
 
-Data flow: image files are decoded by worker processes (:func:`gzmorph.images.iter_decoded`,
+Data flow: image files are decoded by worker processes (:func:`gzmorph.data.images.iter_decoded`,
 bounded look-ahead) while the main process runs the network, or rows are read from a
-memory-mapped :class:`~gzmorph.cache.ImageCache`.  Inputs are processed in *chunks*
+memory-mapped :class:`~gzmorph.data.cache.ImageCache`.  Inputs are processed in *chunks*
 of ``chunk_rows`` consecutive rows; batches never straddle a chunk, each finished
-chunk is written as one part (see :mod:`gzmorph.outputs`), so memory holds one batch
+chunk is written as one part (see :mod:`gzmorph.inference.table`), so memory holds one batch
 of images and one chunk of predictions whatever the collection size, and a killed
 job resumes where it stopped and ends with the same bytes.
 
 Test-time averaging, ensembles and runs trained at different image sizes: see
-:mod:`gzmorph.ensemble`.  Images are decoded once, at the largest ``image_size`` of
+:mod:`gzmorph.inference.ensemble`.  Images are decoded once, at the largest ``image_size`` of
 the runs; a cache is used at its own size.
 """
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import torch
 from tqdm.auto import tqdm
 
-from gzmorph.data import Catalog, open_catalog
-from gzmorph.ensemble import Ensemble, ModelSpec, fit_simplex_weights, load_weights
-from gzmorph.images import iter_decoded
-from gzmorph.outputs import (DEFAULT_THRESHOLD, ERROR_COLUMNS, REACH_THRESHOLD, PartStore, PredictSummary,
-                             errors_path, finished_output, ids_digest, load_thresholds, output_format,
-                             prediction_table)
-from gzmorph.runtime import Runtime, resolve_device, write_json
+from gzmorph.errors import CatalogError
+from gzmorph.data.catalog import Catalog
+from gzmorph.data.source import Source, open_source
+from gzmorph.inference.ensemble import Ensemble, ModelSpec, fit_simplex_weights, load_weights
+from gzmorph.inference.parts import chunk_error_table, finished_output, job_manifest, single_machine_store
+from gzmorph.inference.table import (DEFAULT_THRESHOLD, PredictSummary, errors_path, load_thresholds, output_format,
+                                     prediction_table)
+from gzmorph.runtime import Runtime, cpu_cores, resolve_device, torch_threads, write_json
+from gzmorph.evaluation.metrics import masked_rmse
 from gzmorph.tree import Tree
 
 __all__ = ["PredictConfig", "PredictSummary", "Ensemble", "predict", "predict_to_file", "fit_weights",
@@ -54,7 +53,8 @@ class PredictConfig:
     Parameters
     ----------
     tta : {"none", "rot", "paper"}
-        Test-time transforms (:func:`gzmorph.augment.tta_transforms`).
+        Test-time averaging: one pass, 5 rotations, or the paper's 60 transforms
+        (:func:`gzmorph.nn.augment.tta_transforms`).
     batch_size : int
         Images per forward pass (each pass renders ``batch_size`` crop pairs).
     device : str
@@ -85,8 +85,10 @@ class PredictConfig:
         Show a progress bar (images/s and time left).
     split : {"train", "test"}
         When the source is a Kaggle directory: its training or test images.
-    id_column, path_column : str
-        Columns of a catalog file given as the source.
+    id_column : str
+        Id column of a catalog file given as the source.
+    path_column : str
+        Image path column of a catalog file given as the source.
     """
 
     tta: str = "none"
@@ -124,45 +126,6 @@ class PredictConfig:
 
 
 # ------------------------------------------------------------------ inputs
-@dataclass
-class _Source:
-    """Rows to predict: ids, and pixels from image files or from a cache."""
-
-    catalog: Catalog
-    cache: Any = None  # gzmorph.cache.ImageCache when pixels come from a cache
-
-    @property
-    def size(self) -> int | None:
-        return None if self.cache is None else int(self.cache.size)
-
-    def stream(self, rows: np.ndarray, size: int, workers: int | None) -> Iterator[_Item]:
-        """``(row, image, reason)`` for ``rows`` in order; ``image`` None on failure."""
-        if self.cache is None:
-            for i, image, reason in iter_decoded(self.catalog.paths[rows], size=size, workers=workers):
-                yield int(rows[i]), image, reason
-            return
-        reasons = {str(k): r for k, r in getattr(self.cache, "errors", [])}
-        for row in rows:
-            if self.cache.ok[row]:
-                yield int(row), np.asarray(self.cache.images[row]), None
-            else:
-                yield int(row), None, reasons.get(str(self.catalog.ids[row]), "failed when the cache was prepared")
-
-
-def _open_source(source: Catalog | Any | str | Path, tree: Tree, split: str, id_column: str,
-                 path_column: str) -> _Source:
-    from gzmorph.cache import ImageCache, is_cache
-
-    if isinstance(source, Catalog):
-        return _Source(source)
-    if not isinstance(source, ImageCache) and is_cache(source):
-        source = ImageCache.open(source)
-    if isinstance(source, ImageCache):
-        # The original image paths, for the error rows (the cache's catalog has none).
-        return _Source(replace(source.catalog(), paths=source.paths), source)
-    return _Source(open_catalog(source, tree=tree, split=split, id_column=id_column, path_column=path_column))
-
-
 def _iter_batches(stream: Iterator[_Item], count: int, batch_size: int) -> Iterator[_Batch]:
     """Take ``count`` items from ``stream``: yield ``(rows, images, failures)`` batches."""
     rows: list[int] = []
@@ -187,7 +150,7 @@ def _chunk_rows(k: int, chunk_rows: int, n: int) -> np.ndarray:
     return np.arange(k * chunk_rows, min((k + 1) * chunk_rows, n))
 
 
-def _run_chunks(ensemble: Ensemble, src: _Source, chunks: list[int], cfg: PredictConfig,
+def _run_chunks(ensemble: Ensemble, src: Source, chunks: list[int], cfg: PredictConfig,
                 thresholds: dict[str, float], sink: Callable[[int, Any, pd.DataFrame], None], bar: tqdm) -> None:
     """Predict the given chunks in order, handing each finished chunk to ``sink``."""
     cat = src.catalog
@@ -212,22 +175,7 @@ def _run_chunks(ensemble: Ensemble, src: _Source, chunks: list[int], cfg: Predic
                                  np.zeros((0, ensemble.tree.n_answers), np.float32),
                                  ensemble.tree, thresholds, cat.id_column)
         bad = np.asarray([r for r, _ in failed], dtype=np.int64)
-        errors = pd.DataFrame({cat.id_column: cat.ids[bad], "path": cat.paths[bad],
-                               "reason": [reason for _, reason in failed]}, columns=[cat.id_column, *ERROR_COLUMNS])
-        sink(k, table, errors)
-
-
-@contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+        sink(k, table, chunk_error_table(cat, bad, [reason for _, reason in failed]))
 
 
 def decode_workers(cfg: PredictConfig, rt: Runtime) -> int | None:
@@ -240,8 +188,7 @@ def decode_workers(cfg: PredictConfig, rt: Runtime) -> int | None:
     """
     if cfg.workers is not None:
         return cfg.workers
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 0 if rt.device.type == "cpu" and cores <= 4 else None
+    return 0 if rt.device.type == "cpu" and cpu_cores() <= 4 else None
 
 
 def prediction_runtime(cfg: PredictConfig) -> Runtime:
@@ -256,7 +203,7 @@ def prediction_runtime(cfg: PredictConfig) -> Runtime:
 def resolve_thresholds(spec: str | Path | dict | None, tree: Tree) -> dict[str, float]:
     """Triage thresholds for every question of ``tree``, warning about defaulted ones.
 
-    Shared by the single-machine and the Ray jobs (:mod:`gzmorph.ray_predict`).
+    Shared by the single-machine and the Ray jobs (:mod:`gzmorph.inference.ray`).
     """
     thresholds, defaulted = load_thresholds(spec, tree)
     if spec is not None and defaulted:
@@ -268,11 +215,12 @@ def resolve_thresholds(spec: str | Path | dict | None, tree: Tree) -> dict[str, 
 
 
 def _setup(models: ModelSpec | Sequence[ModelSpec], source: Any, cfg: PredictConfig,
-           weights: Sequence[float] | str | Path | None) -> tuple[Ensemble, _Source]:
+           weights: Sequence[float] | str | Path | None) -> tuple[Ensemble, Source]:
     ensemble = Ensemble.load(models, prediction_runtime(cfg), cfg.tta, weights, cfg.which, cfg.compile)
-    src = _open_source(source, ensemble.tree, cfg.split, cfg.id_column, cfg.path_column)
+    src = open_source(source, tree=ensemble.tree, split=cfg.split, id_column=cfg.id_column,
+                      path_column=cfg.path_column)
     if len(src.catalog) == 0:
-        raise ValueError(f"{source}: no images to predict")
+        raise CatalogError(f"{source}: no images to predict")
     return ensemble, src
 
 
@@ -299,12 +247,12 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
         Ensemble weights, or a JSON file written by :func:`fit_weights`.
     triage_thresholds : path or dict, optional
         Confidence thresholds per question (``gzmorph evaluate``); default
-        :data:`gzmorph.outputs.DEFAULT_THRESHOLD` for every question.
+        :data:`gzmorph.inference.table.DEFAULT_THRESHOLD` for every question.
     resume : bool
         Keep the chunks an interrupted run of the same job finished (the job's settings
         must be the same); the final file is the same as an uninterrupted run's.  A
         finished output (no part directory left) is kept as is when its record
-        ``<out>.manifest.json`` (:func:`gzmorph.outputs.manifest_path`) shows the same
+        ``<out>.manifest.json`` (:func:`gzmorph.inference.table.manifest_path`) shows the same
         settings and unchanged files; otherwise ``ValueError`` (rerun without resume).
 
     Returns
@@ -319,24 +267,18 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
     cat, n = src.catalog, len(src.catalog)
     thresholds = resolve_thresholds(triage_thresholds, ensemble.tree)
     n_chunks = -(-n // cfg.chunk_rows)
-    # Everything the output bytes depend on: a resumed job must match it.
-    manifest = {"version": 1, "models": ensemble.names, "steps": [run.step for run in ensemble.runs],
-                "weights": ensemble.weights.tolist(), "tta": cfg.tta, "which": cfg.which, "format": fmt,
-                "precision": cfg.precision, "thresholds": thresholds, "reach_threshold": REACH_THRESHOLD,
-                "n_inputs": n, "ids": ids_digest(cat.ids), "id_column": cat.id_column,
-                "image_size": src.size or ensemble.image_size, "batch_size": cfg.batch_size,
-                "chunk_rows": cfg.chunk_rows}
+    manifest = job_manifest(ensemble, cfg, cat, thresholds, src.size or ensemble.image_size, fmt)
     if resume and (done := finished_output(out, manifest)) is not None:
         return PredictSummary(out, errors_path(out), n, done[0], done[1], n, time.monotonic() - t0,
                               cat.id_column, cat.ids.dtype.kind in "iu")
-    store = PartStore(out, manifest, resume)
+    store = single_machine_store(out, manifest, resume)
     done_chunks = store.done()
     todo = [k for k in range(n_chunks) if k not in done_chunks]
     n_resumed = n - sum(len(_chunk_rows(k, cfg.chunk_rows, n)) for k in todo)
     with tqdm(total=n, initial=n_resumed, unit="img", disable=not cfg.progress, dynamic_ncols=True,
-              desc="predict") as bar, _torch_threads(cfg.threads):
+              desc="predict") as bar, torch_threads(cfg.threads):
         _run_chunks(ensemble, src, todo, cfg, thresholds, store.write, bar)
-    n_pred, n_fail = store.assemble(n_chunks, cat.id_column, ensemble.tree.columns,
+    n_pred, n_fail = store.assemble(out, n_chunks, ensemble.tree.columns,
                                     lambda k: cat.ids[_chunk_rows(k, cfg.chunk_rows, n)])
     store.remove()
     return PredictSummary(out, errors_path(out), n, n_pred, n_fail, n_resumed, time.monotonic() - t0,
@@ -366,16 +308,16 @@ def predict(models: ModelSpec | Sequence[ModelSpec], source: Catalog | Any | str
     thresholds = resolve_thresholds(triage_thresholds, ensemble.tree)
     tables, errors = [], []
 
-    def collect(k: int, table: Any, err: pd.DataFrame) -> None:
+    def collect(k: int, table: Any, err: Any) -> None:
         tables.append(table)
         errors.append(err)
 
     n = len(src.catalog)
     with tqdm(total=n, unit="img", disable=not cfg.progress, dynamic_ncols=True, desc="predict") as bar, \
-            _torch_threads(cfg.threads):
+            torch_threads(cfg.threads):
         _run_chunks(ensemble, src, list(range(-(-n // cfg.chunk_rows))), cfg, thresholds, collect, bar)
     frame = pa.concat_tables(tables).to_pandas()  # the same conversion as reading the Parquet file
-    frame.attrs["errors"] = pd.concat(errors, ignore_index=True)
+    frame.attrs["errors"] = pa.concat_tables(errors).to_pandas()
     return frame
 
 
@@ -398,14 +340,14 @@ def fit_weights(models: Sequence[ModelSpec], catalog: Catalog | Any | str | Path
     ensemble, src = _setup(models, catalog, cfg, None)
     cat = src.catalog
     if not cat.has_labels:
-        raise ValueError(f"{catalog}: no labels of tree {ensemble.tree.name!r}; cannot fit ensemble weights")
+        raise CatalogError(f"{catalog}: no labels of tree {ensemble.tree.name!r}; cannot fit ensemble weights")
     stream = src.stream(np.arange(len(cat)), src.size or ensemble.image_size,
                         decode_workers(cfg, ensemble.runtime))
     rows: list[int] = []
     preds: list[np.ndarray] = []
     n_failed = 0
     with tqdm(total=len(cat), unit="img", disable=not cfg.progress, desc="fit weights") as bar, \
-            _torch_threads(cfg.threads):
+            torch_threads(cfg.threads):
         for batch_rows, images, failures in _iter_batches(stream, len(cat), cfg.batch_size):
             if images is not None:
                 preds.append(ensemble.predict_runs(images))
@@ -413,14 +355,13 @@ def fit_weights(models: Sequence[ModelSpec], catalog: Catalog | Any | str | Path
             n_failed += len(failures)
             bar.update(len(batch_rows) + len(failures))
     if not preds:
-        raise ValueError(f"{catalog}: no image could be decoded")
+        raise CatalogError(f"{catalog}: no image could be decoded")
     per_run = np.concatenate(preds, axis=1)  # (R, N_ok, A)
     labels = cat.labels[rows]
     w = fit_simplex_weights(per_run, labels)
-    mask = ~np.isnan(labels)
 
     def rmse(p: np.ndarray) -> float:
-        return float(np.sqrt(np.mean((p[mask] - labels[mask]) ** 2)))
+        return masked_rmse(p, labels)
 
     record = {"runs": ensemble.names, "weights": w.tolist(), "tta": cfg.tta, "which": cfg.which,
               "val_catalog": str(catalog if not isinstance(catalog, Catalog) else catalog.source),

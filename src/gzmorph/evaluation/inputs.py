@@ -1,0 +1,110 @@
+"""The inputs of an evaluation: prediction and label tables, read and joined on their ids.
+
+Bad input raises :class:`~gzmorph.errors.CatalogError` naming the file and the row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gzmorph.errors import CatalogError
+from gzmorph.tree import Tree
+
+__all__ = ["read_table", "load_predictions", "load_labels", "id_keys", "match_ids"]
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV (optionally compressed) or Parquet table, chosen by the file name."""
+    path = Path(path)
+    if not path.is_file():
+        raise CatalogError(f"{path}: no such file")
+    name = path.name.lower()
+    if name.endswith((".parquet", ".pq")):
+        return pd.read_parquet(path)
+    if any(name.endswith(s) for s in (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zst")):
+        return pd.read_csv(path)
+    raise CatalogError(f"{path}: unknown table format (expected .csv or .parquet)")
+
+
+def _answer_matrix(table: pd.DataFrame, tree: Tree, source: str) -> np.ndarray:
+    """``(N, n_answers)`` float64 in tree order; NaN for absent columns and values."""
+    out = np.full((len(table), tree.n_answers), np.nan)
+    for j, col in enumerate(tree.columns):
+        if col not in table.columns:
+            continue
+        values = pd.to_numeric(table[col], errors="coerce")
+        bad = np.flatnonzero(values.isna().to_numpy() & table[col].notna().to_numpy())
+        if bad.size:
+            raise CatalogError(f"{source}: row {int(bad[0])} (file line {int(bad[0]) + 2}), column "
+                             f"{col!r}: {table[col].iloc[bad[0]]!r} is not a number")
+        out[:, j] = values.to_numpy(dtype=np.float64)
+    return out
+
+
+def id_keys(ids: Any) -> np.ndarray:
+    """Ids as int64 when they are all integers, else as strings (for joining)."""
+    a = np.asarray(ids)
+    if a.dtype.kind in "iu":
+        return a.astype(np.int64)
+    if a.dtype.kind == "f" and np.isfinite(a).all() and (a == np.round(a)).all():
+        return a.astype(np.int64)
+    return a.astype(str).astype(object)
+
+
+def _check_unique(keys: np.ndarray, source: str) -> None:
+    dup = pd.Index(keys).duplicated()
+    if dup.any():
+        rows = np.flatnonzero(dup)[:5].tolist()
+        raise CatalogError(f"{source}: duplicate ids {keys[rows].tolist()} (rows {rows}); ids must be unique")
+
+
+def load_predictions(predictions: Any, tree: Tree, id_column: str) -> tuple[np.ndarray, np.ndarray, str]:
+    source = "predictions" if isinstance(predictions, pd.DataFrame) else str(predictions)
+    table = predictions if isinstance(predictions, pd.DataFrame) else read_table(predictions)
+    if id_column not in table.columns:
+        raise CatalogError(f"{source}: no id column {id_column!r} (columns: {list(table.columns)[:8]}...); "
+                         "give the right one with id_column / --id-column")
+    if not any(c in table.columns for c in tree.columns):
+        raise CatalogError(f"{source}: none of the {tree.name!r} answer columns ({tree.columns[0]}, ...) is present")
+    keys = id_keys(table[id_column].to_numpy())
+    _check_unique(keys, source)
+    return keys, _answer_matrix(table, tree, source), source
+
+
+def load_labels(labels: Any, tree: Tree, id_column: str) -> tuple[np.ndarray, np.ndarray, str]:
+    if isinstance(labels, pd.DataFrame):
+        source = "labels"
+        if id_column not in labels.columns:
+            raise CatalogError(f"labels: no id column {id_column!r}")
+        ids, values = labels[id_column].to_numpy(), _answer_matrix(labels, tree, source)
+    else:
+        if isinstance(labels, (str, Path)):
+            from gzmorph.data.source import open_source  # pulls in image handling; import on use
+
+            labels = open_source(labels, tree=tree, id_column=id_column, path_column=None).catalog
+        source = str(getattr(labels, "source", "") or "labels catalog")
+        ids, values = np.asarray(labels.ids), np.asarray(labels.labels, dtype=np.float64)
+        if values.shape != (len(ids), tree.n_answers):
+            raise CatalogError(f"{source}: labels have shape {values.shape}, expected ({len(ids)}, {tree.n_answers}) "
+                             f"for tree {tree.name!r}")
+    if not np.isfinite(values).any():
+        raise CatalogError(f"{source}: no labels (none of the {tree.name!r} answer columns has a value)")
+    keys = id_keys(ids)
+    _check_unique(keys, source)
+    return keys, values, source
+
+
+def match_ids(pred_keys: np.ndarray, label_keys: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Rows of each side that share an id (in prediction order), then the ids of each side
+    that the other lacks: ``(pred_rows, label_rows, only_in_predictions, only_in_labels)``."""
+    if (pred_keys.dtype == object) != (label_keys.dtype == object):
+        # One side has integer ids, the other strings: compare them as text.
+        pred_keys, label_keys = pred_keys.astype(str).astype(object), label_keys.astype(str).astype(object)
+    pos = pd.Index(label_keys).get_indexer(pred_keys)  # -1 where the id has no label
+    matched = pos >= 0
+    in_preds = pd.Index(label_keys).isin(pred_keys)
+    return np.flatnonzero(matched), pos[matched], pred_keys[~matched], label_keys[~in_preds]

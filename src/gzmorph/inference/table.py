@@ -1,0 +1,250 @@
+"""Prediction output files: the table, triage thresholds, file names and summaries.
+
+Chunked parts and the resume rules live in :mod:`gzmorph.inference.parts`.
+
+Output columns (see CONTRIBUTING.md): the id column and the tree's answer columns in
+tree order, clipped to [0, 1] (the Kaggle submission CSV holds only these); Parquet
+adds per question ``Qn_answer`` (answer column of the most likely answer, null when
+the question's answers are all zero), ``Qn_confidence`` (``1 - H/log n`` of the
+renormalised answers, :func:`gzmorph.tree.agreement`), ``Qn_reach`` (the parent
+answer's value, 1 for root questions) and ``Qn_needs_expert`` (the question is
+reached, ``reach >= 0.5``, and its confidence is below the question's threshold), and
+the row-level ``needs_expert`` (any ``Qn_needs_expert``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from gzmorph.errors import ConfigError, OutputError
+from gzmorph.tree import Tree, agreement
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "REACH_THRESHOLD",
+    "ERROR_COLUMNS",
+    "output_format",
+    "errors_path",
+    "manifest_path",
+    "load_thresholds",
+    "output_schema",
+    "prediction_table",
+    "parts_dir",
+    "id_arrow_type",
+    "PredictSummary",
+    "RaySummary",
+]
+
+#: Confidence threshold used for every question that the triage file does not cover
+#: (or when no file is given).  ``a = 0.5`` means the answer distribution keeps half
+#: of its maximum entropy: a deliberately cautious flag until ``gzmorph evaluate``
+#: has fitted per-question thresholds for a target accuracy on labelled data.
+DEFAULT_THRESHOLD = 0.5
+#: A question counts as reached (and so can need an expert) from this reach probability.
+REACH_THRESHOLD = 0.5
+#: Columns of the error side file after the id column.
+ERROR_COLUMNS = ("path", "reason")
+# Nine significant digits write every float32 exactly, so CSV and Parquet agree.
+CSV_FLOAT = "%.9g"
+
+
+def output_format(path: str | Path) -> str:
+    """``"csv"`` or ``"parquet"`` from the output file's suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    raise OutputError(f"output file {path}: suffix must be .csv or .parquet, not {suffix!r}")
+
+
+def errors_path(out: str | Path) -> Path:
+    """The error side file of an output file: ``<output stem>.errors.csv`` next to it."""
+    out = Path(out)
+    return out.with_name(out.stem + ".errors.csv")
+
+
+def manifest_path(out: str | Path) -> Path:
+    """The settings record of a finished output: ``<output>.manifest.json`` next to it."""
+    out = Path(out)
+    return out.with_name(out.name + ".manifest.json")
+
+
+def parts_dir(out: str | Path) -> Path:
+    """Where a single-machine job keeps its finished chunks: ``<output>.parts/``."""
+    out = Path(out)
+    return out.with_name(out.name + ".parts")
+
+
+def load_thresholds(spec: str | Path | Mapping[str, Any] | None, tree: Tree,
+                    default: float = DEFAULT_THRESHOLD) -> tuple[dict[str, float], list[str]]:
+    """Per-question confidence thresholds from a triage file written by ``gzmorph evaluate``.
+
+    Parameters
+    ----------
+    spec : path, dict or None
+        JSON file or dict ``{"tree": "gz2", "target_accuracy": 0.99, "thresholds":
+        {"Q1": 0.42, ...}}``; ``None`` uses ``default`` for every question.
+    tree : Tree
+        The tree the predictions follow; the file's ``tree`` (when given) must match.
+    default : float
+        Threshold of the questions the file does not list (e.g. questions that had
+        no labels when the thresholds were fitted).
+
+    Returns
+    -------
+    thresholds : dict
+        Question name -> threshold, for every question of ``tree``.  A threshold
+        above 1 sends every reached image to an expert.
+    defaulted : list of str
+        Questions that got ``default``.
+    """
+    source = "default thresholds"
+    if spec is None:
+        given: dict[str, Any] = {}
+    else:
+        if isinstance(spec, Mapping):
+            data, source = dict(spec), "triage thresholds"
+        else:
+            source = str(spec)
+            try:
+                data = json.loads(Path(spec).read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ConfigError(f"{source}: cannot read triage thresholds: {exc}") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("thresholds"), dict):
+            raise ConfigError(f"{source}: expected a JSON object with a 'thresholds' object")
+        if data.get("tree") not in (None, tree.name):
+            raise ConfigError(f"{source}: thresholds are for tree {data['tree']!r}, "
+                             f"the model predicts tree {tree.name!r}")
+        given = data["thresholds"]
+    names = [q.name for q in tree.questions]
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise ConfigError(f"{source}: questions {unknown} are not in tree {tree.name!r}")
+    out: dict[str, float] = {}
+    for name in names:
+        value = given.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{source}: threshold of {name} must be a finite number, not {value!r}")
+        out[name] = float(value)
+    return out, [n for n in names if n not in given]
+
+
+def output_schema(tree: Tree, id_column: str, id_type: pa.DataType) -> pa.Schema:
+    """Arrow schema of the full prediction table (the Parquet output)."""
+    fields = [pa.field(id_column, id_type)]
+    fields += [pa.field(c, pa.float32()) for c in tree.columns]
+    for q in tree.questions:
+        fields += [pa.field(f"{q.name}_answer", pa.string()), pa.field(f"{q.name}_confidence", pa.float32()),
+                   pa.field(f"{q.name}_reach", pa.float32()), pa.field(f"{q.name}_needs_expert", pa.bool_())]
+    fields.append(pa.field("needs_expert", pa.bool_()))
+    return pa.schema(fields)
+
+
+def id_arrow_type(ids: np.ndarray) -> pa.DataType:
+    """int64 for integer ids (the Catalog convention), else string."""
+    return pa.int64() if np.asarray(ids).dtype.kind in "iu" else pa.string()
+
+
+def prediction_table(ids: np.ndarray, probs: np.ndarray, tree: Tree, thresholds: Mapping[str, float],
+                     id_column: str, reach_threshold: float = REACH_THRESHOLD) -> pa.Table:
+    """The full prediction table of a block of rows.
+
+    Parameters
+    ----------
+    ids : array, shape (N,)
+    probs : array, shape (N, tree.n_answers)
+        Answer probabilities in tree order; clipped to [0, 1] here.
+    tree : Tree
+    thresholds : mapping
+        Confidence threshold per question name (see :func:`load_thresholds`).
+    id_column : str
+    reach_threshold : float
+        Reach from which a question counts as answered by the volunteers.
+
+    Returns
+    -------
+    pyarrow.Table
+        Columns as described in the module docstring, schema :func:`output_schema`.
+    """
+    ids = np.asarray(ids)
+    probs = np.clip(np.asarray(probs, dtype=np.float32), 0.0, 1.0)
+    if probs.shape != (len(ids), tree.n_answers):
+        raise ValueError(f"probabilities of shape {probs.shape} for {len(ids)} ids and "
+                         f"{tree.n_answers} answers")
+    id_type = id_arrow_type(ids)
+    schema = output_schema(tree, id_column, id_type)
+    id_values = ids.astype(np.int64) if id_type == pa.int64() else [str(v) for v in ids]
+    arrays: list[Any] = [pa.array(id_values, type=id_type)]
+    arrays += [pa.array(probs[:, j]) for j in range(tree.n_answers)]
+    reach = tree.reach(probs)  # (N, n_questions)
+    any_expert = np.zeros(len(ids), dtype=bool)
+    for k, (q, sl) in enumerate(zip(tree.questions, tree.slices)):
+        p = probs[:, sl]  # (N, n answers of q)
+        has_answers = p.sum(axis=1) > 0
+        columns = np.asarray(q.columns, dtype=object)
+        answer = np.where(has_answers, columns[p.argmax(axis=1)], None)
+        confidence = agreement(p).astype(np.float32)
+        # NaN confidence (no answers) compares False: never flagged.
+        expert = (reach[:, k] >= reach_threshold) & (confidence < thresholds[q.name])
+        any_expert |= expert
+        arrays += [pa.array(answer.tolist(), type=pa.string()), pa.array(confidence),
+                   pa.array(reach[:, k].astype(np.float32)), pa.array(expert)]
+    arrays.append(pa.array(any_expert))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+
+@dataclass
+class PredictSummary:
+    """What a prediction job did: every input is either predicted or failed."""
+
+    out: Path
+    errors_file: Path
+    n_inputs: int
+    n_predicted: int
+    n_failed: int
+    n_resumed: int
+    seconds: float
+    id_column: str = "GalaxyID"
+    integer_ids: bool = True
+
+    def read(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The output file and the error file as DataFrames (string ids stay strings)."""
+        dtype = None if self.integer_ids else {self.id_column: str}
+        if output_format(self.out) == "parquet":
+            return pd.read_parquet(self.out), pd.read_csv(self.errors_file, dtype=dtype)
+        return pd.read_csv(self.out, dtype=dtype), pd.read_csv(self.errors_file, dtype=dtype)
+
+    @property
+    def images_per_second(self) -> float:
+        """Inputs handled by this invocation (not the resumed ones) per second."""
+        return (self.n_inputs - self.n_resumed) / self.seconds if self.seconds > 0 else float("nan")
+
+    def message(self) -> str:
+        """One line for the user: where every input went."""
+        return (f"{self.n_inputs} inputs: {self.n_predicted} predicted -> {self.out}, {self.n_failed} failed "
+                f"-> {self.errors_file}" + (f" ({self.n_resumed} resumed from an earlier run)"
+                                             if self.n_resumed else ""))
+
+
+
+
+@dataclass
+class RaySummary(PredictSummary):
+    """What a Ray prediction job did; ``out`` and ``errors_file`` are directories of parts."""
+
+    def read(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """All predictions and all error rows as DataFrames, in input order."""
+        frame = pd.read_parquet(self.out)
+        if any(self.errors_file.glob("part-*.parquet")):
+            return frame, pd.read_parquet(self.errors_file)
+        return frame, pd.DataFrame(columns=[self.id_column, *ERROR_COLUMNS])

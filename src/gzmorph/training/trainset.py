@@ -1,0 +1,75 @@
+"""The data a run trains on: decoded images, split, colour PCA, recorded skips."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gzmorph.data.catalog import train_val_split
+from gzmorph.data.source import Source, open_source
+from gzmorph.nn import augment as aug
+from gzmorph.training.recipes import TrainConfig
+from gzmorph.training.rundir import RUN_FILES
+from gzmorph.tree import Tree
+
+__all__ = ["TrainingData", "load_training_data"]
+
+
+@dataclass
+class TrainingData:
+    """Decoded training and validation images (uint8 ``(N, S, S, 3)``) with their labels."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    pca: dict[str, Any]
+    label_columns: list[str]
+
+
+def _record_skips(source: Source, failed: list[tuple[int, str]], out: Path) -> None:
+    cat = source.catalog
+    with open(out / RUN_FILES["skipped"], "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow([cat.id_column, "path", "reason"])
+        for row, reason in failed:
+            w.writerow([cat.ids[row], cat.paths[row] or "", reason])
+    print(f"skipped {len(failed)} undecodable images (listed in {out / RUN_FILES['skipped']})")
+
+
+def load_training_data(data: Any, cfg: TrainConfig, tree: Tree, out: Path, workers: int | None = None,
+                       progress: bool = True, id_column: str = "GalaxyID", path_column: str = "path") -> TrainingData:
+    """Decode a labelled source, drop (and record) undecodable rows, split it, compute the PCA.
+
+    ``data`` is anything :func:`gzmorph.data.source.open_source` opens.
+    """
+    source = open_source(data, tree=tree, id_column=id_column, path_column=path_column)
+    if not source.catalog.has_labels:
+        source.catalog.require_labels()  # raises: no answer column of the tree has a value
+    images, failed = source.load(cfg.image_size, workers=workers, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    keep = np.ones(len(source), dtype=bool)
+    if failed:
+        _record_skips(source, failed, out)
+        keep[[row for row, _ in failed]] = False
+    rows = np.flatnonzero(keep)
+    catalog = source.catalog.subset(rows)
+    images = images[rows]
+    train_cat, val_cat = train_val_split(catalog, cfg.val_fraction, cfg.split_seed)
+    pos = {k: i for i, k in enumerate(catalog.ids.tolist())}
+    tr = np.array([pos[k] for k in train_cat.ids.tolist()], dtype=np.int64)
+    va = np.array([pos[k] for k in val_cat.ids.tolist()], dtype=np.int64)
+    train_images = torch.from_numpy(np.ascontiguousarray(images[tr]))
+    return TrainingData(
+        train_images=train_images,
+        train_labels=torch.from_numpy(train_cat.labels),
+        val_images=torch.from_numpy(np.ascontiguousarray(images[va])),
+        val_labels=torch.from_numpy(val_cat.labels),
+        pca=aug.color_pca(train_images.numpy(), seed=cfg.seed),
+        label_columns=list(catalog.label_columns),
+    )
