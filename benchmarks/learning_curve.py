@@ -101,6 +101,7 @@ def plot(folder: Path, png: Path) -> None:
     ax.axhline(0.1759, color="grey", lw=0.8, ls=":", label="training mean (0.1759)")
     ax.set(xlabel="training wall-clock on 2 CPU cores (minutes)", ylabel="RMSE17, 500 validation galaxies",
            xscale="log", title="Learning curves on the shared 5k benchmark")
+    ax.set_xticks([5, 10, 20, 30, 60], ["5", "10", "20", "30", "60"])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -172,3 +172,15 @@ def test_symmetric_run_trains_in_bf16_saves_the_average_and_predicts_with_it(tin
     assert isinstance(trained.model, SymmetricNet)
     for k, v in trained.model.state_dict().items():
         assert torch.equal(v, ckpt["ema"][k])
+
+
+def test_analysis_of_a_symmetric_run(tiny_kaggle, tmp_path):
+    """The Section 9 figures work for a network without viewpoints: its stages' maps of crop 0."""
+    from gzmorph.evaluation.analyze import analyze
+
+    train(_tiny_cfg(ema_decay=0.0), tiny_kaggle, tmp_path / "run", device="cpu", workers=0, progress=False)
+    page = analyze(tmp_path / "run", tiny_kaggle, tmp_path / "analysis", n_units=2, n_examples=2, n_errors=2,
+                   device="cpu", workers=0, progress=False)
+    assert page.exists()
+    assert (tmp_path / "analysis" / "activations_conv1.png").exists()
+    assert (tmp_path / "analysis" / "filters.png").exists()

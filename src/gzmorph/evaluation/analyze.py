@@ -36,6 +36,7 @@ from gzmorph.evaluation.inputs import id_keys, load_labels, match_ids
 from gzmorph.runtime import resolve_device, write_json
 from gzmorph.evaluation.metrics import masked_sums, rmse_from_sums
 from gzmorph.tree import Tree
+from gzmorph.nn.model import GalaxyNet
 from gzmorph.nn.viewpoints import N_VIEWPOINTS, extract_viewpoints
 
 __all__ = ["AnalyzeConfig", "analyze", "plot_filters", "plot_activations", "plot_units", "plot_errors"]
@@ -178,7 +179,10 @@ def _activations(trained, image: np.ndarray, viewpoint: int, device: torch.devic
     """One viewpoint ``(45, 45, 3)`` of one image and each layer's maps ``(C, H, W)``."""
     x = torch.from_numpy(np.ascontiguousarray(image[None])).to(device)
     crops = aug.render_crops(x, aug.fixed_transforms(1).to(device), trained.augment, trained.pca)
-    view = extract_viewpoints(crops)[viewpoint : viewpoint + 1]  # (16, 3, 45, 45) -> (1, 3, 45, 45)
+    if isinstance(trained.model, GalaxyNet):
+        view = extract_viewpoints(crops)[viewpoint : viewpoint + 1]  # (16, 3, 45, 45) -> (1, 3, 45, 45)
+    else:  # a symmetry-built network sees crop 0 whole
+        view = crops[:, 0]  # (1, 2, 3, S, S) -> (1, 3, S, S)
     maps = {k: v[0].float().cpu().numpy() for k, v in trained.model.conv_activations(view).items()}
     return view[0].permute(1, 2, 0).cpu().numpy(), maps
 
