@@ -8,14 +8,15 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 
-from gzmorph.errors import ConfigError
+from gzmorph.errors import ConfigError, OutputError
 
-__all__ = ["Runtime", "resolve_device", "seed_everything", "atomic_write", "atomic_save", "load_checkpoint", "write_json"]
+__all__ = ["Runtime", "resolve_device", "seed_everything", "atomic_write", "atomic_save", "load_checkpoint", "write_json",
+           "refuse_overwrite"]
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,38 @@ def write_json(obj: Any, path: str | Path) -> None:
     """Write JSON atomically (rename over the target)."""
     text = json.dumps(obj, indent=2, default=str) + "\n"
     atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def _same(a: Path, b: Path) -> bool:
+    # realpath catches symlinks and relative spellings, samefile hard links.
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def refuse_overwrite(inputs: Iterable[str | Path | None], files: Iterable[str | Path] = (),
+                     folders: Iterable[str | Path] = (), option: str = "--out") -> None:
+    """Raise :class:`OutputError` when an output would replace or hold an input.
+
+    Called before any work, so a wrong ``--out`` loses nothing.  ``files`` are the
+    exact paths a command writes (output and side files); ``folders`` are
+    directories it creates, fills or clears: an input equal to one or inside one is
+    refused.
+    """
+    given = [Path(i) for i in inputs if i is not None]
+    for out in map(Path, files):
+        for inp in given:
+            if _same(out, inp):
+                raise OutputError(f"{option} {out}: would overwrite the input {inp}; choose another output")
+    for folder in map(Path, folders):
+        real = Path(os.path.realpath(folder))
+        for inp in given:
+            if _same(folder, inp) or real in Path(os.path.realpath(inp)).parents:
+                raise OutputError(f"{option} {folder}: is or holds the input {inp}, which writing there "
+                                  "could replace or delete; choose another output")
 
 
 def cpu_cores() -> int:

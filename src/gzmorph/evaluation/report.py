@@ -175,6 +175,12 @@ def write_report(evaluation: "Evaluation", out_dir: str | Path, title: str = "gz
     return path
 
 
+#: What :func:`write_outputs` writes into its folder (checked against the inputs first).
+OUTPUT_FILES = ("metrics.json", "triage_thresholds.json", "per_question.csv", "precision_recall.csv", "triage.csv",
+                "accuracy_bins.csv", "triage_curves.csv", "unmatched_ids.csv", "report.html")
+OUTPUT_FOLDERS = ("plots", "analysis")
+
+
 def write_outputs(evaluation: "Evaluation", out: str | Path, title: str | None = None) -> Path:
     """Write every file of an evaluation into ``out`` and return the report path.
 

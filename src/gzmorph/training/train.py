@@ -29,7 +29,7 @@ from gzmorph.training.recipes import PRESETS, TrainConfig, get_preset
 from gzmorph.errors import RunError
 from gzmorph.training.rundir import RUN_FILES, TrainedModel, load_run, save_checkpoint, save_run
 from gzmorph.training.trainset import load_training_data
-from gzmorph.runtime import Runtime, load_checkpoint, resolve_device, seed_everything
+from gzmorph.runtime import Runtime, load_checkpoint, refuse_overwrite, resolve_device, seed_everything
 from gzmorph.evaluation.metrics import masked_mse, masked_sums
 from gzmorph.tree import get_tree
 
@@ -126,6 +126,7 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
         when trained in this process, ``model`` (the network after the last step).
     """
     out = Path(out)
+    refuse_overwrite([data], folders=[out])  # the run's files must never replace the data
     if processes > 1:
         launch(train, processes, cfg, data, out, device=device, resume=resume, workers=workers,
                max_minutes=max_minutes, progress=progress, id_column=id_column, path_column=path_column)
