@@ -94,3 +94,21 @@ def test_15_01_train_and_prepare_out_holding_the_data_is_refused(tmp_path, comma
     assert main(argv) == 2
     assert "holds the input" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.csv"]
+
+
+def test_15_06_csv_and_parquet_outputs_in_one_folder_keep_their_own_errors(tmp_path, run_a, capsys):
+    """Item 6: `x.csv` and `x.parquet` used to share `x.errors.csv`; the second erased the first's rows."""
+    folder = tmp_path / "imgs"
+    make_images(folder, 3)
+    (folder / "bad.jpg").write_bytes(b"not a jpeg")
+    for suffix in (".csv", ".parquet"):
+        assert main(["predict", "--model", str(run_a), "--images", str(folder), "--out",
+                     str(tmp_path / f"x{suffix}"), *FAST]) == 0
+    from gzmorph.inference.table import errors_path
+    assert errors_path(tmp_path / "x.csv") != errors_path(tmp_path / "x.parquet")
+    for suffix in (".csv", ".parquet"):
+        errors = pd.read_csv(errors_path(tmp_path / f"x{suffix}"), dtype=str)
+        assert errors["GalaxyID"].tolist() == ["bad"]
+        # The finished output still resumes (its record matches its own error file).
+        assert main(["predict", "--model", str(run_a), "--images", str(folder), "--out",
+                     str(tmp_path / f"x{suffix}"), "--resume", *FAST]) == 0

@@ -9,10 +9,10 @@ that exist are exactly the finished chunks.
 * Single machine (:func:`gzmorph.inference.predict.predict_to_file`): the parts live
   in ``<output>.parts/`` and are concatenated in input order into the output file
   (one Parquet row group per chunk, or CSV), the error rows into
-  ``<output stem>.errors.csv``, and the directory is removed.  The settings are then
+  ``<output>.errors.csv``, and the directory is removed.  The settings are then
   kept in ``<output>.manifest.json`` with the sizes of the finished files.
 * Ray (:func:`gzmorph.inference.ray.predict_ray`): the part directory *is* the
-  output, and ``<output stem>.errors/`` holds the error parts.
+  output, and ``<output>.errors/`` holds the error parts.
 
 The manifest (:func:`job_manifest`: models, weights, TTA, thresholds, inputs,
 chunking) is stored as ``_manifest.json`` in the part directory ("_": Parquet readers

@@ -262,7 +262,7 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
     out : path
         ``.csv`` (Kaggle submission: id + answer columns) or ``.parquet`` (plus the
         per-question answer, confidence, reach and triage columns).  Undecodable
-        inputs go to ``<out stem>.errors.csv`` (id, path, reason).
+        inputs go to ``<out>.errors.csv`` (id, path, reason).
     config : PredictConfig, optional
         Or its fields as keyword ``options`` (``tta="paper"``, ``batch_size=128``...).
     weights : sequence of float or path, optional

@@ -67,9 +67,13 @@ def output_format(path: str | Path) -> str:
 
 
 def errors_path(out: str | Path) -> Path:
-    """The error side file of an output file: ``<output stem>.errors.csv`` next to it."""
+    """The error side file of an output file: ``<output>.errors.csv`` next to it.
+
+    Named after the whole output name, so ``x.csv`` and ``x.parquet`` in one folder
+    never share (and erase) one error file.
+    """
     out = Path(out)
-    return out.with_name(out.stem + ".errors.csv")
+    return out.with_name(out.name + ".errors.csv")
 
 
 def manifest_path(out: str | Path) -> Path:
