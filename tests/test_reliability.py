@@ -112,3 +112,43 @@ def test_15_06_csv_and_parquet_outputs_in_one_folder_keep_their_own_errors(tmp_p
         # The finished output still resumes (its record matches its own error file).
         assert main(["predict", "--model", str(run_a), "--images", str(folder), "--out",
                      str(tmp_path / f"x{suffix}"), "--resume", *FAST]) == 0
+
+
+class _Killed(Exception):
+    pass
+
+
+def _interrupt_after_first_part(monkeypatch) -> None:
+    """Stop a prediction job right after its first part is written (as a kill would)."""
+    from gzmorph.inference.parts import PartStore
+    real = PartStore.write
+
+    def write_once(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        raise _Killed
+
+    monkeypatch.setattr(PartStore, "write", write_once)
+
+
+def test_15_02_resume_with_other_weights_of_the_same_step_is_refused(tmp_path, images, monkeypatch, capsys):
+    """Item 2: copying another run's checkpoint (same step) over A's used to resume into a mixed file."""
+    import shutil
+    run = make_run(tmp_path / "a", 1)
+    other = make_run(tmp_path / "b", 2)
+    out = tmp_path / "p.csv"
+    argv = ["predict", "--model", str(run), "--images", str(images), "--out", str(out), "--chunk-rows", "4",
+            *FAST]
+    _interrupt_after_first_part(monkeypatch)
+    with pytest.raises(_Killed):
+        main(argv)
+    monkeypatch.undo()
+    shutil.copy(other / "checkpoints" / "best.pt", run / "checkpoints" / "best.pt")
+    assert main([*argv, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "model_weights" in err and str(run.resolve()) in err
+    assert not out.exists()
+    # A finished output is likewise refused once its model's weights change.
+    assert main(argv) == 0
+    make_run(run, 3)  # new weights, same step
+    assert main([*argv, "--resume"]) == 2
+    assert "model_weights" in capsys.readouterr().err
