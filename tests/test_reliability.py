@@ -152,3 +152,19 @@ def test_15_02_resume_with_other_weights_of_the_same_step_is_refused(tmp_path, i
     make_run(run, 3)  # new weights, same step
     assert main([*argv, "--resume"]) == 2
     assert "model_weights" in capsys.readouterr().err
+
+
+def test_15_03_broken_symlinks_and_fifos_are_error_rows(tmp_path, run_a, capsys):
+    """Item 3: a broken symlink and a FIFO in --images used to vanish (22 of 23 inputs reported)."""
+    import os
+    folder = tmp_path / "imgs"
+    make_images(folder, 3)
+    (folder / "2000.jpg").symlink_to(tmp_path / "missing.jpg")
+    os.mkfifo(folder / "2001.jpg")  # opening it for reading would block
+    (folder / "2002.png").mkdir()
+    out = tmp_path / "p.csv"
+    assert main(["predict", "--model", str(run_a), "--images", str(folder), "--out", str(out), *FAST]) == 0
+    assert capsys.readouterr().out.startswith("6 inputs: 3 predicted")
+    from gzmorph.inference.table import errors_path
+    errors = pd.read_csv(errors_path(out)).set_index("GalaxyID")["reason"].to_dict()
+    assert errors == {2000: "broken symlink", 2001: "not a regular file", 2002: "not a regular file"}

@@ -124,11 +124,16 @@ class Catalog:
 
 
 def _scan_images(folder: Path) -> dict[str, Path]:
-    """Map file stem -> path for the images directly in ``folder``."""
+    """Map file stem -> path for the image-named entries directly in ``folder``.
+
+    Every entry with an image suffix is an input, whatever its type: a broken
+    symlink, a FIFO or a folder becomes an error row when it is decoded
+    (:func:`gzmorph.data.images.decode` says why), never a silent omission.
+    """
     found: dict[str, Path] = {}
     base = folder.resolve()  # once, not per file: Kaggle folders hold ~60k images
     for entry in sorted(folder.iterdir()):
-        if entry.suffix.lower() in IMAGE_SUFFIXES and entry.is_file():
+        if entry.suffix.lower() in IMAGE_SUFFIXES:
             if entry.stem in found:
                 raise CatalogError(f"{folder}: duplicate ids: {found[entry.stem].name} and {entry.name} "
                                    f"share the id {entry.stem!r}")
