@@ -168,3 +168,43 @@ def test_15_03_broken_symlinks_and_fifos_are_error_rows(tmp_path, run_a, capsys)
     from gzmorph.inference.table import errors_path
     errors = pd.read_csv(errors_path(out)).set_index("GalaxyID")["reason"].to_dict()
     assert errors == {2000: "broken symlink", 2001: "not a regular file", 2002: "not a regular file"}
+
+
+def _kaggle_with_unlabelled(root: Path, unlabelled: list[int]) -> Path:
+    from conftest import make_tiny_kaggle
+    make_tiny_kaggle(root, n=20, side=48)
+    labels = root / "training_solutions_rev1.csv"
+    frame = pd.read_csv(labels)
+    frame.iloc[unlabelled, 1:] = np.nan
+    frame.to_csv(labels, index=False)
+    return root
+
+
+def _small_cfg():
+    from gzmorph.training.recipes import get_preset
+    return get_preset("small").override(examples=16, batch_size=8, eval_every=8, image_size=32)
+
+
+def test_15_04_validation_split_without_labels_is_refused(tmp_path):
+    """Item 4: a validation split with no labels reported RMSE 0.0000 and chose best.pt on it."""
+    from gzmorph.errors import CatalogError
+    from gzmorph.training.train import train
+    data = _kaggle_with_unlabelled(tmp_path / "k", [18, 19])  # the last rows by id: the validation split
+    with pytest.raises(CatalogError, match=r"validation split \(2 rows.*no labelled entries.*Class1\.1"):
+        train(_small_cfg(), data, tmp_path / "run", device="cpu", workers=0, progress=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_15_04_unlabelled_training_rows_are_dropped_and_counted(tmp_path):
+    """Item 4: training rows without any label are dropped, and the count is recorded in config.json."""
+    import json
+    from gzmorph.training.trainset import load_training_data
+    from gzmorph.tree import GZ2
+    data = _kaggle_with_unlabelled(tmp_path / "k", [0, 3, 5])
+    ds = load_training_data(data, _small_cfg(), GZ2, tmp_path / "run", workers=0, progress=False)
+    assert ds.n_unlabelled == 3 and len(ds.train_images) == len(ds.train_labels) == 18 - 3
+    assert not np.isnan(ds.train_labels.numpy()).all(axis=1).any()
+    from gzmorph.training.train import train
+    train(_small_cfg(), data, tmp_path / "run2", device="cpu", workers=0, progress=False)
+    facts = json.loads((tmp_path / "run2" / "config.json").read_text())["data"]
+    assert facts["n_unlabelled_dropped"] == 3 and facts["n_train"] == 15

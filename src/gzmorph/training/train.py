@@ -168,7 +168,8 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
         step, best = int(ckpt["step"]), float(ckpt["best_val_rmse"])
     if d.is_main:
         save_run(out, cfg, {"pca": ds.pca, "source": str(data), "n_train": len(ds.train_images),
-                            "n_val": len(ds.val_images), "label_columns": ds.label_columns, "processes": d.world})
+                            "n_val": len(ds.val_images), "label_columns": ds.label_columns, "processes": d.world,
+                            "n_unlabelled_dropped": ds.n_unlabelled})
     fwd: torch.nn.Module = model
     if d.enabled:
         # The only buffers are the tree's constant index tensors: nothing to broadcast.
