@@ -208,3 +208,36 @@ def test_15_04_unlabelled_training_rows_are_dropped_and_counted(tmp_path):
     train(_small_cfg(), data, tmp_path / "run2", device="cpu", workers=0, progress=False)
     facts = json.loads((tmp_path / "run2" / "config.json").read_text())["data"]
     assert facts["n_unlabelled_dropped"] == 3 and facts["n_train"] == 15
+
+
+def test_15_07_train_resume_on_other_data_is_refused(tmp_path, capsys):
+    """Item 7: `train --resume` with another --data used to exit 0 and rewrite config.json."""
+    import json
+    import shutil
+    from gzmorph.errors import RunError
+    from gzmorph.training.train import train
+    data = _kaggle_with_unlabelled(tmp_path / "k", [])
+    run = tmp_path / "run"
+    train(_small_cfg(), data, run, device="cpu", workers=0, progress=False)
+    config_before = (run / "config.json").read_bytes()
+    other = tmp_path / "k2"
+    shutil.copytree(data, other)
+    with pytest.raises(RunError, match="other data.*path"):
+        train(_small_cfg(), other, run, device="cpu", workers=0, progress=False, resume=True)
+    # Same path, other labels: the fingerprint tells.
+    labels = data / "training_solutions_rev1.csv"
+    frame = pd.read_csv(labels)
+    frame.loc[0, ["Class1.1", "Class1.2"]] = frame.loc[0, ["Class1.2", "Class1.1"]].to_numpy()  # sums kept
+    frame.to_csv(labels, index=False)
+    with pytest.raises(RunError, match="fingerprint"):
+        train(_small_cfg(), data, run, device="cpu", workers=0, progress=False, resume=True)
+    assert (run / "config.json").read_bytes() == config_before
+    # The CLI says it in one line; --new-data continues and records what it left.
+    argv = ["train", "--data", str(data), "--out", str(run), "--resume", "--preset", "small", "--examples", "16",
+            "--batch-size", "8", "--eval-every", "8", "--image-size", "32", "--workers", "0", "--no-progress",
+            "--device", "cpu"]
+    assert main(argv) == 2 and "--new-data" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="new data"):
+        assert main([*argv, "--new-data"]) == 0
+    facts = json.loads((run / "config.json").read_text())["data"]
+    assert [h["until_step"] for h in facts["data_history"]] == [2]

@@ -27,7 +27,7 @@ from gzmorph.training.distributed import Dist, all_sum, launch, setup
 from gzmorph.nn.model import GalaxyNet
 from gzmorph.training.recipes import PRESETS, TrainConfig, get_preset
 from gzmorph.errors import RunError
-from gzmorph.training.rundir import RUN_FILES, TrainedModel, load_run, save_checkpoint, save_run
+from gzmorph.training.rundir import RUN_FILES, TrainedModel, load_run, read_run, save_checkpoint, save_run
 from gzmorph.training.trainset import load_training_data
 from gzmorph.runtime import Runtime, load_checkpoint, refuse_overwrite, resolve_device, seed_everything
 from gzmorph.evaluation.metrics import masked_mse, masked_sums
@@ -97,7 +97,7 @@ def validation_sums(model: torch.nn.Module, images: torch.Tensor, labels: torch.
 def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | None = "auto",
           resume: bool = False, workers: int | None = None, max_minutes: float | None = None,
           progress: bool = True, processes: int = 1, id_column: str = "GalaxyID",
-          path_column: str = "path") -> dict[str, Any]:
+          path_column: str = "path", new_data: bool = False) -> dict[str, Any]:
     """Train a network and write a run directory.
 
     Parameters
@@ -118,6 +118,10 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
         CPU).  Under ``torchrun`` leave it at 1: the group comes from the environment.
     id_column, path_column : str
         Columns of a CSV/Parquet catalog given as ``data``.
+    new_data : bool
+        Let ``resume`` continue on data other than the run's (path or ids/labels
+        differ; recorded in ``config.json`` as ``data_history``); without it such a
+        resume raises :class:`~gzmorph.errors.RunError`.
 
     Returns
     -------
@@ -129,7 +133,8 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
     refuse_overwrite([data], folders=[out])  # the run's files must never replace the data
     if processes > 1:
         launch(train, processes, cfg, data, out, device=device, resume=resume, workers=workers,
-               max_minutes=max_minutes, progress=progress, id_column=id_column, path_column=path_column)
+               max_minutes=max_minutes, progress=progress, id_column=id_column, path_column=path_column,
+               new_data=new_data)
         return _result_from_run(out)
     last_path = out / RUN_FILES["last"]
     if resume and last_path.exists():
@@ -157,6 +162,11 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
     cfg = cfg.override(tree=tree.to_dict())
     ds = load_training_data(data, cfg, tree, out, workers=workers, progress=progress and d.is_main,
                             id_column=id_column, path_column=path_column)
+    facts = {"pca": ds.pca, "source": str(data), "source_path": str(Path(data).resolve()),
+             "fingerprint": ds.fingerprint, "n_train": len(ds.train_images), "n_val": len(ds.val_images),
+             "label_columns": ds.label_columns, "processes": d.world, "n_unlabelled_dropped": ds.n_unlabelled}
+    if ckpt is not None:
+        facts["data_history"] = _resumed_data(out, facts, int(ckpt["step"]), new_data)
     model = GalaxyNet(cfg.model, tree).to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -167,9 +177,7 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
         optimizer.load_state_dict(ckpt["optimizer"])
         step, best = int(ckpt["step"]), float(ckpt["best_val_rmse"])
     if d.is_main:
-        save_run(out, cfg, {"pca": ds.pca, "source": str(data), "n_train": len(ds.train_images),
-                            "n_val": len(ds.val_images), "label_columns": ds.label_columns, "processes": d.world,
-                            "n_unlabelled_dropped": ds.n_unlabelled})
+        save_run(out, cfg, facts)
     fwd: torch.nn.Module = model
     if d.enabled:
         # The only buffers are the tree's constant index tensors: nothing to broadcast.
@@ -177,6 +185,31 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
     if cfg.compile and rt.is_cuda:
         fwd = torch.compile(fwd)
     return _loop(cfg, model, fwd, optimizer, ds, rt, d, out, step, best, max_minutes, progress and d.is_main)
+
+
+def _resumed_data(out: Path, facts: dict[str, Any], step: int, new_data: bool) -> list[dict[str, Any]]:
+    """Refuse resuming on other data unless ``new_data``; return the run's data history.
+
+    The data is the same when its resolved path and its fingerprint (ids and labels)
+    are; a run resumed on new data records the data it left at the resumed step.
+    """
+    old = read_run(out)[1]
+    history = list(old.get("data_history", []))
+    old_path = old.get("source_path") or str(Path(str(old.get("source", ""))).resolve())
+    changed = [what for what, differs in (
+        (f"path {old_path} -> {facts['source_path']}", old_path != facts["source_path"]),
+        ("ids or labels (fingerprint)", old.get("fingerprint", facts["fingerprint"]) != facts["fingerprint"]))
+        if differs]
+    if not changed:
+        return history
+    if not new_data:
+        raise RunError(f"cannot resume {out} on other data ({'; '.join(changed)}): it would go on training "
+                       "on data the run did not start with; resume with the original --data, or pass "
+                       "--new-data to continue on this data (recorded in config.json)")
+    warnings.warn(f"resuming {out} at step {step} on new data ({'; '.join(changed)}); recorded in config.json",
+                  stacklevel=3)
+    return [*history, {"source": old.get("source"), "source_path": old_path,
+                       "fingerprint": old.get("fingerprint"), "until_step": step}]
 
 
 def _result_from_run(out: Path) -> dict[str, Any]:

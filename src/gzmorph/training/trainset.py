@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from gzmorph.training.recipes import TrainConfig
 from gzmorph.training.rundir import RUN_FILES
 from gzmorph.tree import Tree
 
-__all__ = ["TrainingData", "load_training_data"]
+__all__ = ["TrainingData", "load_training_data", "data_fingerprint"]
 
 
 @dataclass
@@ -32,6 +33,18 @@ class TrainingData:
     pca: dict[str, Any]
     label_columns: list[str]
     n_unlabelled: int = 0  # training rows without any label value, dropped
+    fingerprint: str = ""  # of the source's ids and labels (data_fingerprint)
+
+
+def data_fingerprint(catalog: Catalog) -> str:
+    """SHA-1 of a catalog's ids and labels: recognises the same training data on resume."""
+    digest = hashlib.sha1(ids_text(catalog.ids).encode())
+    digest.update(np.ascontiguousarray(catalog.labels, dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def ids_text(ids: np.ndarray) -> str:
+    return "\n".join(map(str, ids.tolist()))
 
 
 def _record_skips(source: Source, failed: list[tuple[int, str]], out: Path) -> None:
@@ -93,4 +106,5 @@ def load_training_data(data: Any, cfg: TrainConfig, tree: Tree, out: Path, worke
         pca=aug.color_pca(train_images.numpy(), seed=cfg.seed),
         label_columns=list(catalog.label_columns),
         n_unlabelled=int(unlabelled.sum()),
+        fingerprint=data_fingerprint(source.catalog),
     )
