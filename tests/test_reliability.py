@@ -241,3 +241,32 @@ def test_15_07_train_resume_on_other_data_is_refused(tmp_path, capsys):
         assert main([*argv, "--new-data"]) == 0
     facts = json.loads((run / "config.json").read_text())["data"]
     assert [h["until_step"] for h in facts["data_history"]] == [2]
+
+
+class _Payload:
+    def __reduce__(self):
+        import os
+        return (os.system, ("touch PWNED",))
+
+
+@pytest.mark.parametrize("damage", ["pickle", "empty", "truncated", "config"])
+def test_15_08_corrupt_checkpoints_and_configs_give_one_line(tmp_path, images, damage, capsys, monkeypatch):
+    """Item 8: a raw pickle, empty or truncated best.pt, or a broken config.json used to give a traceback."""
+    import pickle
+    monkeypatch.chdir(tmp_path)
+    run = make_run(tmp_path / "run", 1)
+    best = run / "checkpoints" / "best.pt"
+    if damage == "pickle":
+        best.write_bytes(pickle.dumps({"model": _Payload()}))
+    elif damage == "empty":
+        best.write_bytes(b"")
+    elif damage == "truncated":
+        best.write_bytes(best.read_bytes()[: best.stat().st_size // 2])
+    else:
+        (run / "config.json").write_text('{"format": 2,\n  "train": ')
+    rc = main(["predict", "--model", str(run), "--images", str(images), "--out", str(tmp_path / "p.csv"), *FAST])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert ("config.json" if damage == "config" else "best.pt") in err
+    assert "weights_only" not in err and "Traceback" not in err
+    assert not (tmp_path / "PWNED").exists()

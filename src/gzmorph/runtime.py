@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -13,7 +15,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from gzmorph.errors import ConfigError, OutputError
+from gzmorph.errors import ConfigError, OutputError, RunError
 
 __all__ = ["Runtime", "resolve_device", "seed_everything", "atomic_write", "atomic_save", "load_checkpoint", "write_json",
            "refuse_overwrite"]
@@ -95,9 +97,29 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Load a checkpoint written by :func:`atomic_save` with ``weights_only=True``.
 
     Checkpoints therefore hold only tensors and plain Python containers/scalars
-    (configs are stored as dicts, RNG states as tensors).
+    (configs are stored as dicts, RNG states as tensors).  A file that is empty,
+    truncated, not a torch archive or holds other objects (a pickle that would run
+    code) raises :class:`RunError` naming it; torch's own message is not passed on,
+    as it suggests turning the safe loading off.
     """
-    return torch.load(Path(path), map_location=map_location, weights_only=True)
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise RunError(f"{path}: empty file, not a checkpoint")
+    try:
+        with warnings.catch_warnings():  # a foreign pickle's protocol warning: the error below says it all
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise RunError(f"{path}: holds objects other than tensors and plain data; refused (checkpoints are "
+                       "loaded without running any code they contain)") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise RunError(f"{path}: no such checkpoint") from None
+        raise RunError(f"{path}: truncated or corrupt checkpoint ({type(exc).__name__}), not a complete "
+                       "torch archive") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise RunError(f"{path}: not a gzmorph checkpoint (no 'model' entry)")
+    return ckpt
 
 
 def write_json(obj: Any, path: str | Path) -> None:
