@@ -270,3 +270,30 @@ def test_15_08_corrupt_checkpoints_and_configs_give_one_line(tmp_path, images, d
     assert ("config.json" if damage == "config" else "best.pt") in err
     assert "weights_only" not in err and "Traceback" not in err
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_15_10_resume_truncates_metrics_to_the_checkpoint_step(tmp_path, monkeypatch):
+    """Item 10: a kill between a metrics line and its checkpoint left that step twice after --resume."""
+    import json
+    from gzmorph.training import train as train_module
+    data = _kaggle_with_unlabelled(tmp_path / "k", [])
+    run = tmp_path / "run"
+    real = train_module.save_checkpoint
+    calls = []
+
+    def dying(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 3:  # step 2's metrics line is written, its checkpoints are not
+            raise _Killed
+        real(path, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", dying)
+    with pytest.raises(_Killed):
+        train_module.train(_small_cfg().override(examples=24), data, run, device="cpu", workers=0, progress=False)
+    monkeypatch.undo()
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]
+    train_module.train(_small_cfg().override(examples=24), data, run, device="cpu", workers=0, progress=False,
+                       resume=True)
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]

@@ -29,7 +29,7 @@ from gzmorph.training.recipes import PRESETS, TrainConfig, get_preset
 from gzmorph.errors import RunError
 from gzmorph.training.rundir import RUN_FILES, TrainedModel, load_run, read_run, save_checkpoint, save_run
 from gzmorph.training.trainset import load_training_data
-from gzmorph.runtime import Runtime, load_checkpoint, refuse_overwrite, resolve_device, seed_everything
+from gzmorph.runtime import Runtime, atomic_write, load_checkpoint, refuse_overwrite, resolve_device, seed_everything
 from gzmorph.evaluation.metrics import masked_mse, masked_sums
 from gzmorph.tree import get_tree
 
@@ -178,6 +178,7 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
         step, best = int(ckpt["step"]), float(ckpt["best_val_rmse"])
     if d.is_main:
         save_run(out, cfg, facts)
+        truncate_metrics(out / RUN_FILES["metrics"], step)
     fwd: torch.nn.Module = model
     if d.enabled:
         # The only buffers are the tree's constant index tensors: nothing to broadcast.
@@ -185,6 +186,25 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
     if cfg.compile and rt.is_cuda:
         fwd = torch.compile(fwd)
     return _loop(cfg, model, fwd, optimizer, ds, rt, d, out, step, best, max_minutes, progress and d.is_main)
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep the metrics lines up to ``step`` (the checkpoint a run starts from).
+
+    A kill between writing a line and its checkpoint leaves lines of steps the
+    resumed run computes again; without this they would appear twice.  A half
+    written last line is dropped too.
+    """
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if int(json.loads(line)["step"]) <= step:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue
+    atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))
 
 
 def _resumed_data(out: Path, facts: dict[str, Any], step: int, new_data: bool) -> list[dict[str, Any]]:
