@@ -297,3 +297,27 @@ def test_15_10_resume_truncates_metrics_to_the_checkpoint_step(tmp_path, monkeyp
                        resume=True)
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
+
+
+def test_15_12_csv_with_byte_order_mark_is_read(tmp_path):
+    """Item 12: "CSV UTF-8" from a spreadsheet (BOM first) was refused: no id column '\\ufeffGalaxyID'."""
+    from gzmorph.data.catalog import open_catalog
+    from gzmorph.evaluation.inputs import read_table
+    path = tmp_path / "labels.csv"
+    path.write_bytes("GalaxyID,Class1.1,Class1.2,Class1.3\n7,0.5,0.25,0.25\n".encode("utf-8-sig"))
+    catalog = open_catalog(path, path_column=None)
+    assert catalog.ids.tolist() == [7] and catalog.label_columns == ["Class1.1", "Class1.2", "Class1.3"]
+    assert list(read_table(path).columns)[0] == "GalaxyID"
+
+
+def test_15_13_ids_that_are_not_canonical_integers_stay_strings(tmp_path):
+    """Item 13: image files `0.jpg` and `-0.jpg` both became id 0 (two output rows with one id)."""
+    from gzmorph.data.catalog import open_catalog
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("0.jpg", "-0.jpg", "-5.jpg"):
+        (folder / name).write_bytes(b"")
+    ids = open_catalog(folder).ids
+    assert ids.dtype == object and sorted(ids.tolist()) == ["-0", "-5", "0"]
+    (folder / "-0.jpg").unlink()
+    assert open_catalog(folder).ids.tolist() == [-5, 0]

@@ -26,7 +26,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if name.endswith((".parquet", ".pq")):
         return pd.read_parquet(path)
     if any(name.endswith(s) for s in (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zst")):
-        return pd.read_csv(path)
+        return pd.read_csv(path, encoding="utf-8-sig")  # with or without a byte-order mark
     raise CatalogError(f"{path}: unknown table format (expected .csv or .parquet)")
 
 
