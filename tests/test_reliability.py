@@ -321,3 +321,17 @@ def test_15_13_ids_that_are_not_canonical_integers_stay_strings(tmp_path):
     assert ids.dtype == object and sorted(ids.tolist()) == ["-0", "-5", "0"]
     (folder / "-0.jpg").unlink()
     assert open_catalog(folder).ids.tolist() == [-5, 0]
+
+
+def test_15_15_empty_prediction_id_is_named_and_ids_stay_integers(tmp_path):
+    """Item 15: one empty id gave "no id in common (e.g. ['nan', '100023.0', ...])"."""
+    from gzmorph.errors import CatalogError
+    from gzmorph.evaluation.inputs import load_predictions
+    from gzmorph.tree import GZ2
+    path = tmp_path / "preds.csv"
+    path.write_text("GalaxyID,Class1.1\n100023,0.5\n,0.25\n100024,0.75\n")
+    with pytest.raises(CatalogError, match=r"preds\.csv: 1 empty id.*row 1 \(file line 3\)"):
+        load_predictions(path, GZ2, "GalaxyID")
+    path.write_text("GalaxyID,Class1.1\n100023,0.5\n100024,\n")
+    keys, _, _ = load_predictions(path, GZ2, "GalaxyID")
+    assert keys.dtype == np.int64 and keys.tolist() == [100023, 100024]

@@ -11,14 +11,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gzmorph.data.tables import parse_ids_text
 from gzmorph.errors import CatalogError
 from gzmorph.tree import Tree
 
 __all__ = ["read_table", "load_predictions", "load_labels", "id_keys", "match_ids"]
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV (optionally compressed) or Parquet table, chosen by the file name."""
+def read_table(path: str | Path, id_column: str | None = None) -> pd.DataFrame:
+    """Read a CSV (optionally compressed) or Parquet table, chosen by the file name.
+
+    The CSV ``id_column`` is read as text: a column with an empty cell would
+    otherwise turn every integer id into a float (``100023.0``).
+    """
     path = Path(path)
     if not path.is_file():
         raise CatalogError(f"{path}: no such file")
@@ -26,7 +31,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if name.endswith((".parquet", ".pq")):
         return pd.read_parquet(path)
     if any(name.endswith(s) for s in (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zst")):
-        return pd.read_csv(path, encoding="utf-8-sig")  # with or without a byte-order mark
+        dtype = {id_column: str} if id_column else None
+        return pd.read_csv(path, encoding="utf-8-sig", dtype=dtype)  # with or without a byte-order mark
     raise CatalogError(f"{path}: unknown table format (expected .csv or .parquet)")
 
 
@@ -52,7 +58,15 @@ def id_keys(ids: Any) -> np.ndarray:
         return a.astype(np.int64)
     if a.dtype.kind == "f" and np.isfinite(a).all() and (a == np.round(a)).all():
         return a.astype(np.int64)
-    return a.astype(str).astype(object)
+    # Text ids (a CSV id column read as text): integers when all are canonical integers.
+    return parse_ids_text([str(v) for v in a])
+
+
+def _check_no_empty_ids(ids: pd.Series, source: str, csv: bool) -> None:
+    empty = np.flatnonzero(ids.isna().to_numpy() | (ids.astype(str).str.strip() == "").to_numpy())
+    if empty.size:
+        where = ", ".join(f"row {r}" + (f" (file line {r + 2})" if csv else "") for r in empty[:5].tolist())
+        raise CatalogError(f"{source}: {empty.size} empty id(s) in column {ids.name!r}: {where}")
 
 
 def _check_unique(keys: np.ndarray, source: str) -> None:
@@ -64,10 +78,11 @@ def _check_unique(keys: np.ndarray, source: str) -> None:
 
 def load_predictions(predictions: Any, tree: Tree, id_column: str) -> tuple[np.ndarray, np.ndarray, str]:
     source = "predictions" if isinstance(predictions, pd.DataFrame) else str(predictions)
-    table = predictions if isinstance(predictions, pd.DataFrame) else read_table(predictions)
+    table = predictions if isinstance(predictions, pd.DataFrame) else read_table(predictions, id_column)
     if id_column not in table.columns:
         raise CatalogError(f"{source}: no id column {id_column!r} (columns: {list(table.columns)[:8]}...); "
                          "give the right one with id_column / --id-column")
+    _check_no_empty_ids(table[id_column], source, csv=source.lower().endswith(".csv"))
     if not any(c in table.columns for c in tree.columns):
         raise CatalogError(f"{source}: none of the {tree.name!r} answer columns ({tree.columns[0]}, ...) is present")
     keys = id_keys(table[id_column].to_numpy())
