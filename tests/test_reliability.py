@@ -335,3 +335,38 @@ def test_15_15_empty_prediction_id_is_named_and_ids_stay_integers(tmp_path):
     path.write_text("GalaxyID,Class1.1\n100023,0.5\n100024,\n")
     keys, _, _ = load_predictions(path, GZ2, "GalaxyID")
     assert keys.dtype == np.int64 and keys.tolist() == [100023, 100024]
+
+
+@pytest.fixture(scope="module")
+def kaggle_missing_image(tmp_path_factory) -> Path:
+    """A small Kaggle layout whose label row 501 has no image file."""
+    from conftest import make_tiny_kaggle
+    root = make_tiny_kaggle(tmp_path_factory.mktemp("k") / "kaggle", n=6, side=40)
+    (root / "images_training_rev1" / "501.jpg").unlink()
+    return root
+
+
+def test_15_11_evaluate_needs_labels_only(tmp_path, kaggle_missing_image, capsys):
+    """Item 11: `evaluate --labels KAGGLE_DIR` refused labels whose images are missing ("label row(s) without an image")."""
+    labels = pd.read_csv(kaggle_missing_image / "training_solutions_rev1.csv")
+    preds = tmp_path / "preds.csv"
+    labels.iloc[:5].to_csv(preds, index=False)
+    out = tmp_path / "report"
+    assert main(["evaluate", "--predictions", str(preds), "--labels", str(kaggle_missing_image),
+                 "--out", str(out), "--bins", "3"]) == 0
+    assert "5 images matched" in capsys.readouterr().out
+    unmatched = pd.read_csv(out / "unmatched_ids.csv")
+    # Item 16: the id column is called as in the catalog, not "id".
+    assert list(unmatched.columns) == ["GalaxyID", "present_in"] and unmatched["GalaxyID"].tolist() == [505]
+
+
+def test_15_16_predict_on_catalog_with_a_missing_image_reports_an_error_row(tmp_path, kaggle_missing_image, run_a,
+                                                                         capsys):
+    """Item 16: a catalog with one missing image stopped `predict` ("label row(s) without an image")."""
+    out = tmp_path / "p.csv"
+    assert main(["predict", "--model", str(run_a), "--catalog", str(kaggle_missing_image), "--out", str(out),
+                 *FAST]) == 0
+    assert capsys.readouterr().out.startswith("6 inputs: 5 predicted")
+    from gzmorph.inference.table import errors_path
+    errors = pd.read_csv(errors_path(out))
+    assert errors["GalaxyID"].tolist() == [501] and errors["reason"].tolist() == ["file not found"]

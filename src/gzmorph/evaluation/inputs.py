@@ -100,7 +100,9 @@ def load_labels(labels: Any, tree: Tree, id_column: str) -> tuple[np.ndarray, np
         if isinstance(labels, (str, Path)):
             from gzmorph.data.source import open_source  # pulls in image handling; import on use
 
-            labels = open_source(labels, tree=tree, id_column=id_column, path_column=None).catalog
+            # Labels only: the images of a Kaggle directory are never read, so need not exist.
+            labels = open_source(labels, tree=tree, id_column=id_column, path_column=None,
+                                 require_images=False).catalog
         source = str(getattr(labels, "source", "") or "labels catalog")
         ids, values = np.asarray(labels.ids), np.asarray(labels.labels, dtype=np.float64)
         if values.shape != (len(ids), tree.n_answers):

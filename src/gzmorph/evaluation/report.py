@@ -200,7 +200,7 @@ def write_outputs(evaluation: "Evaluation", out: str | Path, title: str | None =
     for name, table in tables.items():
         table.to_csv(out / f"{name}.csv", index=False)
     pd.DataFrame({
-        "id": np.concatenate([ev.only_in_predictions, ev.only_in_labels]).astype(object),
+        ev.id_column: np.concatenate([ev.only_in_predictions, ev.only_in_labels]).astype(object),
         "present_in": ["predictions"] * len(ev.only_in_predictions) + ["labels"] * len(ev.only_in_labels),
     }).to_csv(out / "unmatched_ids.csv", index=False)
     return write_report(ev, out, **({"title": title} if title else {}))

@@ -239,8 +239,9 @@ def check_outputs(out: Path, inputs: Sequence[Any]) -> None:
 def _setup(models: ModelSpec | Sequence[ModelSpec], source: Any, cfg: PredictConfig,
            weights: Sequence[float] | str | Path | None) -> tuple[Ensemble, Source]:
     ensemble = Ensemble.load(models, prediction_runtime(cfg), cfg.tta, weights, cfg.which, cfg.compile)
+    # A missing image is an error row like an unreadable one, not a reason to stop.
     src = open_source(source, tree=ensemble.tree, split=cfg.split, id_column=cfg.id_column,
-                      path_column=cfg.path_column)
+                      path_column=cfg.path_column, require_images=False)
     if len(src.catalog) == 0:
         raise CatalogError(f"{source}: no images to predict")
     return ensemble, src

@@ -362,7 +362,7 @@ def predict_ray(models: ModelSpec | Sequence[ModelSpec], source: Catalog | str |
     # On the driver the runs only provide metadata and travel to the actors: keep them on the CPU.
     ensemble = Ensemble.load(models, resolve_device("cpu"), cfg.tta, weights, cfg.which)
     src = open_source(source, tree=ensemble.tree, split=cfg.split, id_column=cfg.id_column,
-                      path_column=cfg.path_column)
+                      path_column=cfg.path_column, require_images=False)
     catalog = src.catalog
     n = len(catalog)
     if n == 0:
