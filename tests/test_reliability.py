@@ -224,11 +224,10 @@ def test_15_07_train_resume_on_other_data_is_refused(tmp_path, capsys):
     shutil.copytree(data, other)
     with pytest.raises(RunError, match="other data.*path"):
         train(_small_cfg(), other, run, device="cpu", workers=0, progress=False, resume=True)
-    # Same path, other labels: the fingerprint tells.
+    # Same path, other rows: the fingerprint tells.
     labels = data / "training_solutions_rev1.csv"
-    frame = pd.read_csv(labels)
-    frame.loc[0, ["Class1.1", "Class1.2"]] = frame.loc[0, ["Class1.2", "Class1.1"]].to_numpy()  # sums kept
-    frame.to_csv(labels, index=False)
+    pd.read_csv(labels).iloc[:-1].to_csv(labels, index=False)
+    (data / "images_training_rev1" / "519.jpg").unlink()
     with pytest.raises(RunError, match="fingerprint"):
         train(_small_cfg(), data, run, device="cpu", workers=0, progress=False, resume=True)
     assert (run / "config.json").read_bytes() == config_before
