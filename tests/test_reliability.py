@@ -331,7 +331,7 @@ def test_15_15_empty_prediction_id_is_named_and_ids_stay_integers(tmp_path):
     path.write_text("GalaxyID,Class1.1\n100023,0.5\n,0.25\n100024,0.75\n")
     with pytest.raises(CatalogError, match=r"preds\.csv: 1 empty id.*row 1 \(file line 3\)"):
         load_predictions(path, GZ2, "GalaxyID")
-    path.write_text("GalaxyID,Class1.1\n100023,0.5\n100024,\n")
+    path.write_text("GalaxyID,Class1.1,Class1.2\n100023,0.5,\n100024,0.25,\n")  # an empty column
     keys, _, _ = load_predictions(path, GZ2, "GalaxyID")
     assert keys.dtype == np.int64 and keys.tolist() == [100023, 100024]
 
@@ -369,3 +369,19 @@ def test_15_16_predict_on_catalog_with_a_missing_image_reports_an_error_row(tmp_
     from gzmorph.inference.table import errors_path
     errors = pd.read_csv(errors_path(out))
     assert errors["GalaxyID"].tolist() == [501] and errors["reason"].tolist() == ["file not found"]
+
+
+@pytest.mark.parametrize("bad, message", [("", r"row 1 \(file line 3\), column 'Class1.2'.*empty"),
+                                          ("5.0", r"row 1 \(file line 3\), column 'Class1.2'.*outside \[0, 1\]"),
+                                          ("-1.0", r"row 1 \(file line 3\), column 'Class1.2'.*outside")])
+def test_15_05_nan_and_out_of_range_predictions_are_refused(tmp_path, bad, message):
+    """Item 5: NaN cells were left out silently and 5.0 / -1.0 scored as given."""
+    from gzmorph.errors import CatalogError
+    from gzmorph.evaluation.inputs import load_predictions
+    from gzmorph.tree import GZ2
+    path = tmp_path / "preds.csv"
+    path.write_text(f"GalaxyID,Class1.1,Class1.2\n1,0.5,0.5\n2,0.5,{bad}\n3,1.0000001,0\n")
+    with pytest.raises(CatalogError, match=message):
+        load_predictions(path, GZ2, "GalaxyID")
+    path.write_text("GalaxyID,Class1.1,Class1.2,Class1.3\n1,0.5,0.5,\n2,0.5,0.5,\n")  # Class1.3 not predicted
+    assert load_predictions(path, GZ2, "GalaxyID")[0].tolist() == [1, 2]

@@ -58,8 +58,7 @@ def id_keys(ids: Any) -> np.ndarray:
         return a.astype(np.int64)
     if a.dtype.kind == "f" and np.isfinite(a).all() and (a == np.round(a)).all():
         return a.astype(np.int64)
-    # Text ids (a CSV id column read as text): integers when all are canonical integers.
-    return parse_ids_text([str(v) for v in a])
+    return a.astype(str).astype(object)
 
 
 def _check_no_empty_ids(ids: pd.Series, source: str, csv: bool) -> None:
@@ -67,6 +66,30 @@ def _check_no_empty_ids(ids: pd.Series, source: str, csv: bool) -> None:
     if empty.size:
         where = ", ".join(f"row {r}" + (f" (file line {r + 2})" if csv else "") for r in empty[:5].tolist())
         raise CatalogError(f"{source}: {empty.size} empty id(s) in column {ids.name!r}: {where}")
+
+
+#: Slack on [0, 1] for predicted probabilities (float rounding of clipped values).
+PROBABILITY_TOLERANCE = 1e-6
+
+
+def _check_probabilities(values: np.ndarray, tree: Tree, source: str, csv: bool) -> None:
+    """Refuse NaN cells and values outside [0, 1]: they would be scored silently.
+
+    A column that is entirely empty is a column the file does not predict (it is
+    left out of the scores like an absent one); one empty cell in a predicted
+    column is an error.
+    """
+    predicted = ~np.isnan(values).all(axis=0)
+    bad_nan = np.isnan(values) & predicted
+    bad_range = (values < -PROBABILITY_TOLERANCE) | (values > 1 + PROBABILITY_TOLERANCE)
+    for bad, what in ((bad_nan, "is empty (NaN)"), (bad_range, "is outside [0, 1]")):
+        if bad.any():
+            rows, cols = np.nonzero(bad)
+            r, c = int(rows[0]), int(cols[0])
+            line = f" (file line {r + 2})" if csv else ""
+            raise CatalogError(f"{source}: row {r}{line}, column {tree.columns[c]!r}: the prediction "
+                               f"{values[r, c]!r} {what}; {int(bad.any(axis=1).sum())} row(s) have such values "
+                               "(predictions must be probabilities)")
 
 
 def _check_unique(keys: np.ndarray, source: str) -> None:
@@ -85,9 +108,15 @@ def load_predictions(predictions: Any, tree: Tree, id_column: str) -> tuple[np.n
     _check_no_empty_ids(table[id_column], source, csv=source.lower().endswith(".csv"))
     if not any(c in table.columns for c in tree.columns):
         raise CatalogError(f"{source}: none of the {tree.name!r} answer columns ({tree.columns[0]}, ...) is present")
-    keys = id_keys(table[id_column].to_numpy())
+    ids = table[id_column].to_numpy()
+    if not isinstance(predictions, pd.DataFrame) and ids.dtype == object:
+        # A CSV id column read as text: integers when all are canonical integers (as catalogs do).
+        ids = parse_ids_text([str(v) for v in ids])
+    keys = id_keys(ids)
     _check_unique(keys, source)
-    return keys, _answer_matrix(table, tree, source), source
+    values = _answer_matrix(table, tree, source)
+    _check_probabilities(values, tree, source, csv=source.lower().endswith(".csv"))
+    return keys, values, source
 
 
 def load_labels(labels: Any, tree: Tree, id_column: str) -> tuple[np.ndarray, np.ndarray, str]:
