@@ -385,3 +385,26 @@ def test_15_05_nan_and_out_of_range_predictions_are_refused(tmp_path, bad, messa
         load_predictions(path, GZ2, "GalaxyID")
     path.write_text("GalaxyID,Class1.1,Class1.2,Class1.3\n1,0.5,0.5,\n2,0.5,0.5,\n")  # Class1.3 not predicted
     assert load_predictions(path, GZ2, "GalaxyID")[0].tolist() == [1, 2]
+
+
+def test_15_14_file_names_with_newline_comma_quote_are_counted_and_recorded_exactly(tmp_path, run_a, capsys):
+    """Item 14: names holding a newline, comma or quote gave wrong counts and altered recorded paths.
+
+    (Not reproduced on this branch: kept as a guard of the exact counts and paths.)
+    """
+    import shutil
+    folder = tmp_path / "imgs"
+    good = make_images(folder, 2)
+    shutil.copy(good[0], folder / "a\nb.jpg")
+    shutil.copy(good[1], folder / 'c,"d.jpg')
+    (folder / "bad\nx.jpg").write_bytes(b"")
+    (folder / 'bad,"y.jpg').write_bytes(b"junk")
+    out = tmp_path / "p.csv"
+    assert main(["predict", "--model", str(run_a), "--images", str(folder), "--out", str(out), *FAST]) == 0
+    assert capsys.readouterr().out.startswith("6 inputs: 4 predicted")
+    from gzmorph.inference.table import errors_path
+    preds = pd.read_csv(out, dtype={"GalaxyID": str})
+    errors = pd.read_csv(errors_path(out), dtype={"GalaxyID": str})
+    assert sorted(preds["GalaxyID"]) == sorted(["1000", "1001", "a\nb", 'c,"d'])
+    assert sorted(errors["path"]) == sorted([str((folder / "bad\nx.jpg").resolve()),
+                                             str((folder / 'bad,"y.jpg').resolve())])
