@@ -373,7 +373,7 @@ def test_15_16_predict_on_catalog_with_a_missing_image_reports_an_error_row(tmp_
 
 @pytest.mark.parametrize("bad, message", [("", r"row 1 \(file line 3\), column 'Class1.2'.*empty"),
                                           ("5.0", r"row 1 \(file line 3\), column 'Class1.2'.*outside \[0, 1\]"),
-                                          ("-1.0", r"row 1 \(file line 3\), column 'Class1.2'.*outside")])
+                                          ("-1.0", r"row 1 \(file line 3\), column 'Class1.2'.*outside")], ids=["nan", "above-1", "below-0"])
 def test_15_05_nan_and_out_of_range_predictions_are_refused(tmp_path, bad, message):
     """Item 5: NaN cells were left out silently and 5.0 / -1.0 scored as given."""
     from gzmorph.errors import CatalogError
