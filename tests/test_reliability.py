@@ -408,3 +408,43 @@ def test_15_14_file_names_with_newline_comma_quote_are_counted_and_recorded_exac
     assert sorted(preds["GalaxyID"]) == sorted(["1000", "1001", "a\nb", 'c,"d'])
     assert sorted(errors["path"]) == sorted([str((folder / "bad\nx.jpg").resolve()),
                                              str((folder / 'bad,"y.jpg').resolve())])
+
+
+def _run_trained_on(path: Path, seed: int, columns: list[str] | None) -> Path:
+    from gzmorph.training.rundir import read_run, save_run
+    run = make_run(path, seed)
+    cfg, data = read_run(run)
+    save_run(run, cfg, {**data, **({"label_columns": columns} if columns is not None else {})})
+    return run
+
+
+def test_15_17_answers_the_model_never_learned_are_marked(tmp_path, images):
+    """Item 17: a model trained on some answer columns wrote confident numbers for the others."""
+    import json
+    from gzmorph.inference.predict import predict_to_file
+    from gzmorph.inference.table import manifest_path
+    from gzmorph.tree import GZ2
+    q1 = ["Class1.1", "Class1.2", "Class1.3"]
+    run = _run_trained_on(tmp_path / "q1", 1, q1)
+    opts = dict(workers=0, progress=False, batch_size=4, device="cpu")
+    with pytest.warns(UserWarning, match=r"never trained on 34 answer column\(s\) of Q2, Q3.*NaN"):
+        summary = predict_to_file(run, images, tmp_path / "p.parquet", **opts)
+    frame, _ = summary.read()
+    assert frame[q1].notna().all().all() and frame[GZ2.columns[3:]].isna().all().all()
+    assert frame["Q1_confidence"].notna().all() and frame["Q2_confidence"].isna().all()
+    assert frame["Q2_answer"].isna().all() and not frame["Q2_needs_expert"].any()
+    # Kaggle CSV: the numbers the format needs, a warning, and the list in the manifest.
+    with pytest.warns(UserWarning, match="kept in the CSV"):
+        predict_to_file(run, images, tmp_path / "p.csv", **opts)
+    assert pd.read_csv(tmp_path / "p.csv")[GZ2.columns].notna().all().all()
+    assert json.loads(manifest_path(tmp_path / "p.csv").read_text())["untrained"] == GZ2.columns[3:]
+    # An ensemble's trained set is the union of its members'.
+    full = _run_trained_on(tmp_path / "all", 2, None)
+    both, _ = predict_to_file([run, full], images, tmp_path / "both.parquet", **opts).read()
+    assert both[GZ2.columns].notna().all().all()
+    # evaluate scores the trained answers only.
+    from gzmorph.evaluation.evaluate import evaluate
+    labels = frame[["GalaxyID"]].assign(**{c: 1 / 3 for c in q1}, **{c: 0.5 for c in ("Class2.1", "Class2.2")})
+    with pytest.warns(UserWarning, match="not scored"):
+        ev = evaluate(tmp_path / "p.parquet", labels)
+    assert ev.rmse_columns == q1

@@ -151,8 +151,12 @@ def _chunk_rows(k: int, chunk_rows: int, n: int) -> np.ndarray:
 
 
 def _run_chunks(ensemble: Ensemble, src: Source, chunks: list[int], cfg: PredictConfig,
-                thresholds: dict[str, float], sink: Callable[[int, Any, pd.DataFrame], None], bar: tqdm) -> None:
-    """Predict the given chunks in order, handing each finished chunk to ``sink``."""
+                thresholds: dict[str, float], sink: Callable[[int, Any, pd.DataFrame], None], bar: tqdm,
+                trained: np.ndarray | None = None) -> None:
+    """Predict the given chunks in order, handing each finished chunk to ``sink``.
+
+    ``trained`` (answers the runs learned) makes the other answers NaN, without decisions.
+    """
     cat = src.catalog
     n = len(cat)
     size = src.size or ensemble.image_size
@@ -173,7 +177,7 @@ def _run_chunks(ensemble: Ensemble, src: Source, chunks: list[int], cfg: Predict
         ok = np.asarray(ok_rows, dtype=np.int64)
         table = prediction_table(cat.ids[ok], np.concatenate(probs) if probs else
                                  np.zeros((0, ensemble.tree.n_answers), np.float32),
-                                 ensemble.tree, thresholds, cat.id_column)
+                                 ensemble.tree, thresholds, cat.id_column, trained=trained)
         bad = np.asarray([r for r, _ in failed], dtype=np.int64)
         sink(k, table, chunk_error_table(cat, bad, [reason for _, reason in failed]))
 
@@ -236,6 +240,24 @@ def check_outputs(out: Path, inputs: Sequence[Any]) -> None:
             raise OutputError(f"--out {out}: {path} is an existing directory; give a file name")
 
 
+def _untrained(ensemble: Ensemble, fmt: str) -> np.ndarray | None:
+    """The trained-answer mask for a Parquet table (None: all trained, or a Kaggle CSV).
+
+    The Kaggle CSV format needs every number, so it keeps them, with this warning and
+    the list in the manifest; the Parquet table makes them NaN.
+    """
+    untrained = ensemble.untrained_columns
+    if not untrained:
+        return None
+    questions = sorted({c.split(".")[0].replace("Class", "Q") for c in untrained}, key=lambda q: int(q[1:])
+                       if q[1:].isdigit() else 0)
+    what = ("kept in the CSV (the Kaggle format needs them) but meaningless" if fmt == "csv"
+            else "written as NaN, with no triage decision")
+    warnings.warn(f"the model was never trained on {len(untrained)} answer column(s) of {', '.join(questions)} "
+                  f"({', '.join(untrained)}): {what}; listed under 'untrained' in the manifest", stacklevel=3)
+    return ensemble.trained if fmt == "parquet" else None
+
+
 def _setup(models: ModelSpec | Sequence[ModelSpec], source: Any, cfg: PredictConfig,
            weights: Sequence[float] | str | Path | None) -> tuple[Ensemble, Source]:
     ensemble = Ensemble.load(models, prediction_runtime(cfg), cfg.tta, weights, cfg.which, cfg.compile)
@@ -291,6 +313,7 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
     ensemble, src = _setup(models, source, cfg, weights)
     cat, n = src.catalog, len(src.catalog)
     thresholds = resolve_thresholds(triage_thresholds, ensemble.tree)
+    trained = _untrained(ensemble, fmt)
     n_chunks = -(-n // cfg.chunk_rows)
     manifest = job_manifest(ensemble, cfg, cat, thresholds, src.size or ensemble.image_size, fmt)
     if resume and (done := finished_output(out, manifest)) is not None:
@@ -302,7 +325,7 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
     n_resumed = n - sum(len(_chunk_rows(k, cfg.chunk_rows, n)) for k in todo)
     with tqdm(total=n, initial=n_resumed, unit="img", disable=not cfg.progress, dynamic_ncols=True,
               desc="predict") as bar, torch_threads(cfg.threads):
-        _run_chunks(ensemble, src, todo, cfg, thresholds, store.write, bar)
+        _run_chunks(ensemble, src, todo, cfg, thresholds, store.write, bar, trained)
     n_pred, n_fail = store.assemble(out, n_chunks, ensemble.tree.columns,
                                     lambda k: cat.ids[_chunk_rows(k, cfg.chunk_rows, n)])
     store.remove()
@@ -340,7 +363,8 @@ def predict(models: ModelSpec | Sequence[ModelSpec], source: Catalog | Any | str
     n = len(src.catalog)
     with tqdm(total=n, unit="img", disable=not cfg.progress, dynamic_ncols=True, desc="predict") as bar, \
             torch_threads(cfg.threads):
-        _run_chunks(ensemble, src, list(range(-(-n // cfg.chunk_rows))), cfg, thresholds, collect, bar)
+        _run_chunks(ensemble, src, list(range(-(-n // cfg.chunk_rows))), cfg, thresholds, collect, bar,
+                    _untrained(ensemble, "parquet"))
     frame = pa.concat_tables(tables).to_pandas()  # the same conversion as reading the Parquet file
     frame.attrs["errors"] = pa.concat_tables(errors).to_pandas()
     return frame

@@ -101,6 +101,7 @@ class TrainedModel:
     config: TrainConfig
     step: int
     run_dir: Path
+    label_columns: list[str] | None = None  # answer columns it was trained on (None: unknown, all)
 
 
 def load_run(run_dir: str | Path, which: str = "best", device: str | torch.device | None = "auto") -> TrainedModel:
@@ -130,4 +131,5 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
                        f"({first})") from None
     model.eval()
     return TrainedModel(model=model, tree=tree, augment=cfg.augment, pca=data.get("pca", {}),
-                        image_size=cfg.image_size, config=cfg, step=int(ckpt["step"]), run_dir=run_dir)
+                        image_size=cfg.image_size, config=cfg, step=int(ckpt["step"]), run_dir=run_dir,
+                        label_columns=data.get("label_columns"))
