@@ -138,7 +138,7 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
-def refuse_overwrite(inputs: Iterable[str | Path | None], files: Iterable[str | Path] = (),
+def refuse_overwrite(inputs: Iterable[Any], files: Iterable[str | Path] = (),
                      folders: Iterable[str | Path] = (), option: str = "--out") -> None:
     """Raise :class:`OutputError` when an output would replace or hold an input.
 
@@ -147,7 +147,7 @@ def refuse_overwrite(inputs: Iterable[str | Path | None], files: Iterable[str | 
     directories it creates, fills or clears: an input equal to one or inside one is
     refused.
     """
-    given = [Path(i) for i in inputs if i is not None]
+    given = [Path(i) for i in inputs if isinstance(i, (str, os.PathLike))]  # not opened objects
     for out in map(Path, files):
         for inp in given:
             if _same(out, inp):
