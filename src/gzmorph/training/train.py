@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -162,7 +163,7 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
     cfg = cfg.override(tree=tree.to_dict())
     ds = load_training_data(data, cfg, tree, out, workers=workers, progress=progress and d.is_main,
                             id_column=id_column, path_column=path_column)
-    facts = {"pca": ds.pca, "source": str(data), "source_path": str(Path(data).resolve()),
+    facts = {"pca": ds.pca, "source": str(data), "source_path": _resolved(data),
              "fingerprint": ds.fingerprint, "n_train": len(ds.train_images), "n_val": len(ds.val_images),
              "label_columns": ds.label_columns, "processes": d.world, "n_unlabelled_dropped": ds.n_unlabelled}
     if ckpt is not None:
@@ -186,6 +187,12 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
     if cfg.compile and rt.is_cuda:
         fwd = torch.compile(fwd)
     return _loop(cfg, model, fwd, optimizer, ds, rt, d, out, step, best, max_minutes, progress and d.is_main)
+
+
+def _resolved(data: Any) -> str:
+    # A path given as data, resolved (the same data from another working directory);
+    # an opened catalog or cache is described by its str.
+    return str(Path(data).resolve()) if isinstance(data, (str, os.PathLike)) else str(data)
 
 
 def truncate_metrics(path: Path, step: int) -> None:
