@@ -169,7 +169,7 @@ def test_bad_images_become_error_rows(runs, tmp_path):
     summary = predict_to_file(runs[0], folder, tmp_path / "out.parquet", **FAST)
     assert (summary.n_inputs, summary.n_predicted, summary.n_failed) == (6, 4, 2)
     errors = pd.read_csv(errors_path(tmp_path / "out.parquet"))
-    assert errors_path(tmp_path / "out.parquet").name == "out.errors.csv"
+    assert errors_path(tmp_path / "out.parquet").name == "out.parquet.errors.csv"
     assert list(errors.columns) == ["GalaxyID", "path", "reason"]
     assert list(errors["GalaxyID"]) == [1001, 1004]
     assert errors["path"].str.endswith(("1001.jpg", "1004.jpg")).all() and errors["reason"].str.len().min() > 0

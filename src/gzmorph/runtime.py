@@ -5,18 +5,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 
-from gzmorph.errors import ConfigError
+from gzmorph.errors import ConfigError, OutputError, RunError
 
 __all__ = ["Runtime", "resolve_device", "cpu_has_native_bf16", "PRECISIONS", "seed_everything", "atomic_write",
-           "atomic_save", "load_checkpoint", "write_json"]
+           "atomic_save", "load_checkpoint", "write_json", "refuse_overwrite"]
 
 
 @dataclass(frozen=True)
@@ -118,15 +120,67 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Load a checkpoint written by :func:`atomic_save` with ``weights_only=True``.
 
     Checkpoints therefore hold only tensors and plain Python containers/scalars
-    (configs are stored as dicts, RNG states as tensors).
+    (configs are stored as dicts, RNG states as tensors).  A file that is empty,
+    truncated, not a torch archive or holds other objects (a pickle that would run
+    code) raises :class:`RunError` naming it; torch's own message is not passed on,
+    as it suggests turning the safe loading off.
     """
-    return torch.load(Path(path), map_location=map_location, weights_only=True)
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise RunError(f"{path}: empty file, not a checkpoint")
+    try:
+        with warnings.catch_warnings():  # a foreign pickle's protocol warning: the error below says it all
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise RunError(f"{path}: holds objects other than tensors and plain data; refused (checkpoints are "
+                       "loaded without running any code they contain)") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise RunError(f"{path}: no such checkpoint") from None
+        raise RunError(f"{path}: truncated or corrupt checkpoint ({type(exc).__name__}), not a complete "
+                       "torch archive") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise RunError(f"{path}: not a gzmorph checkpoint (no 'model' entry)")
+    return ckpt
 
 
 def write_json(obj: Any, path: str | Path) -> None:
     """Write JSON atomically (rename over the target)."""
     text = json.dumps(obj, indent=2, default=str) + "\n"
     atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def _same(a: Path, b: Path) -> bool:
+    # realpath catches symlinks and relative spellings, samefile hard links.
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def refuse_overwrite(inputs: Iterable[Any], files: Iterable[str | Path] = (),
+                     folders: Iterable[str | Path] = (), option: str = "--out") -> None:
+    """Raise :class:`OutputError` when an output would replace or hold an input.
+
+    Called before any work, so a wrong ``--out`` loses nothing.  ``files`` are the
+    exact paths a command writes (output and side files); ``folders`` are
+    directories it creates, fills or clears: an input equal to one or inside one is
+    refused.
+    """
+    given = [Path(i) for i in inputs if isinstance(i, (str, os.PathLike))]  # not opened objects
+    for out in map(Path, files):
+        for inp in given:
+            if _same(out, inp):
+                raise OutputError(f"{option} {out}: would overwrite the input {inp}; choose another output")
+    for folder in map(Path, folders):
+        real = Path(os.path.realpath(folder))
+        for inp in given:
+            if _same(folder, inp) or real in Path(os.path.realpath(inp)).parents:
+                raise OutputError(f"{option} {folder}: is or holds the input {inp}, which writing there "
+                                  "could replace or delete; choose another output")
 
 
 def cpu_cores() -> int:

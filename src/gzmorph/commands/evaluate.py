@@ -35,11 +35,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gzmorph.config import build
+    from gzmorph.data.catalog import KAGGLE_LABELS
+    from gzmorph.evaluation.report import OUTPUT_FILES, OUTPUT_FOLDERS
+    from gzmorph.runtime import refuse_overwrite
     from gzmorph.evaluation.evaluate import EvaluationConfig, evaluate
     from gzmorph.options import config_values
     from gzmorph.tree import get_tree
 
     cfg = build(EvaluationConfig, config_values(args, EvaluationConfig, rename=RENAME))
+    out = Path(args.out)
+    refuse_overwrite([args.predictions, args.labels, Path(args.labels) / KAGGLE_LABELS],
+                     files=[out, *(out / name for name in OUTPUT_FILES)],
+                     folders=[out / name for name in OUTPUT_FOLDERS])
     ev = evaluate(args.predictions, args.labels, out=args.out, tree=get_tree(args.tree),
                   id_column=args.id_column, title=args.title, **cfg.to_dict())
     print(f"{ev.n_matched} images matched; RMSE {ev.rmse:.4f} over {len(ev.rmse_columns)} answer columns")

@@ -14,10 +14,10 @@ DESCRIPTION = (
     "Predict every image of a folder, catalog or cache with one or more trained runs (averaged), "
     "streaming the rows to OUT (.csv: the Kaggle submission columns; .parquet: plus per question "
     "the most likely answer, its confidence, the reach probability and whether an expert should "
-    "look). Images that cannot be decoded are listed in <OUT stem>.errors.csv and the job goes on. "
+    "look). Images that cannot be decoded are listed in <OUT>.errors.csv and the job goes on. "
     "A killed job restarted with --resume continues where it stopped and writes the same file. "
     "With --ray the job runs on a Ray cluster (pip install 'gzmorph[ray]'): OUT becomes a directory "
-    "of Parquet parts, the error rows go to <OUT stem>.errors/, and --resume likewise computes only "
+    "of Parquet parts, the error rows go to <OUT>.errors/, and --resume likewise computes only "
     "the parts not written yet."
 )
 

@@ -42,9 +42,12 @@ def default_out(data: str | Path, split: str, size: int) -> Path:
 def run(args: argparse.Namespace) -> int:
     from gzmorph.data.cache import prepare
     from gzmorph.data.catalog import open_catalog
+    from gzmorph.runtime import refuse_overwrite
     from gzmorph.tree import get_tree
 
     out = Path(args.out) if args.out else default_out(args.data, args.split, args.size)
+    # prepare clears a cache folder it replaces: it must not be (or hold) the data.
+    refuse_overwrite([args.data], folders=[out])
     # Bad catalogs and settings raise; gzmorph.cli reports them in one line (exit 2).
     catalog = open_catalog(args.data, tree=get_tree(args.tree), split=args.split,
                            id_column=args.id_column, path_column=args.path_column)

@@ -39,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="JPEG decoding processes (default: all cores)")
     p.add_argument("--max-minutes", type=float, help="stop cleanly (checkpoint written) after this wall time")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--new-data", action="store_true",
+                   help="with --resume: continue on data other than the run's (recorded in config.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -55,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = build(TrainConfig, {**base.to_dict(), **overrides})
     result = train(cfg, args.data, args.out, device=args.device, resume=args.resume, workers=args.workers,
                    max_minutes=args.max_minutes, progress=not args.no_progress, processes=args.gpus,
-                   id_column=args.id_column, path_column=args.path_column)
+                   id_column=args.id_column, path_column=args.path_column,
+                   new_data=args.new_data)
     state = "finished" if result["finished"] else "stopped (resume with --resume)"
     print(f"{state} after {result['examples']:,} examples in {result['seconds']:.0f}s: "
           f"best validation RMSE {result['best_val_rmse']:.4f} -> {args.out}")

@@ -124,11 +124,16 @@ class Catalog:
 
 
 def _scan_images(folder: Path) -> dict[str, Path]:
-    """Map file stem -> path for the images directly in ``folder``."""
+    """Map file stem -> path for the image-named entries directly in ``folder``.
+
+    Every entry with an image suffix is an input, whatever its type: a broken
+    symlink, a FIFO or a folder becomes an error row when it is decoded
+    (:func:`gzmorph.data.images.decode` says why), never a silent omission.
+    """
     found: dict[str, Path] = {}
     base = folder.resolve()  # once, not per file: Kaggle folders hold ~60k images
     for entry in sorted(folder.iterdir()):
-        if entry.suffix.lower() in IMAGE_SUFFIXES and entry.is_file():
+        if entry.suffix.lower() in IMAGE_SUFFIXES:
             if entry.stem in found:
                 raise CatalogError(f"{folder}: duplicate ids: {found[entry.stem].name} and {entry.name} "
                                    f"share the id {entry.stem!r}")
@@ -148,7 +153,7 @@ def _open_folder(folder: Path, tree: Tree, id_column: str) -> Catalog:
     return Catalog(ids[order], paths, labels, tree, id_column, str(folder))
 
 
-def _open_kaggle_train(root: Path, tree: Tree, id_column: str) -> Catalog:
+def _open_kaggle_train(root: Path, tree: Tree, id_column: str, require_images: bool = True) -> Catalog:
     labels_file, image_dir = root / KAGGLE_LABELS, root / KAGGLE_TRAIN_DIR
     if not labels_file.is_file():
         raise CatalogError(f"{root}: Kaggle layout without {KAGGLE_LABELS} (needed for split 'train')")
@@ -159,7 +164,10 @@ def _open_kaggle_train(root: Path, tree: Tree, id_column: str) -> Catalog:
     found = _scan_images(image_dir)
     keys = [str(i) for i in catalog.ids] if catalog.ids.dtype.kind in "iu" else list(catalog.ids)
     missing = np.flatnonzero([k not in found for k in keys])
-    if len(missing):
+    if not require_images:
+        # The path the image would have: decoding it reports "file not found".
+        found.update({keys[r]: image_dir / f"{keys[r]}.jpg" for r in missing})
+    elif len(missing):
         raise CatalogError(f"{len(missing)} label row(s) without an image in {image_dir}: "
                            + listing(labels_file, missing, lambda r: f"no image for id {keys[r]}"))
     extra = sorted(set(found) - set(keys))
@@ -183,6 +191,7 @@ def open_catalog(
     id_column: str = "GalaxyID",
     path_column: str = "path",
     require_labels: bool = False,
+    require_images: bool = True,
 ) -> Catalog:
     """Open a Kaggle directory, a CSV/Parquet catalog or an image folder.
 
@@ -203,6 +212,10 @@ def open_catalog(
         labels-only table, e.g. for evaluation).
     require_labels : bool
         Raise unless every row has at least one answer value (for training).
+    require_images : bool
+        Kaggle layout: raise for label rows without an image file (training);
+        ``False`` keeps them with the path their image would have (prediction
+        reports them as error rows; evaluation reads labels only).
 
     Returns
     -------
@@ -227,7 +240,7 @@ def open_catalog(
                            "gzmorph.data.source.open_source")
     elif _is_kaggle(path):
         if split == "train":
-            catalog = _open_kaggle_train(path, tree, id_column)
+            catalog = _open_kaggle_train(path, tree, id_column, require_images)
         else:
             if not (path / KAGGLE_TEST_DIR).is_dir():
                 raise CatalogError(f"{path}: Kaggle layout without the image folder {KAGGLE_TEST_DIR}/")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import stat
 import sys
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -122,6 +123,7 @@ def decode(path: str | Path, size: int | None = DEFAULT_SIZE) -> np.ndarray:
     """
     if size is not None and size < 1:
         raise ValueError(f"size must be a positive number of pixels or None, got {size}")
+    _check_regular_file(path)
     try:
         with Image.open(path) as im:
             if size is not None:
@@ -145,6 +147,22 @@ def decode(path: str | Path, size: int | None = DEFAULT_SIZE) -> np.ndarray:
         raise ImageError(path, reason) from None
     # Pillow may hand back a read-only view of its buffer; callers write into batches.
     return np.ascontiguousarray(arr) if arr.flags.writeable else arr.copy()
+
+
+def _check_regular_file(path: str | Path) -> None:
+    """Raise :class:`ImageError` for what is not a readable regular file.
+
+    Opening a FIFO would block forever and a device could stream without end, so
+    they are refused by their type before anything reads them.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ImageError(path, "broken symlink" if os.path.islink(path) else "file not found") from None
+    except OSError as exc:
+        raise ImageError(path, exc.strerror or type(exc).__name__) from None
+    if not stat.S_ISREG(mode):
+        raise ImageError(path, "not a regular file")
 
 
 def _is_empty(path: str | Path) -> bool:

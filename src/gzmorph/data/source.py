@@ -137,7 +137,7 @@ def _from_cache(cache: ImageCache, tree: Tree) -> Source:
 
 def open_source(spec: str | Path | Catalog | ImageCache | Source, *, tree: Tree = GZ2, split: str = "train",
                 id_column: str = "GalaxyID", path_column: str = "path",
-                require_labels: bool = False) -> Source:
+                require_labels: bool = False, require_images: bool = True) -> Source:
     """Open anything gzmorph reads images from.
 
     Parameters
@@ -153,6 +153,10 @@ def open_source(spec: str | Path | Catalog | ImageCache | Source, *, tree: Tree 
         (:func:`gzmorph.data.catalog.open_catalog`); a cache knows its own.
     require_labels : bool
         Every row must have at least one answer value (training).
+    require_images : bool
+        Kaggle layout: a label row without its image file is an error (training);
+        ``False`` keeps the row with the path it would have, so prediction reports
+        it as an error row and evaluation, which reads labels only, ignores it.
 
     Raises
     ------
@@ -169,7 +173,7 @@ def open_source(spec: str | Path | Catalog | ImageCache | Source, *, tree: Tree 
         source = _from_cache(ImageCache.open(spec), tree)
     else:
         source = Source(open_catalog(spec, tree=tree, split=split, id_column=id_column, path_column=path_column,
-                                     require_labels=require_labels))
+                                     require_labels=require_labels, require_images=require_images))
         return source
     if require_labels:
         source.catalog.require_labels()

@@ -31,7 +31,8 @@ __all__ = ["CatalogError", "LabelWarning", "read_catalog_table", "parse_ids_text
 # published tables) are clipped.
 RANGE_TOL = 1e-3
 MAX_LISTED = 5
-_INT_ID = re.compile(r"-?(0|[1-9]\d{0,17})")  # fits int64 and round-trips through str
+# Fits int64 and round-trips through str ("-0" does not: it would merge with "0").
+_INT_ID = re.compile(r"0|-?[1-9]\d{0,17}")
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _SPACE = re.compile(r"\s+")
 # Warnings point past these modules, at the user's call.
@@ -124,7 +125,8 @@ def _read_table(path: Path, id_column: str) -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         try:
-            with open(path, newline="") as fh:
+            # utf-8-sig: reads the byte-order mark spreadsheet programs write ("CSV UTF-8").
+            with open(path, newline="", encoding="utf-8-sig") as fh:
                 header = next(csv.reader(fh), None)
         except UnicodeDecodeError as exc:
             raise CatalogError(f"{path}: not a text CSV file ({exc})") from None
@@ -137,7 +139,7 @@ def _read_table(path: Path, id_column: str) -> pd.DataFrame:
         _check_header_dups(header, path)
         try:
             # Ids as text: keeps leading zeros, and big integer ids exact.
-            return pd.read_csv(path, dtype={id_column: str}, skipinitialspace=True)
+            return pd.read_csv(path, dtype={id_column: str}, skipinitialspace=True, encoding="utf-8-sig")
         except (pd.errors.ParserError, UnicodeDecodeError) as exc:
             raise CatalogError(f"{path}: cannot parse CSV ({exc})") from None
     if suffix in (".parquet", ".pq"):

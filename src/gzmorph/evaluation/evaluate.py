@@ -22,6 +22,7 @@ saves them as JSON/CSV next to the triage thresholds file that ``gzmorph predict
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -330,8 +331,13 @@ def evaluate(
     label_keys, lab_all, lab_src = load_labels(labels, tree, id_column)
     labelled_col = np.isfinite(lab_all).any(axis=0)
     lacking = [c for j, c in enumerate(tree.columns) if labelled_col[j] and np.isnan(pred_all[:, j]).all()]
-    if lacking:
+    if lacking and len(lacking) == int(labelled_col.sum()):
         raise CatalogError(f"{pred_src}: no predictions for the labelled answer columns {lacking}")
+    if lacking:
+        # Empty columns of a Parquet prediction: answers the model was never trained on.
+        warnings.warn(f"{pred_src}: no predictions (untrained answers?) for {', '.join(lacking)}: not scored",
+                      stacklevel=2)
+        labelled_col &= ~np.isnan(pred_all).all(axis=0)
     pred_rows, label_rows, only_in_predictions, only_in_labels = match_ids(pred_keys, label_keys)
     if pred_rows.size == 0:
         raise CatalogError(f"no id in common between {pred_src} (e.g. {pred_keys[:3].tolist()}) and "

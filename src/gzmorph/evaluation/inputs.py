@@ -11,14 +11,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gzmorph.data.tables import parse_ids_text
 from gzmorph.errors import CatalogError
 from gzmorph.tree import Tree
 
 __all__ = ["read_table", "load_predictions", "load_labels", "id_keys", "match_ids"]
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV (optionally compressed) or Parquet table, chosen by the file name."""
+def read_table(path: str | Path, id_column: str | None = None) -> pd.DataFrame:
+    """Read a CSV (optionally compressed) or Parquet table, chosen by the file name.
+
+    The CSV ``id_column`` is read as text: a column with an empty cell would
+    otherwise turn every integer id into a float (``100023.0``).
+    """
     path = Path(path)
     if not path.is_file():
         raise CatalogError(f"{path}: no such file")
@@ -26,7 +31,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if name.endswith((".parquet", ".pq")):
         return pd.read_parquet(path)
     if any(name.endswith(s) for s in (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zst")):
-        return pd.read_csv(path)
+        dtype = {id_column: str} if id_column else None
+        return pd.read_csv(path, encoding="utf-8-sig", dtype=dtype)  # with or without a byte-order mark
     raise CatalogError(f"{path}: unknown table format (expected .csv or .parquet)")
 
 
@@ -55,6 +61,37 @@ def id_keys(ids: Any) -> np.ndarray:
     return a.astype(str).astype(object)
 
 
+def _check_no_empty_ids(ids: pd.Series, source: str, csv: bool) -> None:
+    empty = np.flatnonzero(ids.isna().to_numpy() | (ids.astype(str).str.strip() == "").to_numpy())
+    if empty.size:
+        where = ", ".join(f"row {r}" + (f" (file line {r + 2})" if csv else "") for r in empty[:5].tolist())
+        raise CatalogError(f"{source}: {empty.size} empty id(s) in column {ids.name!r}: {where}")
+
+
+#: Slack on [0, 1] for predicted probabilities (float rounding of clipped values).
+PROBABILITY_TOLERANCE = 1e-6
+
+
+def _check_probabilities(values: np.ndarray, tree: Tree, source: str, csv: bool) -> None:
+    """Refuse NaN cells and values outside [0, 1]: they would be scored silently.
+
+    A column that is entirely empty is a column the file does not predict (it is
+    left out of the scores like an absent one); one empty cell in a predicted
+    column is an error.
+    """
+    predicted = ~np.isnan(values).all(axis=0)
+    bad_nan = np.isnan(values) & predicted
+    bad_range = (values < -PROBABILITY_TOLERANCE) | (values > 1 + PROBABILITY_TOLERANCE)
+    for bad, what in ((bad_nan, "is empty (NaN)"), (bad_range, "is outside [0, 1]")):
+        if bad.any():
+            rows, cols = np.nonzero(bad)
+            r, c = int(rows[0]), int(cols[0])
+            line = f" (file line {r + 2})" if csv else ""
+            raise CatalogError(f"{source}: row {r}{line}, column {tree.columns[c]!r}: the prediction "
+                               f"{values[r, c]!r} {what}; {int(bad.any(axis=1).sum())} row(s) have such values "
+                               "(predictions must be probabilities)")
+
+
 def _check_unique(keys: np.ndarray, source: str) -> None:
     dup = pd.Index(keys).duplicated()
     if dup.any():
@@ -64,15 +101,22 @@ def _check_unique(keys: np.ndarray, source: str) -> None:
 
 def load_predictions(predictions: Any, tree: Tree, id_column: str) -> tuple[np.ndarray, np.ndarray, str]:
     source = "predictions" if isinstance(predictions, pd.DataFrame) else str(predictions)
-    table = predictions if isinstance(predictions, pd.DataFrame) else read_table(predictions)
+    table = predictions if isinstance(predictions, pd.DataFrame) else read_table(predictions, id_column)
     if id_column not in table.columns:
         raise CatalogError(f"{source}: no id column {id_column!r} (columns: {list(table.columns)[:8]}...); "
                          "give the right one with id_column / --id-column")
+    _check_no_empty_ids(table[id_column], source, csv=source.lower().endswith(".csv"))
     if not any(c in table.columns for c in tree.columns):
         raise CatalogError(f"{source}: none of the {tree.name!r} answer columns ({tree.columns[0]}, ...) is present")
-    keys = id_keys(table[id_column].to_numpy())
+    ids = table[id_column].to_numpy()
+    if not isinstance(predictions, pd.DataFrame) and ids.dtype == object:
+        # A CSV id column read as text: integers when all are canonical integers (as catalogs do).
+        ids = parse_ids_text([str(v) for v in ids])
+    keys = id_keys(ids)
     _check_unique(keys, source)
-    return keys, _answer_matrix(table, tree, source), source
+    values = _answer_matrix(table, tree, source)
+    _check_probabilities(values, tree, source, csv=source.lower().endswith(".csv"))
+    return keys, values, source
 
 
 def load_labels(labels: Any, tree: Tree, id_column: str) -> tuple[np.ndarray, np.ndarray, str]:
@@ -85,7 +129,9 @@ def load_labels(labels: Any, tree: Tree, id_column: str) -> tuple[np.ndarray, np
         if isinstance(labels, (str, Path)):
             from gzmorph.data.source import open_source  # pulls in image handling; import on use
 
-            labels = open_source(labels, tree=tree, id_column=id_column, path_column=None).catalog
+            # Labels only: the images of a Kaggle directory are never read, so need not exist.
+            labels = open_source(labels, tree=tree, id_column=id_column, path_column=None,
+                                 require_images=False).catalog
         source = str(getattr(labels, "source", "") or "labels catalog")
         ids, values = np.asarray(labels.ids), np.asarray(labels.labels, dtype=np.float64)
         if values.shape != (len(ids), tree.n_answers):

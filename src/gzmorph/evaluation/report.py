@@ -175,6 +175,12 @@ def write_report(evaluation: "Evaluation", out_dir: str | Path, title: str = "gz
     return path
 
 
+#: What :func:`write_outputs` writes into its folder (checked against the inputs first).
+OUTPUT_FILES = ("metrics.json", "triage_thresholds.json", "per_question.csv", "precision_recall.csv", "triage.csv",
+                "accuracy_bins.csv", "triage_curves.csv", "unmatched_ids.csv", "report.html")
+OUTPUT_FOLDERS = ("plots", "analysis")
+
+
 def write_outputs(evaluation: "Evaluation", out: str | Path, title: str | None = None) -> Path:
     """Write every file of an evaluation into ``out`` and return the report path.
 
@@ -194,7 +200,7 @@ def write_outputs(evaluation: "Evaluation", out: str | Path, title: str | None =
     for name, table in tables.items():
         table.to_csv(out / f"{name}.csv", index=False)
     pd.DataFrame({
-        "id": np.concatenate([ev.only_in_predictions, ev.only_in_labels]).astype(object),
+        ev.id_column: np.concatenate([ev.only_in_predictions, ev.only_in_labels]).astype(object),
         "present_in": ["predictions"] * len(ev.only_in_predictions) + ["labels"] * len(ev.only_in_labels),
     }).to_csv(out / "unmatched_ids.csv", index=False)
     return write_report(ev, out, **({"title": title} if title else {}))

@@ -93,6 +93,20 @@ class Ensemble:
         return cls(runs, runtime, tta, weights, compile)
 
     @property
+    def trained(self) -> np.ndarray:
+        """``(n_answers,)`` bool: answers some run was trained on (the union over the runs)."""
+        mask = np.zeros(self.tree.n_answers, dtype=bool)
+        for run in self.runs:
+            cols = self.tree.columns if run.label_columns is None else set(run.label_columns)
+            mask |= np.isin(self.tree.columns, list(cols))
+        return mask
+
+    @property
+    def untrained_columns(self) -> list[str]:
+        """Answer columns no run of the ensemble ever saw a label for."""
+        return [c for c, ok in zip(self.tree.columns, self.trained) if not ok]
+
+    @property
     def names(self) -> list[str]:
         """Resolved run directories, identifying the runs in manifests and weight files."""
         return [str(Path(run.run_dir).resolve()) for run in self.runs]

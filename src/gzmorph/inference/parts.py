@@ -9,10 +9,10 @@ that exist are exactly the finished chunks.
 * Single machine (:func:`gzmorph.inference.predict.predict_to_file`): the parts live
   in ``<output>.parts/`` and are concatenated in input order into the output file
   (one Parquet row group per chunk, or CSV), the error rows into
-  ``<output stem>.errors.csv``, and the directory is removed.  The settings are then
+  ``<output>.errors.csv``, and the directory is removed.  The settings are then
   kept in ``<output>.manifest.json`` with the sizes of the finished files.
 * Ray (:func:`gzmorph.inference.ray.predict_ray`): the part directory *is* the
-  output, and ``<output stem>.errors/`` holds the error parts.
+  output, and ``<output>.errors/`` holds the error parts.
 
 The manifest (:func:`job_manifest`: models, weights, TTA, thresholds, inputs,
 chunking) is stored as ``_manifest.json`` in the part directory ("_": Parquet readers
@@ -39,10 +39,26 @@ from gzmorph.inference.table import (CSV_FLOAT, ERROR_COLUMNS, REACH_THRESHOLD, 
                                      manifest_path, output_format, parts_dir)
 from gzmorph.runtime import atomic_write
 
-__all__ = ["PartStore", "job_manifest", "ids_digest", "error_table", "finished_output", "MANIFEST"]
+__all__ = ["PartStore", "job_manifest", "ids_digest", "weights_digest", "error_table", "finished_output", "MANIFEST"]
 
 MANIFEST = "_manifest.json"
-MANIFEST_VERSION = 2
+MANIFEST_VERSION = 3  # 3: models identified by the content of their weights
+
+
+def weights_digest(model: Any) -> str:
+    """SHA-1 of a network's parameters and buffers (names, dtypes, shapes, bytes).
+
+    Identifies a model by what it computes, not by its run path and step: a run
+    whose checkpoint was replaced by another one of the same step gets another digest.
+    """
+    import torch
+
+    digest = hashlib.sha1()
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}\n".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def ids_digest(ids: np.ndarray) -> str:
@@ -62,7 +78,9 @@ def job_manifest(ensemble: Any, cfg: Any, catalog: Any, thresholds: Mapping[str,
     """
     return _normalised({
         "version": MANIFEST_VERSION, "layout": layout, "models": ensemble.names,
-        "steps": [run.step for run in ensemble.runs], "weights": ensemble.weights.tolist(), "tta": cfg.tta,
+        "steps": [run.step for run in ensemble.runs],
+        "model_weights": [weights_digest(run.model) for run in ensemble.runs],
+        "untrained": list(getattr(ensemble, "untrained_columns", [])), "weights": ensemble.weights.tolist(), "tta": cfg.tta,
         "which": cfg.which, "precision": cfg.precision, "thresholds": dict(thresholds),
         "reach_threshold": REACH_THRESHOLD, "n_inputs": len(catalog), "ids": ids_digest(catalog.ids),
         "id_column": catalog.id_column, "image_size": image_size, "batch_size": cfg.batch_size,
@@ -85,7 +103,15 @@ def _normalised(obj: Any) -> Any:
 
 
 def _changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    return sorted(k for k in set(old) | set(new) if k != "finished" and old.get(k) != new.get(k))
+    keys = sorted(k for k in set(old) | set(new) if k != "finished" and old.get(k) != new.get(k))
+    if "model_weights" not in keys:
+        return keys
+    # Say which model changed: the run whose weights are not those of the interrupted job.
+    olds, news = old.get("model_weights") or [], new.get("model_weights") or []
+    runs = [name for k, name in enumerate(new.get("models") or [])
+            if k >= len(olds) or k >= len(news) or olds[k] != news[k]]
+    return [k if k != "model_weights" else f"model_weights: the weights of {', '.join(runs) or 'a run'} "
+            "changed" for k in keys]
 
 
 def _chunk_of(path: Path) -> int:

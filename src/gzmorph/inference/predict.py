@@ -26,14 +26,14 @@ import pandas as pd
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from gzmorph.errors import CatalogError
+from gzmorph.errors import CatalogError, OutputError
 from gzmorph.data.catalog import Catalog
 from gzmorph.data.source import Source, open_source
 from gzmorph.inference.ensemble import Ensemble, ModelSpec, fit_simplex_weights, load_weights
 from gzmorph.inference.parts import chunk_error_table, finished_output, job_manifest, single_machine_store
-from gzmorph.inference.table import (DEFAULT_THRESHOLD, PredictSummary, errors_path, load_thresholds, output_format,
-                                     prediction_table)
-from gzmorph.runtime import Runtime, cpu_cores, resolve_device, torch_threads, write_json
+from gzmorph.inference.table import (DEFAULT_THRESHOLD, PredictSummary, errors_path, load_thresholds, manifest_path,
+                                     output_format, parts_dir, prediction_table)
+from gzmorph.runtime import Runtime, cpu_cores, refuse_overwrite, resolve_device, torch_threads, write_json
 from gzmorph.evaluation.metrics import masked_rmse
 from gzmorph.tree import Tree
 
@@ -151,8 +151,12 @@ def _chunk_rows(k: int, chunk_rows: int, n: int) -> np.ndarray:
 
 
 def _run_chunks(ensemble: Ensemble, src: Source, chunks: list[int], cfg: PredictConfig,
-                thresholds: dict[str, float], sink: Callable[[int, Any, pd.DataFrame], None], bar: tqdm) -> None:
-    """Predict the given chunks in order, handing each finished chunk to ``sink``."""
+                thresholds: dict[str, float], sink: Callable[[int, Any, pd.DataFrame], None], bar: tqdm,
+                trained: np.ndarray | None = None) -> None:
+    """Predict the given chunks in order, handing each finished chunk to ``sink``.
+
+    ``trained`` (answers the runs learned) makes the other answers NaN, without decisions.
+    """
     cat = src.catalog
     n = len(cat)
     size = src.size or ensemble.image_size
@@ -173,7 +177,7 @@ def _run_chunks(ensemble: Ensemble, src: Source, chunks: list[int], cfg: Predict
         ok = np.asarray(ok_rows, dtype=np.int64)
         table = prediction_table(cat.ids[ok], np.concatenate(probs) if probs else
                                  np.zeros((0, ensemble.tree.n_answers), np.float32),
-                                 ensemble.tree, thresholds, cat.id_column)
+                                 ensemble.tree, thresholds, cat.id_column, trained=trained)
         bad = np.asarray([r for r, _ in failed], dtype=np.int64)
         sink(k, table, chunk_error_table(cat, bad, [reason for _, reason in failed]))
 
@@ -214,11 +218,52 @@ def resolve_thresholds(spec: str | Path | dict | None, tree: Tree) -> dict[str, 
     return thresholds
 
 
+def _model_files(models: ModelSpec | Sequence[ModelSpec]) -> list[Path]:
+    # The files a run directory is read from (what an output must never replace).
+    specs = [models] if isinstance(models, (str, Path)) or not isinstance(models, Sequence) else list(models)
+    dirs = [Path(m) if isinstance(m, (str, Path)) else Path(m.run_dir) for m in specs]
+    return [d / name for d in dirs for name in ("config.json", "checkpoints/best.pt", "checkpoints/last.pt")]
+
+
+def check_outputs(out: Path, inputs: Sequence[Any]) -> None:
+    """Refuse, before any work, an output that would replace an input or cannot be written.
+
+    The output, its error and manifest files and its part directories must not be an
+    input (catalog, thresholds, weights, a run's files), and the files must not be
+    existing directories (found at the end of a long job otherwise).
+    """
+    files = [out, errors_path(out), manifest_path(out)]
+    folders = [parts_dir(out), parts_dir(out).with_name(parts_dir(out).name + ".errors")]
+    refuse_overwrite([i for i in inputs if isinstance(i, (str, Path))], files=files, folders=folders)
+    for path in files:
+        if path.is_dir():
+            raise OutputError(f"--out {out}: {path} is an existing directory; give a file name")
+
+
+def _untrained(ensemble: Ensemble, fmt: str) -> np.ndarray | None:
+    """The trained-answer mask for a Parquet table (None: all trained, or a Kaggle CSV).
+
+    The Kaggle CSV format needs every number, so it keeps them, with this warning and
+    the list in the manifest; the Parquet table makes them NaN.
+    """
+    untrained = ensemble.untrained_columns
+    if not untrained:
+        return None
+    questions = sorted({c.split(".")[0].replace("Class", "Q") for c in untrained}, key=lambda q: int(q[1:])
+                       if q[1:].isdigit() else 0)
+    what = ("kept in the CSV (the Kaggle format needs them) but meaningless" if fmt == "csv"
+            else "written as NaN, with no triage decision")
+    warnings.warn(f"the model was never trained on {len(untrained)} answer column(s) of {', '.join(questions)} "
+                  f"({', '.join(untrained)}): {what}; listed under 'untrained' in the manifest", stacklevel=3)
+    return ensemble.trained if fmt == "parquet" else None
+
+
 def _setup(models: ModelSpec | Sequence[ModelSpec], source: Any, cfg: PredictConfig,
            weights: Sequence[float] | str | Path | None) -> tuple[Ensemble, Source]:
     ensemble = Ensemble.load(models, prediction_runtime(cfg), cfg.tta, weights, cfg.which, cfg.compile)
+    # A missing image is an error row like an unreadable one, not a reason to stop.
     src = open_source(source, tree=ensemble.tree, split=cfg.split, id_column=cfg.id_column,
-                      path_column=cfg.path_column)
+                      path_column=cfg.path_column, require_images=False)
     if len(src.catalog) == 0:
         raise CatalogError(f"{source}: no images to predict")
     return ensemble, src
@@ -240,7 +285,7 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
     out : path
         ``.csv`` (Kaggle submission: id + answer columns) or ``.parquet`` (plus the
         per-question answer, confidence, reach and triage columns).  Undecodable
-        inputs go to ``<out stem>.errors.csv`` (id, path, reason).
+        inputs go to ``<out>.errors.csv`` (id, path, reason).
     config : PredictConfig, optional
         Or its fields as keyword ``options`` (``tta="paper"``, ``batch_size=128``...).
     weights : sequence of float or path, optional
@@ -262,10 +307,13 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
     cfg = config or PredictConfig(**options)
     out = Path(out)
     fmt = output_format(out)
+    kaggle_labels = [Path(source) / "training_solutions_rev1.csv"] if isinstance(source, (str, Path)) else []
+    check_outputs(out, [source, *kaggle_labels, triage_thresholds, weights, *_model_files(models)])
     t0 = time.monotonic()
     ensemble, src = _setup(models, source, cfg, weights)
     cat, n = src.catalog, len(src.catalog)
     thresholds = resolve_thresholds(triage_thresholds, ensemble.tree)
+    trained = _untrained(ensemble, fmt)
     n_chunks = -(-n // cfg.chunk_rows)
     manifest = job_manifest(ensemble, cfg, cat, thresholds, src.size or ensemble.image_size, fmt)
     if resume and (done := finished_output(out, manifest)) is not None:
@@ -277,7 +325,7 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
     n_resumed = n - sum(len(_chunk_rows(k, cfg.chunk_rows, n)) for k in todo)
     with tqdm(total=n, initial=n_resumed, unit="img", disable=not cfg.progress, dynamic_ncols=True,
               desc="predict") as bar, torch_threads(cfg.threads):
-        _run_chunks(ensemble, src, todo, cfg, thresholds, store.write, bar)
+        _run_chunks(ensemble, src, todo, cfg, thresholds, store.write, bar, trained)
     n_pred, n_fail = store.assemble(out, n_chunks, ensemble.tree.columns,
                                     lambda k: cat.ids[_chunk_rows(k, cfg.chunk_rows, n)])
     store.remove()
@@ -315,7 +363,8 @@ def predict(models: ModelSpec | Sequence[ModelSpec], source: Catalog | Any | str
     n = len(src.catalog)
     with tqdm(total=n, unit="img", disable=not cfg.progress, dynamic_ncols=True, desc="predict") as bar, \
             torch_threads(cfg.threads):
-        _run_chunks(ensemble, src, list(range(-(-n // cfg.chunk_rows))), cfg, thresholds, collect, bar)
+        _run_chunks(ensemble, src, list(range(-(-n // cfg.chunk_rows))), cfg, thresholds, collect, bar,
+                    _untrained(ensemble, "parquet"))
     frame = pa.concat_tables(tables).to_pandas()  # the same conversion as reading the Parquet file
     frame.attrs["errors"] = pa.concat_tables(errors).to_pandas()
     return frame

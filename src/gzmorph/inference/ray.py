@@ -17,7 +17,7 @@ Output layout (``pandas.read_parquet(out)`` reads the predictions in input order
 
     out/_manifest.json             settings the parts depend on ("_": Parquet readers skip it)
     out/part-000000.parquet        predictions of partition 0
-    <out stem>.errors/part-000003.parquet
+    <out>.errors/part-000003.parquet
                                    id, path, reason of partition 3's undecodable images
 
 A partition's prediction part is written last, atomically: the parts present are the
@@ -56,9 +56,9 @@ __all__ = ["RayConfig", "RaySummary", "predict_ray", "ray_errors_dir", "INSTALL_
 
 
 def ray_errors_dir(out: str | Path) -> Path:
-    """The error side directory of a Ray output directory: ``<out stem>.errors/`` next to it."""
+    """The error side directory of a Ray output directory: ``<out>.errors/`` next to it."""
     out = Path(out)
-    return out.with_name(out.stem + ".errors")
+    return out.with_name(out.name + ".errors")
 
 INSTALL_HINT = "Ray is not installed: pip install 'gzmorph[ray]' (or pip install 'ray[data]')"
 
@@ -331,7 +331,7 @@ def predict_ray(models: ModelSpec | Sequence[ModelSpec], source: Catalog | str |
         (``config.split``); paths must be readable from every node.
     out : path
         Output directory (e.g. ``preds.parquet``), see the module docstring; error
-        rows go to ``<out stem>.errors/``.
+        rows go to ``<out>.errors/``.
     config : PredictConfig, optional
         TTA, batch size, precision, ``chunk_rows`` (rows per partition), ``threads``
         (per CPU actor)...; ``workers`` is not used (Ray tasks decode) and the device
@@ -362,7 +362,7 @@ def predict_ray(models: ModelSpec | Sequence[ModelSpec], source: Catalog | str |
     # On the driver the runs only provide metadata and travel to the actors: keep them on the CPU.
     ensemble = Ensemble.load(models, resolve_device("cpu"), cfg.tta, weights, cfg.which)
     src = open_source(source, tree=ensemble.tree, split=cfg.split, id_column=cfg.id_column,
-                      path_column=cfg.path_column)
+                      path_column=cfg.path_column, require_images=False)
     catalog = src.catalog
     n = len(catalog)
     if n == 0:

@@ -67,9 +67,13 @@ def output_format(path: str | Path) -> str:
 
 
 def errors_path(out: str | Path) -> Path:
-    """The error side file of an output file: ``<output stem>.errors.csv`` next to it."""
+    """The error side file of an output file: ``<output>.errors.csv`` next to it.
+
+    Named after the whole output name, so ``x.csv`` and ``x.parquet`` in one folder
+    never share (and erase) one error file.
+    """
     out = Path(out)
-    return out.with_name(out.stem + ".errors.csv")
+    return out.with_name(out.name + ".errors.csv")
 
 
 def manifest_path(out: str | Path) -> Path:
@@ -155,7 +159,8 @@ def id_arrow_type(ids: np.ndarray) -> pa.DataType:
 
 
 def prediction_table(ids: np.ndarray, probs: np.ndarray, tree: Tree, thresholds: Mapping[str, float],
-                     id_column: str, reach_threshold: float = REACH_THRESHOLD) -> pa.Table:
+                     id_column: str, reach_threshold: float = REACH_THRESHOLD,
+                     trained: np.ndarray | None = None) -> pa.Table:
     """The full prediction table of a block of rows.
 
     Parameters
@@ -169,6 +174,10 @@ def prediction_table(ids: np.ndarray, probs: np.ndarray, tree: Tree, thresholds:
     id_column : str
     reach_threshold : float
         Reach from which a question counts as answered by the volunteers.
+    trained : array of bool, shape (tree.n_answers,), optional
+        Answers the model was trained on; the others are NaN, and a question with
+        an untrained answer gets no answer, NaN confidence and never needs an expert
+        (no decision rests on numbers the model never learned).
 
     Returns
     -------
@@ -180,6 +189,8 @@ def prediction_table(ids: np.ndarray, probs: np.ndarray, tree: Tree, thresholds:
     if probs.shape != (len(ids), tree.n_answers):
         raise ValueError(f"probabilities of shape {probs.shape} for {len(ids)} ids and "
                          f"{tree.n_answers} answers")
+    if trained is not None:  # NaN propagates: no reach, confidence or decision from untrained answers
+        probs = np.where(np.asarray(trained, dtype=bool)[None, :], probs, np.float32(np.nan))
     id_type = id_arrow_type(ids)
     schema = output_schema(tree, id_column, id_type)
     id_values = ids.astype(np.int64) if id_type == pa.int64() else [str(v) for v in ids]
@@ -189,10 +200,11 @@ def prediction_table(ids: np.ndarray, probs: np.ndarray, tree: Tree, thresholds:
     any_expert = np.zeros(len(ids), dtype=bool)
     for k, (q, sl) in enumerate(zip(tree.questions, tree.slices)):
         p = probs[:, sl]  # (N, n answers of q)
-        has_answers = p.sum(axis=1) > 0
+        has_answers = (p.sum(axis=1) > 0) & ~np.isnan(p).any(axis=1)
         columns = np.asarray(q.columns, dtype=object)
         answer = np.where(has_answers, columns[p.argmax(axis=1)], None)
-        confidence = agreement(p).astype(np.float32)
+        confidence = agreement(np.nan_to_num(p)).astype(np.float32)
+        confidence[np.isnan(p).any(axis=1)] = np.nan
         # NaN confidence (no answers) compares False: never flagged.
         expert = (reach[:, k] >= reach_threshold) & (confidence < thresholds[q.name])
         any_expert |= expert

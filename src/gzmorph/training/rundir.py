@@ -62,13 +62,23 @@ def read_run(run_dir: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
     path = Path(run_dir) / RUN_FILES["config"]
     if not path.exists():
         raise RunError(f"{run_dir} is not a gzmorph run directory (no {RUN_FILES['config']})")
-    stored = json.loads(path.read_text())
-    if "train" in stored:
-        return TrainConfig.from_dict(stored["train"]), dict(stored.get("data", {}))
-    # Format 1: the TrainConfig fields and the facts side by side.
-    facts = ("pca", "data", "n_train", "n_val", "label_columns", "processes")
-    data = {("source" if k == "data" else k): v for k, v in stored.items() if k in facts}
-    return TrainConfig.from_dict({k: v for k, v in stored.items() if k not in facts}), data
+    try:
+        stored = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path}: cannot be read ({exc})") from None
+    if not isinstance(stored, dict):
+        raise RunError(f"{path}: expected a JSON object, found {type(stored).__name__}")
+    try:
+        if "train" in stored:
+            return TrainConfig.from_dict(stored["train"]), dict(stored.get("data", {}))
+        # Format 1: the TrainConfig fields and the facts side by side.
+        facts = ("pca", "data", "n_train", "n_val", "label_columns", "processes")
+        data = {("source" if k == "data" else k): v for k, v in stored.items() if k in facts}
+        return TrainConfig.from_dict({k: v for k, v in stored.items() if k not in facts}), data
+    except (ValueError, TypeError, KeyError) as exc:
+        raise RunError(f"{path}: not a valid run configuration ({exc})") from None
 
 
 def run_config(run_dir: str | Path) -> TrainConfig:
@@ -104,6 +114,7 @@ class TrainedModel:
     config: TrainConfig
     step: int
     run_dir: Path
+    label_columns: list[str] | None = None  # answer columns it was trained on (None: unknown, all)
 
 
 def load_run(run_dir: str | Path, which: str = "best", device: str | torch.device | None = "auto") -> TrainedModel:
@@ -125,11 +136,17 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     ckpt = load_checkpoint(path, map_location=dev)
     tree = get_tree(cfg.tree)
     model = build_model(cfg.model, tree).to(dev)
-    # A run trained with weight averaging predicts with the averaged weights.
-    model.load_state_dict(ckpt.get("ema", ckpt["model"]))
+    try:
+        # A run trained with weight averaging predicts with the averaged weights.
+        model.load_state_dict(ckpt.get("ema", ckpt["model"]))
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunError(f"{path}: its weights do not fit the network of {run_dir / RUN_FILES['config']} "
+                       f"({first})") from None
     model.eval()
     return TrainedModel(model=model, tree=tree, augment=cfg.augment, pca=data.get("pca", {}),
-                        image_size=cfg.image_size, config=cfg, step=int(ckpt["step"]), run_dir=run_dir)
+                        image_size=cfg.image_size, config=cfg, step=int(ckpt["step"]), run_dir=run_dir,
+                        label_columns=data.get("label_columns"))
 
 
 def init_weights(model: torch.nn.Module, cfg: TrainConfig, tree: Tree) -> dict[str, Any]:

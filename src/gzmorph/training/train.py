@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -26,7 +27,7 @@ from gzmorph.errors import RunError
 from gzmorph.evaluation.metrics import masked_mse, masked_sums
 from gzmorph.nn import augment as aug
 from gzmorph.nn.model import build_model
-from gzmorph.runtime import Runtime, load_checkpoint, resolve_device, seed_everything
+from gzmorph.runtime import Runtime, atomic_write, load_checkpoint, refuse_overwrite, resolve_device, seed_everything
 from gzmorph.training.averaging import WeightAverage
 from gzmorph.training.distributed import Dist, all_sum, launch, setup
 from gzmorph.training.recipes import PRESETS, TrainConfig, get_preset
@@ -98,7 +99,7 @@ def validation_sums(model: torch.nn.Module, images: torch.Tensor, labels: torch.
 def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | None = "auto",
           resume: bool = False, workers: int | None = None, max_minutes: float | None = None,
           progress: bool = True, processes: int = 1, id_column: str = "GalaxyID",
-          path_column: str = "path") -> dict[str, Any]:
+          path_column: str = "path", new_data: bool = False) -> dict[str, Any]:
     """Train a network and write a run directory.
 
     Parameters
@@ -119,6 +120,10 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
         CPU).  Under ``torchrun`` leave it at 1: the group comes from the environment.
     id_column, path_column : str
         Columns of a CSV/Parquet catalog given as ``data``.
+    new_data : bool
+        Let ``resume`` continue on data other than the run's (path or ids/labels
+        differ; recorded in ``config.json`` as ``data_history``); without it such a
+        resume raises :class:`~gzmorph.errors.RunError`.
 
     Returns
     -------
@@ -127,9 +132,11 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
         when trained in this process, ``model`` (the network after the last step).
     """
     out = Path(out)
+    refuse_overwrite([data], folders=[out])  # the run's files must never replace the data
     if processes > 1:
         launch(train, processes, cfg, data, out, device=device, resume=resume, workers=workers,
-               max_minutes=max_minutes, progress=progress, id_column=id_column, path_column=path_column)
+               max_minutes=max_minutes, progress=progress, id_column=id_column, path_column=path_column,
+               new_data=new_data)
         return _result_from_run(out)
     last_path = out / RUN_FILES["last"]
     if resume and last_path.exists():
@@ -157,6 +164,11 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
     cfg = cfg.override(tree=tree.to_dict())
     ds = load_training_data(data, cfg, tree, out, workers=workers, progress=progress and d.is_main,
                             id_column=id_column, path_column=path_column)
+    facts = {"pca": ds.pca, "source": str(data), "source_path": _resolved(data),
+             "fingerprint": ds.fingerprint, "n_train": len(ds.train_images), "n_val": len(ds.val_images),
+             "label_columns": ds.label_columns, "processes": d.world, "n_unlabelled_dropped": ds.n_unlabelled}
+    if ckpt is not None:
+        facts["data_history"] = _resumed_data(out, facts, int(ckpt["step"]), new_data)
     model = build_model(cfg.model, tree).to(rt.device)
     if rt.channels_last:
         model = model.to_channels_last() if hasattr(model, "to_channels_last") else \
@@ -175,9 +187,8 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
     if ema is not None and ckpt is not None:
         ema.model.load_state_dict(ckpt["ema"])
     if d.is_main:
-        facts = {"pca": ds.pca, "source": str(data), "n_train": len(ds.train_images), "n_val": len(ds.val_images),
-                 "label_columns": ds.label_columns, "processes": d.world}
         save_run(out, cfg, {**facts, **({"init": init} if init else {})})
+        truncate_metrics(out / RUN_FILES["metrics"], step)
     fwd: torch.nn.Module = model
     if d.enabled:
         # The only buffers are the tree's constant index tensors: nothing to broadcast.
@@ -185,6 +196,56 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
     if cfg.compile == "always" or (cfg.compile == "cuda" and rt.is_cuda):
         fwd = torch.compile(fwd)
     return _loop(cfg, model, fwd, optimizer, ds, rt, d, out, step, best, max_minutes, progress and d.is_main, ema)
+
+
+def _resolved(data: Any) -> str:
+    # A path given as data, resolved (the same data from another working directory);
+    # an opened catalog or cache is described by its str.
+    return str(Path(data).resolve()) if isinstance(data, (str, os.PathLike)) else str(data)
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep the metrics lines up to ``step`` (the checkpoint a run starts from).
+
+    A kill between writing a line and its checkpoint leaves lines of steps the
+    resumed run computes again; without this they would appear twice.  A half
+    written last line is dropped too.
+    """
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if int(json.loads(line)["step"]) <= step:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue
+    atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))
+
+
+def _resumed_data(out: Path, facts: dict[str, Any], step: int, new_data: bool) -> list[dict[str, Any]]:
+    """Refuse resuming on other data unless ``new_data``; return the run's data history.
+
+    The data is the same when its resolved path and its fingerprint (ids and labels)
+    are; a run resumed on new data records the data it left at the resumed step.
+    """
+    old = read_run(out)[1]
+    history = list(old.get("data_history", []))
+    old_path = old.get("source_path") or str(Path(str(old.get("source", ""))).resolve())
+    changed = [what for what, differs in (
+        (f"path {old_path} -> {facts['source_path']}", old_path != facts["source_path"]),
+        ("ids or labels (fingerprint)", old.get("fingerprint", facts["fingerprint"]) != facts["fingerprint"]))
+        if differs]
+    if not changed:
+        return history
+    if not new_data:
+        raise RunError(f"cannot resume {out} on other data ({'; '.join(changed)}): it would go on training "
+                       "on data the run did not start with; resume with the original --data, or pass "
+                       "--new-data to continue on this data (recorded in config.json)")
+    warnings.warn(f"resuming {out} at step {step} on new data ({'; '.join(changed)}); recorded in config.json",
+                  stacklevel=3)
+    return [*history, {"source": old.get("source"), "source_path": old_path,
+                       "fingerprint": old.get("fingerprint"), "until_step": step}]
 
 
 def _result_from_run(out: Path) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,14 +11,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from gzmorph.data.catalog import train_val_split
+from gzmorph.data.catalog import Catalog, train_val_split
+from gzmorph.errors import CatalogError
 from gzmorph.data.source import Source, open_source
 from gzmorph.nn import augment as aug
 from gzmorph.training.recipes import TrainConfig
 from gzmorph.training.rundir import RUN_FILES
 from gzmorph.tree import Tree
 
-__all__ = ["TrainingData", "load_training_data"]
+__all__ = ["TrainingData", "load_training_data", "data_fingerprint"]
 
 
 @dataclass
@@ -30,6 +32,19 @@ class TrainingData:
     val_labels: torch.Tensor
     pca: dict[str, Any]
     label_columns: list[str]
+    n_unlabelled: int = 0  # training rows without any label value, dropped
+    fingerprint: str = ""  # of the source's ids and labels (data_fingerprint)
+
+
+def data_fingerprint(catalog: Catalog) -> str:
+    """SHA-1 of a catalog's ids and labels: recognises the same training data on resume."""
+    digest = hashlib.sha1(ids_text(catalog.ids).encode())
+    digest.update(np.ascontiguousarray(catalog.labels, dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def ids_text(ids: np.ndarray) -> str:
+    return "\n".join(map(str, ids.tolist()))
 
 
 def _record_skips(source: Source, failed: list[tuple[int, str]], out: Path) -> None:
@@ -40,6 +55,16 @@ def _record_skips(source: Source, failed: list[tuple[int, str]], out: Path) -> N
         for row, reason in failed:
             w.writerow([cat.ids[row], cat.paths[row] or "", reason])
     print(f"skipped {len(failed)} undecodable images (listed in {out / RUN_FILES['skipped']})")
+
+
+def _check_validation(val: Catalog, catalog: Catalog, cfg: TrainConfig) -> None:
+    """Refuse a validation split without labels: its RMSE would read 0 and pick best.pt."""
+    if np.isnan(val.labels).all():
+        how = "the last rows by id" if cfg.split_seed is None else f"drawn with split seed {cfg.split_seed}"
+        raise CatalogError(
+            f"{catalog.source}: the validation split ({len(val)} rows, {how}, val_fraction {cfg.val_fraction}) "
+            f"has no labelled entries in the labelled columns {', '.join(catalog.label_columns)}; "
+            "label those rows, remove unlabelled rows, or choose another --split-seed")
 
 
 def load_training_data(data: Any, cfg: TrainConfig, tree: Tree, out: Path, workers: int | None = None,
@@ -61,6 +86,14 @@ def load_training_data(data: Any, cfg: TrainConfig, tree: Tree, out: Path, worke
     catalog = source.catalog.subset(rows)
     images = images[rows]
     train_cat, val_cat = train_val_split(catalog, cfg.val_fraction, cfg.split_seed)
+    _check_validation(val_cat, catalog, cfg)
+    # Rows without any label teach nothing (every loss term is masked): drop and count them.
+    unlabelled = np.isnan(train_cat.labels).all(axis=1)
+    if unlabelled.all():
+        raise CatalogError(f"{catalog.source}: none of the {len(train_cat)} rows of the training split has a label")
+    if unlabelled.any():
+        print(f"dropped {int(unlabelled.sum())} training row(s) without any label (recorded in config.json)")
+        train_cat = train_cat.subset(~unlabelled)
     pos = {k: i for i, k in enumerate(catalog.ids.tolist())}
     tr = np.array([pos[k] for k in train_cat.ids.tolist()], dtype=np.int64)
     va = np.array([pos[k] for k in val_cat.ids.tolist()], dtype=np.int64)
@@ -72,4 +105,6 @@ def load_training_data(data: Any, cfg: TrainConfig, tree: Tree, out: Path, worke
         val_labels=torch.from_numpy(val_cat.labels),
         pca=aug.color_pca(train_images.numpy(), seed=cfg.seed),
         label_columns=list(catalog.label_columns),
+        n_unlabelled=int(unlabelled.sum()),
+        fingerprint=data_fingerprint(source.catalog),
     )
