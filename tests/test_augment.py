@@ -87,9 +87,10 @@ def test_shift_and_scale():
 def test_rotation_by_90_is_rot90_and_flip_is_mirror():
     imgs = random_images(2)
     base = render(imgs)
+    # float32 sampling noise reaches ~1.2e-5 on some CPUs' kernels; a wrong turn differs by ~0.1.
     for k in range(1, 4):
         torch.testing.assert_close(render(imgs, angle=90.0 * k), torch.rot90(base, k, dims=(-2, -1)),
-                                   atol=1e-5, rtol=0)
+                                   atol=5e-5, rtol=0)
     torch.testing.assert_close(render(imgs, flip=True)[:, 0], base[:, 0].flip(-1), atol=1e-6, rtol=0)
 
 
