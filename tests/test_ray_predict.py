@@ -85,7 +85,7 @@ def test_union_of_parts_equals_single_machine_predict(ray_job, data):
     pd.testing.assert_frame_equal(got, single, check_exact=False, rtol=0, atol=1e-6)
 
     # Error rows: the same as the single-machine job's, in an errors directory next to the output.
-    assert ray_job.errors_file == ray_errors_dir(out) == out.with_name("preds.errors")
+    assert ray_job.errors_file == ray_errors_dir(out) == out.with_name("preds.parquet.errors")
     assert sorted(p.name for p in ray_job.errors_file.iterdir()) == ["part-000000.parquet", "part-000001.parquet"]
     expected = single.attrs["errors"]
     assert list(errors.columns) == ["GalaxyID", "path", "reason"]

@@ -32,7 +32,7 @@ import pandas as pd
 
 from gzmorph.errors import CatalogError
 from gzmorph import config
-from gzmorph.evaluation.inputs import load_labels, load_predictions, match_ids
+from gzmorph.evaluation.inputs import load_labels, load_predictions, match_ids, predicted_columns
 from gzmorph.evaluation.metrics import masked_sums, rmse_from_sums
 from gzmorph.tree import GZ2, Tree, agreement, get_tree
 
@@ -330,9 +330,11 @@ def evaluate(
     pred_keys, pred_all, pred_src = load_predictions(predictions, tree, id_column)
     label_keys, lab_all, lab_src = load_labels(labels, tree, id_column)
     labelled_col = np.isfinite(lab_all).any(axis=0)
+    present = set(predicted_columns(predictions, tree))
     lacking = [c for j, c in enumerate(tree.columns) if labelled_col[j] and np.isnan(pred_all[:, j]).all()]
-    if lacking and len(lacking) == int(labelled_col.sum()):
-        raise CatalogError(f"{pred_src}: no predictions for the labelled answer columns {lacking}")
+    absent = [c for c in lacking if c not in present]
+    if absent or (lacking and len(lacking) == int(labelled_col.sum())):
+        raise CatalogError(f"{pred_src}: no predictions for the labelled answer columns {absent or lacking}")
     if lacking:
         # Empty columns of a Parquet prediction: answers the model was never trained on.
         warnings.warn(f"{pred_src}: no predictions (untrained answers?) for {', '.join(lacking)}: not scored",

@@ -10,12 +10,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from gzmorph.data.tables import parse_ids_text
 from gzmorph.errors import CatalogError
 from gzmorph.tree import Tree
 
-__all__ = ["read_table", "load_predictions", "load_labels", "id_keys", "match_ids"]
+__all__ = ["read_table", "predicted_columns", "load_predictions", "load_labels", "id_keys", "match_ids"]
 
 
 def read_table(path: str | Path, id_column: str | None = None) -> pd.DataFrame:
@@ -97,6 +98,18 @@ def _check_unique(keys: np.ndarray, source: str) -> None:
     if dup.any():
         rows = np.flatnonzero(dup)[:5].tolist()
         raise CatalogError(f"{source}: duplicate ids {keys[rows].tolist()} (rows {rows}); ids must be unique")
+
+
+def predicted_columns(predictions: Any, tree: Tree) -> list[str]:
+    """The answer columns a predictions table has (a column may be present but empty)."""
+    table = predictions if isinstance(predictions, pd.DataFrame) else None
+    if table is None:
+        path = Path(predictions)
+        columns = (pq.read_schema(path).names if path.name.lower().endswith((".parquet", ".pq"))
+                   else list(pd.read_csv(path, nrows=0, encoding="utf-8-sig").columns))
+    else:
+        columns = list(table.columns)
+    return [c for c in tree.columns if c in columns]
 
 
 def load_predictions(predictions: Any, tree: Tree, id_column: str) -> tuple[np.ndarray, np.ndarray, str]:

@@ -37,9 +37,10 @@ import pyarrow.parquet as pq
 from gzmorph.errors import OutputError
 from gzmorph.inference.table import (CSV_FLOAT, ERROR_COLUMNS, REACH_THRESHOLD, errors_path, id_arrow_type,
                                      manifest_path, output_format, parts_dir)
-from gzmorph.runtime import atomic_write
+from gzmorph.runtime import atomic_write, refuse_overwrite
 
-__all__ = ["PartStore", "job_manifest", "ids_digest", "weights_digest", "error_table", "finished_output", "MANIFEST"]
+__all__ = ["PartStore", "job_manifest", "ids_digest", "weights_digest", "error_table", "finished_output", "MANIFEST",
+           "check_outputs", "model_files"]
 
 MANIFEST = "_manifest.json"
 MANIFEST_VERSION = 3  # 3: models identified by the content of their weights
@@ -297,3 +298,25 @@ def chunk_error_table(catalog: Any, rows: np.ndarray, reasons: Sequence[Any]) ->
     """:func:`error_table` of the catalog rows ``rows``."""
     return error_table(catalog.ids[rows], catalog.paths[rows], reasons, catalog.id_column,
                        id_arrow_type(catalog.ids))
+
+
+def model_files(models: Any) -> list[Path]:
+    """The files the runs ``models`` (paths or loaded runs) are read from: inputs an output must not replace."""
+    specs = [models] if isinstance(models, (str, Path)) or not isinstance(models, Sequence) else list(models)
+    dirs = [Path(m) if isinstance(m, (str, Path)) else Path(m.run_dir) for m in specs]
+    return [d / name for d in dirs for name in ("config.json", "checkpoints/best.pt", "checkpoints/last.pt")]
+
+
+def check_outputs(out: Path, inputs: Sequence[Any]) -> None:
+    """Refuse, before any work, an output that would replace an input or cannot be written.
+
+    The output, its error and manifest files and its part directories must not be an
+    input (catalog, thresholds, weights, a run's files), and the files must not be
+    existing directories (found at the end of a long job otherwise).
+    """
+    files = [out, errors_path(out), manifest_path(out)]
+    folders = [parts_dir(out), parts_dir(out).with_name(parts_dir(out).name + ".errors")]
+    refuse_overwrite([i for i in inputs if isinstance(i, (str, Path))], files=files, folders=folders)
+    for path in files:
+        if path.is_dir():
+            raise OutputError(f"--out {out}: {path} is an existing directory; give a file name")

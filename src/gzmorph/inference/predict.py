@@ -26,14 +26,15 @@ import pandas as pd
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from gzmorph.errors import CatalogError, OutputError
+from gzmorph.errors import CatalogError
 from gzmorph.data.catalog import Catalog
 from gzmorph.data.source import Source, open_source
 from gzmorph.inference.ensemble import Ensemble, ModelSpec, fit_simplex_weights, load_weights
-from gzmorph.inference.parts import chunk_error_table, finished_output, job_manifest, single_machine_store
-from gzmorph.inference.table import (DEFAULT_THRESHOLD, PredictSummary, errors_path, load_thresholds, manifest_path,
-                                     output_format, parts_dir, prediction_table)
-from gzmorph.runtime import Runtime, cpu_cores, refuse_overwrite, resolve_device, torch_threads, write_json
+from gzmorph.inference.parts import (check_outputs, chunk_error_table, finished_output, job_manifest, model_files,
+                                     single_machine_store)
+from gzmorph.inference.table import (DEFAULT_THRESHOLD, PredictSummary, errors_path, load_thresholds, output_format,
+                                     prediction_table)
+from gzmorph.runtime import Runtime, cpu_cores, resolve_device, torch_threads, write_json
 from gzmorph.evaluation.metrics import masked_rmse
 from gzmorph.tree import Tree
 
@@ -218,28 +219,6 @@ def resolve_thresholds(spec: str | Path | dict | None, tree: Tree) -> dict[str, 
     return thresholds
 
 
-def _model_files(models: ModelSpec | Sequence[ModelSpec]) -> list[Path]:
-    # The files a run directory is read from (what an output must never replace).
-    specs = [models] if isinstance(models, (str, Path)) or not isinstance(models, Sequence) else list(models)
-    dirs = [Path(m) if isinstance(m, (str, Path)) else Path(m.run_dir) for m in specs]
-    return [d / name for d in dirs for name in ("config.json", "checkpoints/best.pt", "checkpoints/last.pt")]
-
-
-def check_outputs(out: Path, inputs: Sequence[Any]) -> None:
-    """Refuse, before any work, an output that would replace an input or cannot be written.
-
-    The output, its error and manifest files and its part directories must not be an
-    input (catalog, thresholds, weights, a run's files), and the files must not be
-    existing directories (found at the end of a long job otherwise).
-    """
-    files = [out, errors_path(out), manifest_path(out)]
-    folders = [parts_dir(out), parts_dir(out).with_name(parts_dir(out).name + ".errors")]
-    refuse_overwrite([i for i in inputs if isinstance(i, (str, Path))], files=files, folders=folders)
-    for path in files:
-        if path.is_dir():
-            raise OutputError(f"--out {out}: {path} is an existing directory; give a file name")
-
-
 def _untrained(ensemble: Ensemble, fmt: str) -> np.ndarray | None:
     """The trained-answer mask for a Parquet table (None: all trained, or a Kaggle CSV).
 
@@ -249,8 +228,7 @@ def _untrained(ensemble: Ensemble, fmt: str) -> np.ndarray | None:
     untrained = ensemble.untrained_columns
     if not untrained:
         return None
-    questions = sorted({c.split(".")[0].replace("Class", "Q") for c in untrained}, key=lambda q: int(q[1:])
-                       if q[1:].isdigit() else 0)
+    questions = [q.name for q in ensemble.tree.questions if set(q.columns) & set(untrained)]
     what = ("kept in the CSV (the Kaggle format needs them) but meaningless" if fmt == "csv"
             else "written as NaN, with no triage decision")
     warnings.warn(f"the model was never trained on {len(untrained)} answer column(s) of {', '.join(questions)} "
@@ -308,7 +286,7 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
     out = Path(out)
     fmt = output_format(out)
     kaggle_labels = [Path(source) / "training_solutions_rev1.csv"] if isinstance(source, (str, Path)) else []
-    check_outputs(out, [source, *kaggle_labels, triage_thresholds, weights, *_model_files(models)])
+    check_outputs(out, [source, *kaggle_labels, triage_thresholds, weights, *model_files(models)])
     t0 = time.monotonic()
     ensemble, src = _setup(models, source, cfg, weights)
     cat, n = src.catalog, len(src.catalog)
