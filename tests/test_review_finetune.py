@@ -10,7 +10,7 @@ from gzmorph.data.catalog import open_catalog
 from gzmorph.training.recipes import get_preset
 from gzmorph.review.db import ReviewStore
 from gzmorph.review.export import export_labels
-from gzmorph.training.rundir import load_run
+from gzmorph.training.rundir import load_run, read_run
 from gzmorph.training.train import train
 from gzmorph.tree import GZ2
 
@@ -47,10 +47,10 @@ def test_finetune_on_exported_labels_starts_from_the_run(tiny_kaggle, base_run, 
     assert main(["train", "--data", str(labels), "--out", str(out), "--init-from", str(base_run),
                  "--examples", "8", "--batch-size", "8", "--eval-every", "8", "--lr", "1e-12",
                  "--device", "cpu", "--workers", "1", "--no-progress"]) == 0
-    config = json.loads((out / "config.json").read_text())
+    cfg, facts = read_run(out)
     base = load_run(base_run, device="cpu")
-    assert config["init_from"] == str(base_run) and config["init"]["step"] == base.step
-    assert config["n_train"] + config["n_val"] == 4 and config["model"] == base.config.model.to_dict()
+    assert cfg.init_from == str(base_run) and facts["init"]["step"] == base.step
+    assert facts["n_train"] + facts["n_val"] == 4 and cfg.model == base.config.model
     tuned = load_run(out, "last", device="cpu").model.state_dict()
     for name, value in base.model.state_dict().items():
         torch.testing.assert_close(tuned[name], value, atol=1e-6, rtol=0)

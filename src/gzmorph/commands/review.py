@@ -42,12 +42,14 @@ def run(args: argparse.Namespace) -> int:
         n_votes = frame["n_reviewers"].sum()
         print(f"{len(frame)} galaxies, {n_votes} reviews -> {args.out}")
         return 0
-    from gzmorph.review.server import ReviewConfig, serve
+    from gzmorph.errors import ConfigError
+    from gzmorph.review.app import serve
+    from gzmorph.review.server import ReviewConfig
 
     missing = [flag for flag, value in (("--predictions", args.predictions), ("--db", args.db),
                                         ("--images or --catalog", args.images or args.catalog)) if not value]
     if missing:
-        raise ValueError(f"missing {', '.join(missing)}")
+        raise ConfigError(f"missing {', '.join(missing)}")
     cfg = ReviewConfig(predictions=args.predictions, catalog=args.images or args.catalog, db=args.db,
                        host=args.host, port=args.port, token=args.token, show_model=args.show_model,
                        tree=args.tree, id_column=args.id_column, split=args.split)

@@ -18,8 +18,12 @@ __all__ = ["ReviewStore", "export_labels", "vote_fractions", "CANT_TELL", "Answe
 
 def __getattr__(name: str):
     # The server pulls in starlette (the `review` extra) only when asked for.
-    if name in ("ReviewConfig", "serve"):
+    if name == "ReviewConfig":
         from gzmorph.review import server
 
-        return getattr(server, name)
+        return server.ReviewConfig
+    if name == "serve":
+        from gzmorph.review import app
+
+        return app.serve
     raise AttributeError(name)

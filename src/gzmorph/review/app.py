@@ -34,10 +34,10 @@ from starlette.templating import Jinja2Templates
 
 from gzmorph.review.queue import build_queue
 from gzmorph.review.security import SESSION_COOKIE, TokenGate, check_csrf, csrf_token
-from gzmorph.review.server import ReviewSession
+from gzmorph.review.server import ReviewConfig, ReviewSession, open_session
 from gzmorph.review.walk import CANT_TELL, AnswerError, next_question, reached_questions
 
-__all__ = ["create_app", "REVIEWER_COOKIE"]
+__all__ = ["create_app", "serve", "REVIEWER_COOKIE"]
 
 HERE = Path(__file__).parent
 REVIEWER_COOKIE = "gzmorph_reviewer"
@@ -201,3 +201,14 @@ def create_app(session: ReviewSession) -> Starlette:
     ]
     middleware = [Middleware(TokenGate, token=session.config.token)] if session.config.token else []
     return Starlette(routes=routes, middleware=middleware)
+
+
+def serve(cfg: ReviewConfig) -> None:
+    """Run the review server until interrupted."""
+    import uvicorn  # only when serving: tests and exports never need it
+    session = open_session(cfg)
+    app = create_app(session)
+    where = f"http://{cfg.host}:{cfg.port}/"
+    print(f"reviewing {len(session.predictions)} predicted galaxies; answers -> {cfg.db}")
+    print(f"open {where}" + ("?token=<the token>" if cfg.token else ""))
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")

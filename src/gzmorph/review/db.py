@@ -29,6 +29,7 @@ from typing import Iterator
 
 import pandas as pd
 
+from gzmorph.errors import ConfigError
 from gzmorph.review.walk import check_answer, is_complete, next_question, prune
 from gzmorph.tree import Tree
 
@@ -93,7 +94,7 @@ class ReviewStore:
         stored = self.meta().get("tree")
         tree_json = json.dumps(tree.to_dict(), sort_keys=True)
         if stored is not None and json.loads(stored) != tree.to_dict():
-            raise ValueError(f"{self.path} holds answers for tree {json.loads(stored)['name']!r}, "
+            raise ConfigError(f"{self.path} holds answers for tree {json.loads(stored)['name']!r}, "
                              f"not for the given tree {tree.name!r}")
         self.set_meta({"tree": tree_json, "schema_version": str(SCHEMA_VERSION), **(meta or {})})
         if "secret" not in self.meta():
@@ -112,9 +113,9 @@ class ReviewStore:
             try:
                 row = con.execute("SELECT value FROM meta WHERE key='tree'").fetchone()
             except sqlite3.DatabaseError as exc:
-                raise ValueError(f"{path}: not a gzmorph review database ({exc})") from None
+                raise ConfigError(f"{path}: not a gzmorph review database ({exc})") from None
         if row is None:
-            raise ValueError(f"{path}: not a gzmorph review database (no tree recorded)")
+            raise ConfigError(f"{path}: not a gzmorph review database (no tree recorded)")
         return cls(path, _Tree.from_dict(json.loads(row[0])))
 
     @contextmanager

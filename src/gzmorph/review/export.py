@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gzmorph.errors import CatalogError, OutputError
 from gzmorph.review.db import ReviewStore
 from gzmorph.review.walk import CANT_TELL
 from gzmorph.tree import Tree
@@ -96,7 +97,7 @@ def export_labels(db: str | Path, out: str | Path | None = None, catalog=None) -
     id_column = meta.get("id_column", "GalaxyID")
     table = store.table()
     if table.empty:
-        raise ValueError(f"{db}: no answers recorded yet; nothing to export")
+        raise OutputError(f"{db}: no answers recorded yet; nothing to export")
     fr = vote_fractions(table, store.tree)
     fr = fr[~fr[store.tree.columns].isna().all(axis=1)]
     if catalog is None and meta.get("catalog"):
@@ -110,7 +111,7 @@ def export_labels(db: str | Path, out: str | Path | None = None, catalog=None) -
         paths = {str(i): p for i, p in zip(catalog.ids.tolist(), catalog.paths)}
         missing = [g for g in ids if g not in paths]
         if missing:
-            raise ValueError(f"{db}: {len(missing)} reviewed galaxies are not in the catalog {catalog.source} "
+            raise CatalogError(f"{db}: {len(missing)} reviewed galaxies are not in the catalog {catalog.source} "
                              f"(e.g. {missing[:5]})")
         frame.insert(1, "path", [paths[g] for g in ids])
     if out is not None:
@@ -120,5 +121,5 @@ def export_labels(db: str | Path, out: str | Path | None = None, catalog=None) -
         elif out.suffix.lower() == ".csv":
             frame.to_csv(out, index=False, float_format="%.6g")
         else:
-            raise ValueError(f"{out}: labels file must end in .csv or .parquet")
+            raise OutputError(f"{out}: labels file must end in .csv or .parquet")
     return frame

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gzmorph.errors import CatalogError, ConfigError
 from gzmorph.inference.table import load_thresholds, manifest_path, prediction_table
 from gzmorph.tree import Tree
 
@@ -36,17 +37,17 @@ def load_predictions(path: str | Path, tree: Tree, id_column: str = "GalaxyID") 
         raise FileNotFoundError(f"{path}: no such prediction file")
     frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") or path.is_dir() else pd.read_csv(path)
     if id_column not in frame:
-        raise ValueError(f"{path}: no id column {id_column!r} (columns: {list(frame.columns)[:6]}...)")
+        raise CatalogError(f"{path}: no id column {id_column!r} (columns: {list(frame.columns)[:6]}...)")
     missing = [c for c in tree.columns if c not in frame]
     if missing:
-        raise ValueError(f"{path}: predictions lack answer columns of tree {tree.name!r}: {missing[:5]}")
+        raise CatalogError(f"{path}: predictions lack answer columns of tree {tree.name!r}: {missing[:5]}")
     if "needs_expert" not in frame:
         thresholds, _ = load_thresholds(None, tree)
         probs = frame[tree.columns].to_numpy(np.float32)
         frame = prediction_table(frame[id_column].to_numpy(), probs, tree, thresholds, id_column).to_pandas()
     frame.index = pd.Index(frame[id_column].astype(str), name="galaxy")
     if frame.index.duplicated().any():
-        raise ValueError(f"{path}: duplicate ids, e.g. {frame.index[frame.index.duplicated()][0]!r}")
+        raise CatalogError(f"{path}: duplicate ids, e.g. {frame.index[frame.index.duplicated()][0]!r}")
     return frame
 
 
@@ -69,7 +70,7 @@ def build_queue(preds: pd.DataFrame, tree: Tree, question: str | None = None) ->
     """
     names = [q.name for q in tree.questions]
     if question is not None and question not in names:
-        raise ValueError(f"tree {tree.name!r} has no question {question!r}")
+        raise ConfigError(f"tree {tree.name!r} has no question {question!r}")
     flagged = preds[[f"{n}_needs_expert" for n in names]].fillna(False).to_numpy(bool)  # (N, n_questions)
     doubt = preds[[f"{n}_reach" for n in names]].to_numpy(np.float64) * (
         1 - preds[[f"{n}_confidence" for n in names]].to_numpy(np.float64))

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from gzmorph.errors import CatalogError, ConfigError
 from gzmorph.data.catalog import Catalog, open_catalog
 from gzmorph.review.db import ReviewStore
 from gzmorph.review.queue import load_predictions, model_version
 from gzmorph.tree import Tree, get_tree
 
-__all__ = ["ReviewConfig", "ReviewSession", "open_session", "open_review_catalog", "serve", "BackgroundServer",
+__all__ = ["ReviewConfig", "ReviewSession", "open_session", "open_review_catalog", "BackgroundServer",
            "TOKEN_ENV"]
 
 TOKEN_ENV = "GZMORPH_REVIEW_TOKEN"
@@ -73,12 +74,12 @@ class ReviewConfig:
         if self.token is None:
             self.token = os.environ.get(TOKEN_ENV) or None
         if not 0 < self.port < 65536:
-            raise ValueError(f"port must be in 1..65535, got {self.port}")
+            raise ConfigError(f"port must be in 1..65535, got {self.port}")
         if not is_loopback(self.host) and not self.token:
-            raise ValueError(f"--host {self.host} lets other machines connect: give a shared secret with "
+            raise ConfigError(f"--host {self.host} lets other machines connect: give a shared secret with "
                              f"--token or ${TOKEN_ENV} (every request must carry it)")
         if self.token is not None and len(self.token) < 16:
-            raise ValueError("the token must be at least 16 characters (e.g. `python -c 'import secrets; "
+            raise ConfigError("the token must be at least 16 characters (e.g. `python -c 'import secrets; "
                              "print(secrets.token_urlsafe())'`)")
 
 
@@ -95,7 +96,7 @@ def open_review_catalog(spec: str | Path, tree: Tree, id_column: str = "GalaxyID
     """The catalog whose images are reviewed (paths required)."""
     catalog = open_catalog(spec, tree=tree, split=split, id_column=id_column)
     if all(p is None for p in catalog.paths):
-        raise ValueError(f"{spec}: the catalog has no image paths; give a folder of images or a catalog "
+        raise CatalogError(f"{spec}: the catalog has no image paths; give a folder of images or a catalog "
                          "with a 'path' column")
     return catalog
 
@@ -120,7 +121,7 @@ def open_session(cfg: ReviewConfig) -> ReviewSession:
     preds = load_predictions(cfg.predictions, tree, cfg.id_column)
     unknown = preds.index[~preds.index.isin(list(images))]
     if len(unknown) == len(preds):
-        raise ValueError(f"none of the {len(preds)} predicted ids is in the catalog {cfg.catalog} "
+        raise CatalogError(f"none of the {len(preds)} predicted ids is in the catalog {cfg.catalog} "
                          f"(e.g. {unknown[0]!r}); give the catalog the predictions were made on")
     if len(unknown):
         print(f"warning: {len(unknown)} predicted galaxies have no image in {cfg.catalog} and are left "
@@ -130,22 +131,6 @@ def open_session(cfg: ReviewConfig) -> ReviewSession:
                                             "id_column": cfg.id_column,
                                             "predictions": str(Path(cfg.predictions).resolve())})
     return ReviewSession(cfg, tree, store, preds, images, model_version(cfg.predictions))
-
-
-def serve(cfg: ReviewConfig) -> None:
-    """Run the review server until interrupted."""
-    try:
-        import uvicorn
-
-        from gzmorph.review.app import create_app
-    except ImportError as exc:
-        raise RuntimeError(f"gzmorph review needs the `review` extra ({exc}): pip install 'gzmorph[review]'") from None
-    session = open_session(cfg)
-    app = create_app(session)
-    where = f"http://{cfg.host}:{cfg.port}/"
-    print(f"reviewing {len(session.predictions)} predicted galaxies; answers -> {cfg.db}")
-    print(f"open {where}" + ("?token=<the token>" if cfg.token else ""))
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
 
 
 class BackgroundServer:
