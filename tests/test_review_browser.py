@@ -10,7 +10,6 @@ import shutil
 import pytest
 
 webdriver = pytest.importorskip("selenium.webdriver")
-pytest.importorskip("uvicorn")
 
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402

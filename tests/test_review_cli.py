@@ -7,14 +7,12 @@ import subprocess
 import sys
 import time
 
+import httpx2 as httpx  # the maintained httpx line, which Starlette's test client uses
 import pytest
 
-httpx = pytest.importorskip("httpx")
-pytest.importorskip("uvicorn")
-
-from gzmorph.cli import main  # noqa: E402
-from gzmorph.review.db import ReviewStore  # noqa: E402
-from review_helpers import csrf_of, sample  # noqa: E402
+from gzmorph.cli import main
+from gzmorph.review.db import ReviewStore
+from review_helpers import csrf_of, sample
 
 
 def free_port() -> int:

@@ -1,15 +1,11 @@
 """The review web application over HTTP: the flow, and every refusal (token, CSRF, paths, tree)."""
 
 import pytest
+from starlette.testclient import TestClient
 
-pytest.importorskip("starlette")
-pytest.importorskip("httpx")
-
-from starlette.testclient import TestClient  # noqa: E402
-
-from gzmorph.review.app import create_app  # noqa: E402
-from gzmorph.review.server import ReviewConfig, open_session  # noqa: E402
-from review_helpers import csrf_of, sample  # noqa: E402
+from gzmorph.review.app import create_app
+from gzmorph.review.server import ReviewConfig, open_session
+from review_helpers import csrf_of, sample
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 
