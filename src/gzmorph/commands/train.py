@@ -28,12 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "lr": "learning rate",
         "image_size": "side of the decoded images in pixels",
         "val_fraction": "held-out fraction (the last by id unless --split-seed)",
-        "seed": "random seed",
-        "compile": "torch.compile the training step: off, cuda (on CUDA only) or always",
-        "precision": "auto (bf16 on CUDA only), fast (bf16 where the hardware computes it: CUDA, "
-                     "CPUs with AVX512-BF16/AMX), fp32 or bf16",
-        "ema_decay": "average the weights with this decay per step for validation, best.pt and prediction (0: off)",
-        "init_from": "fine-tune: start from the best weights of this run (same network and tree)"})
+        "seed": "random seed"})
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--gpus", type=int, default=1, help="train on K GPUs of this machine with DistributedDataParallel (with --device cpu: K gloo processes)")
     p.add_argument("--workers", type=int, help="JPEG decoding processes (default: all cores)")
