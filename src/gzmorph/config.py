@@ -16,9 +16,20 @@ from typing import Any, Mapping, TypeVar
 
 from gzmorph.errors import ConfigError
 
-__all__ = ["to_dict", "from_dict", "build", "Config"]
+__all__ = ["to_dict", "from_dict", "build", "int_tuple", "Config"]
 
 T = TypeVar("T")
+
+
+def int_tuple(owner: str, name: str, value: Any) -> tuple[int, ...]:
+    """A JSON list or tuple of integers as a tuple; anything else is an error naming ``owner.name``."""
+    try:
+        ok = not isinstance(value, (str, bytes)) and all(isinstance(v, (int, float)) and int(v) == v for v in value)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{owner}.{name} must be a sequence of integers, got {value!r}")
+    return tuple(int(v) for v in value)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -35,16 +35,6 @@ _MERGES = ("concat", "mean")
 _INITS = ("paper", "kaiming")
 
 
-def _int_tuple(name: str, value: Any) -> tuple[int, ...]:
-    """A JSON list or tuple of integers as a tuple; anything else is an error naming the field."""
-    try:
-        ok = not isinstance(value, (str, bytes)) and all(isinstance(v, (int, float)) and int(v) == v for v in value)
-    except TypeError:
-        ok = False
-    if not ok:
-        raise ValueError(f"ModelConfig.{name} must be a sequence of integers, got {value!r}")
-    return tuple(int(v) for v in value)
-
 
 @dataclass
 class ModelConfig:
@@ -89,7 +79,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         for name in ("conv_channels", "conv_kernels", "pool_after", "dense_units"):
-            setattr(self, name, _int_tuple(name, getattr(self, name)))
+            setattr(self, name, config.int_tuple("ModelConfig", name, getattr(self, name)))
         n = len(self.conv_channels)
         if n == 0 or len(self.conv_kernels) != n:
             raise ValueError(f"need as many conv_kernels as conv_channels (>= 1), got {self.conv_kernels} "

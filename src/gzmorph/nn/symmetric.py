@@ -73,16 +73,6 @@ def _d4_tables() -> tuple[tuple[tuple[int, ...], ...], tuple[int, ...]]:
     return mul, inv
 
 
-def _int_tuple(name: str, value: Any) -> tuple[int, ...]:
-    try:
-        out = tuple(int(v) for v in value)
-        ok = not isinstance(value, (str, bytes)) and all(int(v) == v for v in value)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"SymmetricConfig.{name} must be a sequence of integers, got {value!r}")
-    return out
-
 
 @dataclass
 class SymmetricConfig:
@@ -129,7 +119,7 @@ class SymmetricConfig:
 
     def __post_init__(self) -> None:
         for name in ("channels", "pool_after", "roll_after"):
-            setattr(self, name, _int_tuple(name, getattr(self, name)))
+            setattr(self, name, config.int_tuple("SymmetricConfig", name, getattr(self, name)))
         n = len(self.channels)
         if self.family not in _FAMILIES:
             raise ValueError(f"SymmetricConfig.family must be one of {_FAMILIES}, got {self.family!r}")
