@@ -21,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from gzmorph.evaluation.analyze import AnalyzeConfig
     from gzmorph.options import add_config_options
 
-    parser.add_argument("--model", required=True, metavar="RUN_DIR", help="run directory from `gzmorph train`")
+    parser.add_argument("--model", required=True, metavar="MODEL",
+                        help="run directory from `gzmorph train`, model package from `gzmorph export`, or "
+                             "hf:ORG/NAME[@REVISION]")
     parser.add_argument("--images", required=True, metavar="IMAGES", help="catalog, image folder or cache")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the figures and analysis.html")
     parser.add_argument("--labels", default=None, metavar="CATALOG",

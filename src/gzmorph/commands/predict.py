@@ -32,8 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from gzmorph.inference.ray import RayConfig
     from gzmorph.options import add_config_options
 
-    p.add_argument("--model", nargs="+", required=True, metavar="RUN_DIR",
-                   help="run directories written by `gzmorph train`; several are averaged")
+    p.add_argument("--model", nargs="+", required=True, metavar="MODEL",
+                   help="run directories written by `gzmorph train`, model packages or .onnx files from "
+                        "`gzmorph export` (ONNX runs with onnxruntime), or hf:ORG/NAME[@REVISION]; several "
+                        "are averaged")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--images", metavar="DIR", help="folder of images (ids = file names without suffix)")
     src.add_argument("--catalog", metavar="FILE",

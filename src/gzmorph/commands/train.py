@@ -39,16 +39,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _init_config(init_from: str):
+    """The configuration of the model fine-tuning starts from (run directory, package or Hub model)."""
+    from gzmorph.sharing.resolve import model_kind, resolve_model
+    from gzmorph.sharing.hub import parse_ref
+    from gzmorph.training.rundir import run_config
+    from pathlib import Path
+
+    if parse_ref(init_from) is None and model_kind(Path(init_from)) == "run":
+        return run_config(init_from)  # no need to load the weights twice
+    return resolve_model(init_from, "best", device="cpu", purpose="fine-tuned").config
+
+
 def run(args: argparse.Namespace) -> int:
     from gzmorph.config import build
     from gzmorph.options import config_values
     from gzmorph.training.recipes import TrainConfig, get_preset
-    from gzmorph.training.rundir import run_config
     from gzmorph.training.train import train
 
     overrides = config_values(args, TrainConfig, fields=OVERRIDES, drop_none=True)
     # With --init-from and no --preset, fine-tuning continues that run's configuration.
-    base = run_config(args.init_from) if args.init_from and not args.preset else get_preset(args.preset or "paper")
+    base = _init_config(args.init_from) if args.init_from and not args.preset else get_preset(args.preset or "paper")
     cfg = build(TrainConfig, {**base.to_dict(), **overrides})
     result = train(cfg, args.data, args.out, device=args.device, resume=args.resume, workers=args.workers,
                    max_minutes=args.max_minutes, progress=not args.no_progress, processes=args.gpus,

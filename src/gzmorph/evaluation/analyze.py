@@ -337,8 +337,9 @@ def analyze(run_dir: str | Path, images: Any, out: str | Path, labels: Any = Non
 
     Parameters
     ----------
-    run_dir : path
-        Run directory written by ``gzmorph train``.
+    run_dir : path or str
+        Run directory written by ``gzmorph train``, model package, or
+        ``hf:ORG/NAME[@REVISION]`` (not an ONNX file: the figures need the torch network).
     images : path, Catalog or ndarray
         Kaggle directory, CSV/Parquet catalog, image folder, image cache, a
         :class:`gzmorph.data.catalog.Catalog`, or uint8 images ``(N, H, W, 3)`` (ids 0..N-1).
@@ -361,13 +362,13 @@ def analyze(run_dir: str | Path, images: Any, out: str | Path, labels: Any = Non
     """
     from dataclasses import replace
 
-    from gzmorph.training.rundir import load_run
+    from gzmorph.sharing.resolve import resolve_model
 
     cfg = replace(config or AnalyzeConfig(), **settings)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device).device
-    trained = load_run(run_dir, which=which, device=dev)
+    trained = resolve_model(run_dir, which=which, device=dev, purpose="analyzed")
     inputs = _load_inputs(images, trained.tree, trained.image_size, cfg, workers, id_column, progress)
     labels = _attach_labels(inputs, labels, trained.tree, id_column)
     result = _forward(trained, inputs.images, cfg.batch_size, dev)

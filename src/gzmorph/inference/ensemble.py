@@ -26,7 +26,8 @@ import torch.nn.functional as F
 
 from gzmorph.errors import ConfigError
 from gzmorph.nn import augment as aug
-from gzmorph.training.rundir import TrainedModel, load_run
+from gzmorph.sharing.resolve import resolve_model
+from gzmorph.training.rundir import TrainedModel
 from gzmorph.runtime import Runtime
 from gzmorph.tree import Tree
 
@@ -41,7 +42,8 @@ class Ensemble:
     Parameters
     ----------
     runs : sequence of TrainedModel
-        Loaded on ``runtime.device``; all must predict the same tree.
+        Loaded on ``runtime.device``; all must predict the same tree.  A run's network
+        may be an onnxruntime one (:class:`gzmorph.sharing.onnx_model.OnnxNet`).
     runtime : Runtime
     tta : {"none", "rot", "paper"}
     weights : sequence of float, optional
@@ -74,7 +76,9 @@ class Ensemble:
         if runtime.channels_last:
             for run in self.runs:
                 run.model.to(memory_format=torch.channels_last)
-        self._nets = [torch.compile(run.model) if compile else run.model for run in self.runs]
+        # An onnxruntime network (gzmorph.sharing.onnx_model.OnnxNet) has nothing for torch to compile.
+        self._nets = [torch.compile(run.model) if compile and not getattr(run.model, "is_onnx", False)
+                      else run.model for run in self.runs]
         self._compiled = compile
         self._batch = 0  # padded batch size of the compiled graphs
 
@@ -82,10 +86,13 @@ class Ensemble:
     def load(cls, models: ModelSpec | Sequence[ModelSpec], runtime: Runtime, tta: str = "none",
              weights: Sequence[float] | str | Path | None = None, which: str = "best",
              compile: bool = False) -> "Ensemble":
-        """Load run directories (or take loaded runs); ``weights`` may be a weights JSON file."""
+        """Load models (or take loaded runs); ``weights`` may be a weights JSON file.
+
+        A model is a run directory, a model package, an ``.onnx`` file or
+        ``hf:ORG/NAME[@REVISION]`` (:func:`gzmorph.sharing.resolve.resolve_model`).
+        """
         specs = [models] if isinstance(models, (str, Path, TrainedModel)) else list(models)
-        runs = [m if isinstance(m, TrainedModel) else load_run(m, which=which, device=runtime.device)
-                for m in specs]
+        runs = [resolve_model(m, which=which, device=runtime.device) for m in specs]
         for run in runs:
             run.model.to(runtime.device).eval()
         if isinstance(weights, (str, Path)):

@@ -54,6 +54,8 @@ def weights_digest(model: Any) -> str:
     """
     import torch
 
+    if callable(getattr(model, "weights_digest", None)):  # an ONNX network: the digest of its file
+        return model.weights_digest()
     digest = hashlib.sha1()
     for name, tensor in sorted(model.state_dict().items()):
         flat = tensor.detach().to("cpu").contiguous().reshape(-1)
@@ -301,10 +303,11 @@ def chunk_error_table(catalog: Any, rows: np.ndarray, reasons: Sequence[Any]) ->
 
 
 def model_files(models: Any) -> list[Path]:
-    """The files the runs ``models`` (paths or loaded runs) are read from: inputs an output must not replace."""
+    """The files the models (paths, Hub references or loaded runs) are read from: inputs an output must not replace."""
+    from gzmorph.sharing.resolve import model_inputs
+
     specs = [models] if isinstance(models, (str, Path)) or not isinstance(models, Sequence) else list(models)
-    dirs = [Path(m) if isinstance(m, (str, Path)) else Path(m.run_dir) for m in specs]
-    return [d / name for d in dirs for name in ("config.json", "checkpoints/best.pt", "checkpoints/last.pt")]
+    return [path for m in specs for path in model_inputs(m)]
 
 
 def check_outputs(out: Path, inputs: Sequence[Any]) -> None:

@@ -54,7 +54,7 @@ class TrainConfig:
     compile: str = "off"  # torch.compile of the training step: "off", "cuda" (on CUDA only) or "always"
     precision: str = "auto"  # "auto" (bf16 on CUDA only), "fast" (also on CPUs with AVX512-BF16/AMX), "fp32", "bf16"
     ema_decay: float = 0.0  # weights averaged with this decay per step for validation and best.pt; 0: off
-    init_from: str | None = None  # run directory whose best weights start this run (fine-tuning)
+    init_from: str | None = None  # run directory (or model package, hf:ORG/NAME) whose best weights start this run
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):

@@ -149,13 +149,14 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
                         label_columns=data.get("label_columns"))
 
 
-def init_weights(model: torch.nn.Module, cfg: TrainConfig, tree: Tree) -> dict[str, Any]:
+def init_weights(model: torch.nn.Module, cfg: TrainConfig, tree: Tree, init: TrainedModel | None = None) -> dict[str, Any]:
     """Load the best weights of run ``cfg.init_from`` into ``model`` (fine-tuning).
 
     The run must have the same network and tree; returns what was loaded (run, step)
-    for the new run's record.
+    for the new run's record.  ``init`` is that model already loaded (a model package
+    or a Hub model, by :func:`gzmorph.sharing.resolve.resolve_model`).
     """
-    init = load_run(cfg.init_from, "best", device="cpu")
+    init = init if init is not None else load_run(cfg.init_from, "best", device="cpu")
     if init.config.model.to_dict() != cfg.model.to_dict():
         raise RunError(f"--init-from {cfg.init_from}: that run trained another network "
                        f"({init.config.model.to_dict()}), not {cfg.model.to_dict()}; use its preset or "
@@ -164,4 +165,5 @@ def init_weights(model: torch.nn.Module, cfg: TrainConfig, tree: Tree) -> dict[s
         raise RunError(f"--init-from {cfg.init_from}: that run predicts tree {init.tree.name!r} with other "
                        f"answers than tree {tree.name!r}")
     model.load_state_dict(init.model.state_dict())
-    return {"run": str(Path(cfg.init_from).resolve()), "step": init.step}
+    source = cfg.init_from if str(cfg.init_from).startswith("hf:") else str(Path(cfg.init_from).resolve())
+    return {"run": source, "step": init.step}

@@ -27,6 +27,7 @@ from gzmorph.errors import RunError
 from gzmorph.evaluation.metrics import masked_mse, masked_sums
 from gzmorph.nn import augment as aug
 from gzmorph.nn.model import build_model
+from gzmorph.sharing.resolve import resolve_model
 from gzmorph.runtime import Runtime, atomic_write, load_checkpoint, refuse_overwrite, resolve_device, seed_everything
 from gzmorph.training.averaging import WeightAverage
 from gzmorph.training.distributed import Dist, all_sum, launch, setup
@@ -81,19 +82,34 @@ def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
 
 @torch.inference_mode()
 def validation_sums(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
-                    rt: Runtime) -> tuple[float, float]:
-    """Sum of squared errors and count of the available label entries, one identity view per image."""
+                    rt: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per answer column, the sum of squared errors and the count of the available label entries.
+
+    One identity view per image; float64 ``(n_answers,)`` tensors on the device (summed
+    over processes by the caller; the overall RMSE is ``sqrt(sse.sum() / count.sum())``).
+    """
     model.eval()
-    sq, count = 0.0, 0
+    sq = torch.zeros(labels.shape[1], dtype=torch.float64, device=rt.device)
+    count = torch.zeros_like(sq)
     for i in range(0, len(images), cfg.eval_batch_size):
         x = images[i : i + cfg.eval_batch_size]
         crops = aug.render_crops(x, aug.fixed_transforms(len(x)).to(rt.device), cfg.augment, None)
         with rt.autocast_context():
             pred = model(crops).float()
-        batch_sq, batch_count = masked_sums(pred, labels[i : i + len(x)])
-        sq += float(batch_sq)
-        count += int(batch_count)
-    return sq, float(count)
+        batch_sq, batch_count = masked_sums(pred, labels[i : i + len(x)], axis=0)
+        sq += batch_sq.double()
+        count += batch_count.double()
+    return sq, count
+
+
+def question_rmse(sq: torch.Tensor, count: torch.Tensor, tree: Any) -> dict[str, float | None]:
+    """Validation RMSE of each question from per-column sums (None: no label of that question)."""
+    sq, count = sq.cpu().numpy(), count.cpu().numpy()
+    out: dict[str, float | None] = {}
+    for q, sl in zip(tree.questions, tree.slices):
+        n = float(count[sl].sum())
+        out[q.name] = math.sqrt(float(sq[sl].sum()) / n) if n > 0 else None
+    return out
 
 
 def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | None = "auto",
@@ -176,7 +192,8 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
     optimizer = _make_optimizer(model, cfg)
     step, best, init = 0, math.inf, None
     if ckpt is None and cfg.init_from:
-        init = init_weights(model, cfg, tree)  # fine-tuning: start from that run's best weights
+        # fine-tuning: start from that run's best weights (or a model package's, or a Hub model's)
+        init = init_weights(model, cfg, tree, resolve_model(cfg.init_from, "best", device="cpu", purpose="fine-tuned"))
     elif ckpt is not None and cfg.init_from:  # resumed: keep the record of the first start
         init = read_run(out)[1].get("init")
     if ckpt is not None:
@@ -279,10 +296,15 @@ def _loop(cfg, model, fwd, optimizer, ds, rt: Runtime, d: Dist, out: Path, step:
             timeout = _out_of_time(t0, max_minutes, step, d, rt)
             if step % eval_steps == 0 or step == cfg.steps or timeout:
                 sq, count = validation_sums(model if ema is None else ema.model, val_images, val_labels, cfg, rt)
-                totals = all_sum([sq, count, float(running) / max(n_running, 1)], d, rt.device).tolist()
-                last_val = math.sqrt(totals[0] / max(totals[1], 1))
+                n_a = len(sq)  # one vector for every process's sums: (2 n_answers + 1,)
+                totals = all_sum(torch.cat([sq, count, sq.new_tensor([float(running) / max(n_running, 1)])]),
+                                 d, rt.device).cpu()
+                sq, count = totals[:n_a], totals[n_a : 2 * n_a]
+                last_val = math.sqrt(float(sq.sum()) / max(float(count.sum()), 1))
                 record = {"step": step, "examples": step * cfg.batch_size, "lr": learning_rate(cfg, step - 1),
-                          "train_loss": totals[2], "val_rmse": last_val,
+                          "train_loss": float(totals[-1]), "val_rmse": last_val,
+                          # per question, for the model card (gzmorph.sharing.card)
+                          "val_rmse_questions": question_rmse(sq, count, get_tree(cfg.tree)),
                           "seconds": round(time.monotonic() - t0, 2)}
                 running, n_running = 0.0, 0
                 if d.is_main:
