@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -65,11 +66,18 @@ def export_onnx(trained: TrainedModel, out: str | Path, opset: int = 18) -> dict
     side = trained.augment.out_size
     example = torch.rand(2, 2, 3, side, side, generator=torch.Generator().manual_seed(0))
     batch = torch.export.Dim("batch", min=1, max=65536)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's deprecation and tracing chatter
-        program = torch.onnx.export(model, (example,), None, dynamo=True, opset_version=opset, input_names=[INPUT],
-                                    output_names=[OUTPUT], dynamic_shapes={"crops": {0: batch}}, verbose=False,
-                                    report=False, verify=False, optimize=True)
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # e.g. "torchvision is not installed. Skipping torchvision::nms"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's deprecation and tracing chatter
+            program = torch.onnx.export(model, (example,), None, dynamo=True, opset_version=opset,
+                                        input_names=[INPUT], output_names=[OUTPUT],
+                                        dynamic_shapes={"crops": {0: batch}}, verbose=False, report=False,
+                                        verify=False, optimize=True)
+    finally:
+        logger.setLevel(level)
     proto = program.model_proto
     entry = proto.metadata_props.add()
     entry.key, entry.value = META_KEY, _metadata(trained)
