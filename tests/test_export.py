@@ -80,7 +80,7 @@ def test_demo_model_predicts_the_same_from_package_hub_and_onnx(demo, package, t
 
 def test_package_holds_pickle_free_weights_and_the_preprocessing(demo, package):
     assert sorted(p.name for p in package.iterdir()) == ["README.md", "config.json", "model.onnx",
-                                                         "model.safetensors"]
+                                                         "model.safetensors", "triage_thresholds.json"]
     config = read_package_config(package)
     run_config = json.loads((demo / "run" / "config.json").read_text())
     assert config["train"] == run_config["train"]
@@ -110,13 +110,14 @@ def test_model_card_states_the_facts(demo, package):
     assert f"RMSE **{report['rmse']:.4f}** over {report['n_matched']} images" in card
     assert f"| Q1 | {thresholds['thresholds']['Q1']:.3f} |" in card
     assert config["triage_thresholds"] == thresholds
+    assert json.loads((package / "triage_thresholds.json").read_text()) == thresholds
     assert f"`{config['weights']['sha256']}`" in card
     assert f"gzmorph {config['versions']['gzmorph']}, torch {config['versions']['torch']}" in card
 
 
 def test_tampered_weights_are_refused(package, tmp_path, capsys):
     bad = tmp_path / "bad"
-    shutil.copytree(package, bad, ignore=shutil.ignore_patterns("model.onnx"))
+    shutil.copytree(package, bad)
     weights = bad / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-3] ^= 0xFF  # one weight changed
@@ -127,6 +128,10 @@ def test_tampered_weights_are_refused(package, tmp_path, capsys):
     assert str(weights) in str(err.value) and expected in str(err.value) and sha256_file(weights) in str(err.value)
     status = main(["predict", "--model", str(bad), "--images", str(tmp_path), "--out", str(tmp_path / "p.csv")])
     assert status == 2 and "refusing to load" in capsys.readouterr().err
+    onnx_file = bad / "model.onnx"
+    onnx_file.write_bytes(onnx_file.read_bytes() + b"\0")  # the package's ONNX file is checked too
+    with pytest.raises(RunError, match="model.onnx: its SHA-256 is"):
+        resolve_model(onnx_file)
 
 
 def test_push_uploads_the_package(demo, tmp_path, monkeypatch):

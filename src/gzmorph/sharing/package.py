@@ -7,6 +7,7 @@ A package holds::
     config.json         everything needed to rebuild and feed the network (see below)
     README.md           the model card (:mod:`gzmorph.sharing.card`)
     model.onnx          optional (``export --onnx``): the same network for onnxruntime
+    triage_thresholds.json  optional: the triage thresholds given at export
 
 ``config.json`` (format ``"gzmorph-model"``, version :data:`PACKAGE_VERSION`) keeps the
 run's resolved training configuration under ``"train"`` (the authority when loading:
@@ -48,7 +49,7 @@ __all__ = ["PACKAGE_FORMAT", "PACKAGE_VERSION", "PACKAGE_FILES", "TTA_LEVELS", "
 PACKAGE_FORMAT = "gzmorph-model"
 PACKAGE_VERSION = 1
 PACKAGE_FILES = {"weights": "model.safetensors", "config": "config.json", "card": "README.md",
-                 "onnx": "model.onnx"}
+                 "onnx": "model.onnx", "thresholds": "triage_thresholds.json"}
 TTA_LEVELS = ("none", "rot", "paper")
 
 
@@ -138,6 +139,8 @@ def export_package(run_dir: str | Path, out: str | Path, *, which: str = "best",
             export_onnx(trained, tmp / PACKAGE_FILES["onnx"])
             config["onnx"] = {"file": PACKAGE_FILES["onnx"], "sha256": sha256_file(tmp / PACKAGE_FILES["onnx"])}
         write_json(config, tmp / PACKAGE_FILES["config"])
+        if triage is not None:  # also as a file: gzmorph predict --triage-thresholds PACKAGE/triage_thresholds.json
+            write_json(triage, tmp / PACKAGE_FILES["thresholds"])
         card = render_card(config, metrics, evaluation, run_name=run_dir.resolve().name)
         (tmp / PACKAGE_FILES["card"]).write_text(card, encoding="utf-8")
         os.replace(tmp, out)

@@ -15,7 +15,7 @@ import torch
 from gzmorph.errors import ConfigError, RunError
 from gzmorph.sharing.hub import HubRef, download, parse_ref
 from gzmorph.sharing.onnx_model import load_onnx
-from gzmorph.sharing.package import PACKAGE_FILES, is_package, load_package
+from gzmorph.sharing.package import PACKAGE_FILES, is_package, load_package, read_package_config, verify_file
 from gzmorph.training.rundir import RUN_FILES, TrainedModel, load_run
 
 __all__ = ["resolve_model", "model_kind", "model_inputs"]
@@ -57,6 +57,10 @@ def resolve_model(spec: str | Path | TrainedModel, which: str = "best",
     if kind == "onnx":
         if purpose:
             raise ConfigError(f"{spec}: an ONNX model cannot be {purpose}; give its run directory or model package")
+        if is_package(path.parent):  # the ONNX file of a package: its recorded SHA-256 holds for it too
+            entry = read_package_config(path.parent).get("onnx") or {}
+            if entry.get("file") == path.name:
+                verify_file(path.parent, entry)
         return load_onnx(path)
     if kind == "package":
         return load_package(path, device=device)
