@@ -65,7 +65,8 @@ def resolve_model(spec: str | Path | TrainedModel, which: str = "best",
     if kind == "package":
         return load_package(path, device=device)
     if ref is not None:
-        raise RunError(f"{spec}: {path} holds no gzmorph model package ({PACKAGE_FILES['config']} of format gzmorph-model)")
+        raise RunError(f"{spec}: {path} holds no gzmorph model package "
+                       f"({PACKAGE_FILES['config']} of format gzmorph-model)")
     return load_run(path, which=which, device=device)
 
 

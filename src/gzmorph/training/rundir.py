@@ -149,7 +149,8 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
                         label_columns=data.get("label_columns"))
 
 
-def init_weights(model: torch.nn.Module, cfg: TrainConfig, tree: Tree, init: TrainedModel | None = None) -> dict[str, Any]:
+def init_weights(model: torch.nn.Module, cfg: TrainConfig, tree: Tree,
+                 init: TrainedModel | None = None) -> dict[str, Any]:
     """Load the best weights of run ``cfg.init_from`` into ``model`` (fine-tuning).
 
     The run must have the same network and tree; returns what was loaded (run, step)
