@@ -15,7 +15,8 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN", help="run directory written by `gzmorph train`")
+    p.add_argument("run", metavar="RUN", help="run directory written by `gzmorph train` (with --format onnx also "
+                                              "a model package or hf:ORG/NAME[@REVISION])")
     p.add_argument("--out", required=True, metavar="PATH", help="package folder to create, or the .onnx file")
     p.add_argument("--format", choices=("package", "onnx"), default="package", help="what to write")
     p.add_argument("--which", choices=("best", "last"), default="best", help="checkpoint to export")
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from gzmorph.sharing.hub import parse_ref, push
     from gzmorph.sharing.onnx_model import export_onnx
     from gzmorph.sharing.package import export_package, read_package_config
-    from gzmorph.training.rundir import load_run
+    from gzmorph.sharing.resolve import resolve_model
 
     ref = parse_ref(args.push) if args.push else None
     if args.push and ref is None:
@@ -44,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
                               "(a package can hold model.onnx: --onnx)")
         if not args.out.lower().endswith(".onnx"):
             raise ConfigError(f"--out {args.out}: name the ONNX file *.onnx")
-        result = export_onnx(load_run(args.run, which=args.which, device="cpu"), args.out)
+        # A package or a Hub model converts too (an ONNX file does not: "exported" again).
+        result = export_onnx(resolve_model(args.run, args.which, device="cpu", purpose="exported again"), args.out)
         print(f"ONNX model -> {result['path']} (checked; largest difference from torch "
               f"{result['max_abs_diff']:.1e})")
         return 0
