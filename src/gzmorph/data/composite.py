@@ -27,7 +27,7 @@ import numpy as np
 from gzmorph import config
 from gzmorph.errors import ConfigError, MissingExtraError
 
-__all__ = ["Stretch", "STRETCH_PRESETS", "resolve_stretch", "make_composite", "require_survey_extra"]
+__all__ = ["Stretch", "STRETCH_PRESETS", "SurveyOptions", "resolve_stretch", "make_composite", "require_survey_extra"]
 
 SURVEY_EXTRA = "pip install 'gzmorph[survey]'"
 
@@ -160,3 +160,34 @@ def make_composite(planes: np.ndarray, stretch: Stretch) -> np.ndarray:
     rgb = make_lupton_rgb(scaled[2], scaled[1], scaled[0], minimum=stretch.minimum, stretch=stretch.soft,
                           Q=stretch.q)
     return np.ascontiguousarray(rgb, dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class SurveyOptions:
+    """The command-line view of a :class:`Stretch`: a preset and what to change in it.
+
+    Parameters
+    ----------
+    stretch : {"sdss-gri", "legacy-grz", "hsc-gri"}
+        Colour composite preset of FITS cutouts (bands, their balance, the asinh stretch).
+    bands : str
+        Band names blue to red, e.g. "g,r,z" (default: the preset's).
+    band_scales : str
+        Flux multiplier per band, e.g. "1.6,1,0.6" (default: the preset's).
+    stretch_q : float
+        Softening Q of the asinh stretch (default: the preset's).
+    stretch_soft : float
+        Linear range of the asinh stretch in the data's units (default: the preset's).
+    """
+
+    stretch: str | None = None
+    bands: str | None = None
+    band_scales: str | None = None
+    stretch_q: float | None = None
+    stretch_soft: float | None = None
+
+    def resolve(self) -> Stretch | None:
+        """The :class:`Stretch` asked for, or None when no option was given."""
+        if all(getattr(self, f) is None for f in ("stretch", "bands", "band_scales", "stretch_q", "stretch_soft")):
+            return None
+        return resolve_stretch(self.stretch, self.bands, self.band_scales, self.stretch_q, self.stretch_soft)
