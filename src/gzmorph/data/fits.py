@@ -137,11 +137,12 @@ def _from_extensions(hdus, bands: tuple[str, ...]) -> list[np.ndarray]:
     return [_as_float(found[b.lower()].data, b) for b in bands]
 
 
-def _open(path: str):
+def _open(path: str, memmap: bool = True):
     from astropy.io import fits
 
     try:
-        return fits.open(path, memmap=not str(path).lower().endswith((".gz", ".fz")), lazy_load_hdus=False)
+        return fits.open(path, memmap=memmap and not str(path).lower().endswith((".gz", ".fz")),
+                         lazy_load_hdus=False)
     except FileNotFoundError:
         raise FitsError("file not found") from None
     except (OSError, ValueError, TypeError, IndexError) as exc:
@@ -156,8 +157,18 @@ def _first_image(hdus):
     raise FitsError("no image data in the file")
 
 
-def _read_file(path: str, bands: tuple[str, ...]) -> tuple[list[np.ndarray], object, str]:
-    with _open(path) as hdus:
+def _read_file(path: str, bands: tuple[str, ...], memmap: bool = True) -> tuple[list[np.ndarray], object, str]:
+    try:
+        return _read_hdus(path, bands, memmap)
+    except FitsError as exc:
+        # Scaled integers (BSCALE/BZERO/BLANK) cannot be memory-mapped: read them into memory.
+        if memmap and "memory-mapped" in exc.reason:
+            return _read_hdus(path, bands, memmap=False)
+        raise
+
+
+def _read_hdus(path: str, bands: tuple[str, ...], memmap: bool) -> tuple[list[np.ndarray], object, str]:
+    with _open(path, memmap) as hdus:
         try:
             first = _first_image(hdus)
             if first.data.ndim == 3:
