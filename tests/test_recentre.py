@@ -69,6 +69,17 @@ def test_empty_sky_is_not_found_and_keeps_the_centre_crop() -> None:
     assert placement.geometry().tolist() == NO_GEOMETRY.tolist()
 
 
+def test_flux_radius_when_the_petrosian_radius_is_undefined() -> None:
+    """A galaxy larger than the cutout: the Petrosian ratio never falls to 0.2, the flux radius is used."""
+    side = 64
+    yy, xx = np.mgrid[:side, :side] - (side - 1) / 2
+    flat = 50.0 / (1 + (np.hypot(xx, yy) / 40.0) ** 2)  # a shallow profile filling the whole image
+    image = (flat + np.random.default_rng(0).normal(0, 0.05, (side, side))).astype(np.float32)
+    placement = measure(image)
+    assert placement.method == "flux_radius" and 10 < placement.r90 < side
+    assert abs(placement.x - (side - 1) / 2) < 1 and abs(placement.y - (side - 1) / 2) < 1
+
+
 def test_place_is_the_same_single_warp_as_shifting_and_scaling() -> None:
     """A galaxy off centre, recentred by place(), renders as the same galaxy at the centre."""
     side = 96

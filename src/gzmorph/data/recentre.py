@@ -180,7 +180,10 @@ def measure(image: np.ndarray) -> Placement:
     r90 = petrosian_r90(clean, x, y, rmax)
     if math.isfinite(r90) and r90 > 0:
         return Placement(x, y, r90, "petrosian", side)
-    r90, flag = sep.flux_radius(clean, np.array([x]), np.array([y]), np.array([rmax]), 0.9, subpix=0)
+    try:  # sep.flux_radius refuses subpix=0 (exact apertures): sub-sampled 5 x 5
+        r90, _ = sep.flux_radius(clean, np.array([x]), np.array([y]), np.array([rmax]), 0.9, subpix=5)
+    except Exception:  # noqa: BLE001 - sep raises plain Exceptions: fall back to the centre crop
+        return none
     r90 = float(np.asarray(r90).ravel()[0])
     if math.isfinite(r90) and r90 > 0:
         return Placement(x, y, r90, "flux_radius", side)
