@@ -33,7 +33,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=141)
     args = p.parse_args()
     files = sorted(Path(args.images).glob("*.jpg"), key=lambda f: int(f.stem))[: args.n]
-    shifts, zooms, methods, seconds = [], [], Counter(), 0.0
+    shifts, zooms, r90s, methods, seconds = [], [], [], Counter(), 0.0
     for f in files:
         image = decode(f, args.size)
         t0 = time.perf_counter()
@@ -44,12 +44,14 @@ def main() -> None:
             g = placement.geometry()
             shifts.append(float(np.hypot(g[0], g[1])) * 424)
             zooms.append(float(g[2]))
+            r90s.append(placement.r90)
     q = [5, 25, 50, 75, 95]
     print(json.dumps({
         "n": len(files), "size": args.size, "found": round(len(shifts) / len(files), 4), "methods": dict(methods),
         "shift_px424_percentiles": dict(zip(map(str, q), np.round(np.percentile(shifts, q), 2).tolist())),
         "zoom_percentiles": dict(zip(map(str, q), np.round(np.percentile(zooms, q), 3).tolist())),
         "zoom_clipped": int(sum(z in (0.25, 4.0) for z in zooms)),
+        "median_r90_px424": round(float(np.median(r90s)) * 424 / args.size, 1),
         "ms_per_image": round(1000 * seconds / len(files), 2)}))
 
 

@@ -27,7 +27,8 @@ import numpy as np
 from gzmorph import config
 from gzmorph.errors import ConfigError, MissingExtraError
 
-__all__ = ["Stretch", "STRETCH_PRESETS", "SurveyOptions", "resolve_stretch", "make_composite", "require_survey_extra"]
+__all__ = ["Stretch", "STRETCH_PRESETS", "SurveyOptions", "resolve_stretch", "make_composite",
+           "require_survey_extra"]
 
 SURVEY_EXTRA = "pip install 'gzmorph[survey]'"
 

@@ -27,6 +27,13 @@ cutout, or of the RGB channels of a JPEG):
    pixels is brought to that convention by the zoom ``S / (8.48 r)``, clipped to
    :data:`ZOOM_RANGE`.
 
+Colour composites (JPEG/PNG) are measured on the sum of their channels, which the asinh
+stretch has made non-linear: it lifts the outskirts, so R90 comes out larger than on
+linear data (about 1.6 times on the GZ2 images).  Their zoom therefore uses
+:data:`COMPOSITE_SIDE_IN_R90` = 5.24, calibrated so that the median zoom of the real GZ2
+images (1,000 of the shared Kaggle images, BENCHMARKS.md) is 1; FITS cutouts, measured
+on linear data, use 8.48.
+
 Not found (no source near the centre, or no measurable size): the plain centre crop
 (offset 0, zoom 1), flagged ``found = 0`` (the ``recentred`` column of predictions).
 
@@ -41,11 +48,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Placement", "measure", "measure_rgb", "GZ2_SIDE_IN_R90", "NEAR_FRACTION", "ZOOM_RANGE",
-           "NO_GEOMETRY", "petrosian_r90"]
+__all__ = ["Placement", "measure", "measure_rgb", "GZ2_SIDE_IN_R90", "COMPOSITE_SIDE_IN_R90", "NEAR_FRACTION",
+           "ZOOM_RANGE", "NO_GEOMETRY", "petrosian_r90"]
 
 #: Side of a GZ2 cutout in units of petroR90: 424 px x 0.02 petroR90 per px.
 GZ2_SIDE_IN_R90 = 424 * 0.02
+#: The same for R90 measured on asinh colour composites (JPEG/PNG): 8.48 x 0.618, the median
+#: zoom measured with 8.48 on 1,000 real GZ2 images (benchmarks/recentre_shared.py).
+COMPOSITE_SIDE_IN_R90 = 5.24
 #: The galaxy is looked for within this fraction of the side from the image centre.
 NEAR_FRACTION = 0.25
 #: Zooms outside this range are clipped (a bad size must not blow up or shrink the crop).
@@ -69,6 +79,8 @@ class Placement:
         ``"petrosian"``, ``"flux_radius"`` or ``"none"``.
     side : int
         Side of the (square) image measured.
+    side_in_r90 : float
+        The convention: the side of a GZ2 image in units of R90 as measured here.
     """
 
     x: float
@@ -76,6 +88,7 @@ class Placement:
     r90: float
     method: str
     side: int
+    side_in_r90: float = GZ2_SIDE_IN_R90
 
     @property
     def found(self) -> bool:
@@ -86,7 +99,7 @@ class Placement:
         if not self.found:
             return 1.0
         lo, hi = ZOOM_RANGE
-        return float(min(max(self.side / (GZ2_SIDE_IN_R90 * self.r90), lo), hi))
+        return float(min(max(self.side / (self.side_in_r90 * self.r90), lo), hi))
 
     def geometry(self) -> np.ndarray:
         """``[dx, dy, zoom, found]`` float32 (see the module docstring)."""
@@ -136,13 +149,15 @@ def petrosian_r90(data: np.ndarray, x: float, y: float, rmax: float) -> float:
     return float(np.exp(np.interp(0.9 * total, [growth[j - 1], growth[j]], [np.log(r_in[j - 1]), np.log(r_in[j])])))
 
 
-def measure(image: np.ndarray) -> Placement:
+def measure(image: np.ndarray, side_in_r90: float = GZ2_SIDE_IN_R90) -> Placement:
     """Find the galaxy of a square linear image and measure its centre and R90 (the module's rule).
 
     Parameters
     ----------
     image : ndarray, shape (S, S)
         Linear intensity (sky-subtracted or not: the background is estimated here).
+    side_in_r90 : float
+        The convention the zoom brings the image to (see :data:`COMPOSITE_SIDE_IN_R90`).
 
     Returns
     -------
@@ -153,7 +168,7 @@ def measure(image: np.ndarray) -> Placement:
     data = np.ascontiguousarray(image, dtype=np.float32)
     side = data.shape[0]
     centre = (side - 1) / 2.0
-    none = Placement(centre, centre, math.nan, "none", side)
+    none = Placement(centre, centre, math.nan, "none", side, side_in_r90)
     try:
         bkg = sep.Background(data, bw=side, bh=data.shape[1], fw=1, fh=1)
         data = data - np.float32(bkg.globalback)
@@ -179,17 +194,17 @@ def measure(image: np.ndarray) -> Placement:
     rmax = max(rmax, 0.35 * side)  # apertures may leave the image a little: outside reads 0
     r90 = petrosian_r90(clean, x, y, rmax)
     if math.isfinite(r90) and r90 > 0:
-        return Placement(x, y, r90, "petrosian", side)
+        return Placement(x, y, r90, "petrosian", side, side_in_r90)
     try:  # sep.flux_radius refuses subpix=0 (exact apertures): sub-sampled 5 x 5
         r90, _ = sep.flux_radius(clean, np.array([x]), np.array([y]), np.array([rmax]), 0.9, subpix=5)
     except Exception:  # noqa: BLE001 - sep raises plain Exceptions: fall back to the centre crop
         return none
     r90 = float(np.asarray(r90).ravel()[0])
     if math.isfinite(r90) and r90 > 0:
-        return Placement(x, y, r90, "flux_radius", side)
+        return Placement(x, y, r90, "flux_radius", side, side_in_r90)
     return none
 
 
 def measure_rgb(image: np.ndarray) -> Placement:
-    """:func:`measure` on a uint8 ``(S, S, 3)`` image (the sum of its channels)."""
-    return measure(np.asarray(image, dtype=np.float32).sum(axis=-1))
+    """:func:`measure` on a uint8 ``(S, S, 3)`` colour composite (the sum of its channels)."""
+    return measure(np.asarray(image, dtype=np.float32).sum(axis=-1), COMPOSITE_SIDE_IN_R90)
