@@ -18,6 +18,7 @@ import argparse
 import json
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,16 +47,19 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=Path("runs/accuracy_5k"))
     p.add_argument("--tta", nargs="+", default=["none", "rot"])
+    p.add_argument("--recentre", action="store_true", help="train (and so predict) with recentring (issue 12)")
     args = p.parse_args()
 
     cfg = get_preset(args.preset).override(examples=args.examples, batch_size=args.batch_size,
                                            eval_every=args.eval_every)
-    run = args.out / f"{args.preset}-{args.examples}"
+    if args.recentre:
+        cfg = cfg.override(augment=replace(cfg.augment, recentre=True))
+    run = args.out / f"{args.preset}-{args.examples}{'-recentred' if args.recentre else ''}"
     t0 = time.monotonic()
     result = train(cfg, args.data, run, device=args.device, resume=(run / "checkpoints" / "last.pt").exists())
     train_s = time.monotonic() - t0
     _, val = train_val_split(open_catalog(args.data), cfg.val_fraction)
-    record = {"preset": args.preset, "examples": result["examples"], "batch_size": cfg.batch_size,
+    record = {"preset": args.preset, "recentre": cfg.augment.recentre, "examples": result["examples"], "batch_size": cfg.batch_size,
               "train_seconds": round(train_s, 1), "best_val_rmse17": result["best_val_rmse"],
               "device": args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"),
               "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,

@@ -24,6 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None,
                         help="worker processes; automatic when not given (one per core, in-process for small jobs)")
     parser.add_argument("--size", type=int, default=424, help="image side in pixels")
+    parser.add_argument("--format", choices=["jpeg", "fits"], default="jpeg",
+                        help="GZ2-like JPEGs, or multi-band survey FITS cutouts with galaxies off centre and of "
+                             "known sizes (truth.csv: x_true, y_true, r90_true; pip install 'gzmorph[survey]')")
+    parser.add_argument("--survey", choices=["legacy", "sdss", "hsc"], default="legacy",
+                        help="--format fits: bands, pixel scale, PSF, noise and units of the cutouts")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -32,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     out = generate(args.out, n=args.n, n_test=args.n_test, seed=args.seed, workers=args.workers,
-                   progress=not args.no_progress, size=args.size)
+                   progress=not args.no_progress, size=args.size, format=args.format, survey=args.survey)
     total = args.n + args.n_test
     elapsed = time.perf_counter() - start
     print(f"mock dataset: {out} ({args.n} training + {args.n_test} test galaxies, "

@@ -23,7 +23,7 @@ DESCRIPTION = (
 
 
 PREDICT_FIELDS = ("tta", "batch_size", "device", "precision", "workers", "compile", "threads", "chunk_rows",
-                  "which", "split", "id_column", "path_column")
+                  "which", "split", "id_column", "path_column", "recentre")
 RAY_FIELDS = ("actors", "gpus_per_actor", "cpus_per_actor")
 
 
@@ -43,6 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--cache", metavar="CACHE", help="cache written by `gzmorph prepare`")
     p.add_argument("--out", metavar="FILE", help="output file, .csv or .parquet")
     add_config_options(p, PredictConfig, fields=PREDICT_FIELDS)
+    add_survey_options(p)
     p.add_argument("--triage-thresholds", metavar="FILE",
                    help="per-question confidence thresholds from `gzmorph evaluate` (default 0.5 each)")
     w = p.add_mutually_exclusive_group()
@@ -59,6 +60,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "a directory of Parquet parts, --chunk-rows rows each; --workers and --device are "
                         "not used (Ray tasks decode; actors use the GPUs Ray gives them)")
     add_config_options(r, RayConfig, fields=RAY_FIELDS, prefix="ray-")
+
+
+def add_survey_options(p: argparse.ArgumentParser) -> None:
+    """``--stretch``, ``--bands``... of FITS cutouts (pip install 'gzmorph[survey]'); shared by the commands."""
+    from gzmorph.data.composite import SurveyOptions
+    from gzmorph.options import add_config_options
+
+    group = p.add_argument_group("FITS cutouts (pip install 'gzmorph[survey]')")
+    add_config_options(group, SurveyOptions)
+
+
+def survey_stretch(args: argparse.Namespace):
+    """The :class:`~gzmorph.data.composite.Stretch` the survey options ask for, or None."""
+    from gzmorph.config import build
+    from gzmorph.data.composite import SurveyOptions
+    from gzmorph.options import config_values
+
+    return build(SurveyOptions, config_values(args, SurveyOptions)).resolve()
 
 
 def _check(p_args: argparse.Namespace) -> str | None:
@@ -98,8 +117,8 @@ def run(args: argparse.Namespace) -> int:
     problem = _check(args)
     if problem:
         raise ConfigError(problem)
-    cfg = build(PredictConfig, {**config_values(args, PredictConfig, fields=PREDICT_FIELDS),
-                                "progress": not args.no_progress})
+    values = config_values(args, PredictConfig, fields=PREDICT_FIELDS)
+    cfg = build(PredictConfig, {**values, "progress": not args.no_progress, "stretch": survey_stretch(args)})
     weights = args.weights
     if args.fit_weights:
         record = fit_weights(args.model, args.fit_weights, args.weights_out, config=cfg)

@@ -29,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a cache of a different catalog or size at CACHE")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--recentre", action="store_true",
+                        help="measure every image's galaxy centre and size once (source extraction, the paper's "
+                             "section 7.3) and keep them in the cache for train/predict with recentring")
+    from gzmorph.commands.predict import add_survey_options
+
+    add_survey_options(parser)
 
 
 def default_out(data: str | Path, split: str, size: int) -> Path:
@@ -40,8 +46,11 @@ def default_out(data: str | Path, split: str, size: int) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gzmorph.commands.predict import survey_stretch
     from gzmorph.data.cache import prepare
     from gzmorph.data.catalog import open_catalog
+    from gzmorph.data.composite import require_survey_extra
+    from gzmorph.data.images import DecodeOptions
     from gzmorph.runtime import refuse_overwrite
     from gzmorph.tree import get_tree
 
@@ -52,9 +61,15 @@ def run(args: argparse.Namespace) -> int:
     catalog = open_catalog(args.data, tree=get_tree(args.tree), split=args.split,
                            id_column=args.id_column, path_column=args.path_column)
     print(f"{len(catalog)} images from {catalog.source} -> {out} at {args.size}x{args.size} px")
+    options = DecodeOptions(survey_stretch(args), args.recentre)
+    if options.stretch is not None or options.recentre:
+        require_survey_extra()
     cache = prepare(catalog, out, size=args.size, workers=args.workers,
-                    progress=not args.no_progress, overwrite=args.overwrite)
+                    progress=not args.no_progress, overwrite=args.overwrite, options=options)
     n_failed = len(cache) - int(cache.ok.sum())
+    found = "" if cache.geometry is None else \
+        f"; recentred {int((cache.ok & (cache.geometry[:, 3] > 0)).sum())} (no galaxy found in " \
+        f"{int((cache.ok & (cache.geometry[:, 3] == 0)).sum())}: plain centre crop)"
     print(f"decoded {int(cache.ok.sum())}, failed {n_failed}"
-          + (f" (listed in {out / 'errors.csv'})" if n_failed else "") + f"; cache: {out}")
+          + (f" (listed in {out / 'errors.csv'})" if n_failed else "") + found + f"; cache: {out}")
     return 0 if cache.ok.any() else 1

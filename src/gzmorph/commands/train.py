@@ -37,6 +37,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--new-data", action="store_true",
                    help="with --resume: continue on data other than the run's (recorded in config.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--recentre", action=argparse.BooleanOptionalAction, default=None,
+                   help="recentre and rescale every image on its galaxy found by source extraction (the paper's "
+                        "section 7.3; pip install 'gzmorph[survey]'); recorded in the run, so predict applies it "
+                        "(default: the preset's, on for paper-recentred)")
+    from gzmorph.commands.predict import add_survey_options
+
+    add_survey_options(p)
 
 
 def _init_config(init_from: str):
@@ -60,11 +67,15 @@ def run(args: argparse.Namespace) -> int:
     overrides = config_values(args, TrainConfig, fields=OVERRIDES, drop_none=True)
     # With --init-from and no --preset, fine-tuning continues that run's configuration.
     base = _init_config(args.init_from) if args.init_from and not args.preset else get_preset(args.preset or "paper")
+    from gzmorph.commands.predict import survey_stretch
+
     cfg = build(TrainConfig, {**base.to_dict(), **overrides})
+    if args.recentre is not None:
+        cfg = build(TrainConfig, {**cfg.to_dict(), "augment": {**cfg.augment.to_dict(), "recentre": args.recentre}})
     result = train(cfg, args.data, args.out, device=args.device, resume=args.resume, workers=args.workers,
                    max_minutes=args.max_minutes, progress=not args.no_progress, processes=args.gpus,
                    id_column=args.id_column, path_column=args.path_column,
-                   new_data=args.new_data)
+                   new_data=args.new_data, stretch=survey_stretch(args))
     state = "finished" if result["finished"] else "stopped (resume with --resume)"
     print(f"{state} after {result['examples']:,} examples in {result['seconds']:.0f}s: "
           f"best validation RMSE {result['best_val_rmse']:.4f} -> {args.out}")

@@ -14,6 +14,11 @@ Layout of a cache directory::
     catalog.parquet  id column, original ``path``, the catalog's available answer columns
     progress.npy     (N,) int8 row state: 0 pending, 1 decoded, 2 failed
     errors.csv       id, path, reason of every image that failed
+    geometry.npy     (N, 4) float32, only when prepared with recentring: each image's
+                     galaxy offset, zoom and found flag (:mod:`gzmorph.data.recentre`)
+
+``cache.json`` also records the decode options (``options``: the FITS composite and
+whether images were measured), so a cache is never resumed with other ones.
 
 :func:`prepare` is safe to interrupt: the pixel file is flushed before the progress
 file is (atomically) rewritten, every ``flush_every`` images, so the progress file
@@ -33,7 +38,7 @@ import pandas as pd
 
 from gzmorph.errors import ConfigError
 from gzmorph.data.catalog import Catalog, CatalogError
-from gzmorph.data.images import DEFAULT_SIZE, iter_decoded
+from gzmorph.data.images import DEFAULT_SIZE, DecodeOptions, iter_decoded, iter_measured
 from gzmorph.runtime import atomic_write, write_json
 from gzmorph.tree import Tree
 
@@ -41,6 +46,7 @@ __all__ = ["prepare", "ImageCache", "is_cache", "CACHE_META"]
 
 CACHE_META = "cache.json"
 _IMAGES, _INDEX, _PROGRESS, _ERRORS = "images.npy", "catalog.parquet", "progress.npy", "errors.csv"
+_GEOMETRY = "geometry.npy"
 _FORMAT = 1
 _PENDING, _OK, _FAILED = 0, 1, 2
 
@@ -66,6 +72,10 @@ class ImageCache:
     errors : list of (id, reason)
     source : str
         The catalog the cache was made from.
+    geometry : ndarray, shape (N, 4), float32, or None
+        Recentring geometry ``[dx, dy, zoom, found]`` per row, when prepared with it.
+    options : dict
+        The decode options it was prepared with (:meth:`DecodeOptions.to_dict`).
     """
 
     root: Path
@@ -79,6 +89,8 @@ class ImageCache:
     ok: np.ndarray
     errors: list
     source: str
+    geometry: np.ndarray | None = None
+    options: dict | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -120,8 +132,9 @@ class ImageCache:
         errors = pd.read_csv(root / _ERRORS, dtype={"id": str}, keep_default_na=False)
         id_of = {str(i): i for i in ids}
         error_list = [(id_of.get(i, i), r) for i, r in zip(errors["id"], errors["reason"])]
+        geometry = np.load(root / _GEOMETRY) if (root / _GEOMETRY).is_file() else None
         return cls(root, images, ids, paths, labels, tree, meta["id_column"], int(meta["size"]),
-                   state == _OK, error_list, meta.get("source", ""))
+                   state == _OK, error_list, meta.get("source", ""), geometry, meta.get("options"))
 
 
 def is_cache(path: str | Path) -> bool:
@@ -174,7 +187,9 @@ def _atomic_frame(frame: pd.DataFrame, path: Path) -> None:
         atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
-def _same_catalog(root: Path, meta: dict, catalog: Catalog, size: int) -> bool:
+def _same_catalog(root: Path, meta: dict, catalog: Catalog, size: int, options: DecodeOptions) -> bool:
+    if meta.get("options", DecodeOptions().to_dict()) != options.to_dict():
+        return False
     if meta.get("size") != size or meta.get("n") != len(catalog) or meta.get("id_column") != catalog.id_column:
         return False
     index = pd.read_parquet(root / _INDEX, columns=[catalog.id_column, "path"])
@@ -184,44 +199,59 @@ def _same_catalog(root: Path, meta: dict, catalog: Catalog, size: int) -> bool:
 
 def _only_cache_files(root: Path) -> bool:
     """True for an empty folder or the leftovers of a prepare killed while laying out."""
-    names = {CACHE_META, _IMAGES, _INDEX, _PROGRESS, _ERRORS}
+    names = {CACHE_META, _IMAGES, _INDEX, _PROGRESS, _ERRORS, _GEOMETRY}
     return all(p.name in names or p.name.endswith(".tmp") for p in root.iterdir())
 
 
-def _start(catalog: Catalog, root: Path, size: int, overwrite: bool) -> tuple[np.memmap, np.ndarray]:
+def _start(catalog: Catalog, root: Path, size: int, overwrite: bool, options: DecodeOptions
+           ) -> tuple[np.memmap, np.ndarray, np.ndarray | None]:
     """Open an existing cache of the same catalog for resuming, or lay out a new one."""
     meta = _read_meta(root)
-    if meta is not None and not _same_catalog(root, meta, catalog, size):
+    if meta is not None and not _same_catalog(root, meta, catalog, size, options):
         if not overwrite:
-            raise CatalogError(f"{root}: holds a cache of another catalog or size ({meta.get('source')}, "
-                               f"size {meta.get('size')}); choose another output or pass overwrite=True (--overwrite)")
+            raise CatalogError(f"{root}: holds a cache of another catalog or size (or decode options) "
+                               f"({meta.get('source')}, size {meta.get('size')}, options {meta.get('options')}); "
+                               "choose another output or pass overwrite=True (--overwrite)")
         meta = None
     elif root.exists() and meta is None and not overwrite and not _only_cache_files(root):
         raise CatalogError(f"{root}: exists, is not empty and is not a gzmorph cache; choose another output")
     root.mkdir(parents=True, exist_ok=True)
     shape = (len(catalog), size, size, 3)
+    geometry = None
     if meta is None:
         (root / CACHE_META).unlink(missing_ok=True)  # the layout below is not valid until rewritten
+        (root / _GEOMETRY).unlink(missing_ok=True)
         images = np.lib.format.open_memmap(root / _IMAGES, mode="w+", dtype=np.uint8, shape=shape)
         state = np.zeros(len(catalog), dtype=np.int8)
         _atomic_npy(state, root / _PROGRESS)
     else:
         images = np.lib.format.open_memmap(root / _IMAGES, mode="r+")
         state = np.load(root / _PROGRESS)
+        if options.recentre and (root / _GEOMETRY).is_file():
+            geometry = np.load(root / _GEOMETRY)
+    if options.recentre and geometry is None:
+        from gzmorph.data.recentre import NO_GEOMETRY
+
+        geometry = np.tile(NO_GEOMETRY, (len(catalog), 1))
+        state[state == _OK] = _PENDING  # rows decoded without their geometry are measured again
     # Labels may have been corrected since the first attempt: record the current ones.
     _atomic_frame(_pack_index(catalog), root / _INDEX)
-    _write_meta(root, catalog, size, complete=False)
-    return images, state
+    _write_meta(root, catalog, size, options, complete=False)
+    return images, state, geometry
 
 
-def _write_meta(root: Path, catalog: Catalog, size: int, complete: bool, counts: dict | None = None) -> None:
+def _write_meta(root: Path, catalog: Catalog, size: int, options: DecodeOptions, complete: bool,
+                counts: dict | None = None) -> None:
     write_json({"format": _FORMAT, "complete": complete, "size": size, "n": len(catalog),
                 "id_column": catalog.id_column, "source": catalog.source, "tree": catalog.tree.to_dict(),
-                **(counts or {})}, root / CACHE_META)
+                "options": options.to_dict(), **(counts or {})}, root / CACHE_META)
 
 
-def _checkpoint(images: np.memmap, state: np.ndarray, errors: dict, catalog: Catalog, root: Path) -> None:
+def _checkpoint(images: np.memmap, state: np.ndarray, errors: dict, catalog: Catalog, root: Path,
+                geometry: np.ndarray | None = None) -> None:
     images.flush()  # pixels reach the file before the progress file says they are there
+    if geometry is not None:  # and their geometry too
+        _atomic_npy(geometry, root / _GEOMETRY)
     _atomic_npy(state, root / _PROGRESS)
     rows = sorted(errors)
     frame = pd.DataFrame({"id": catalog.ids[rows], "path": catalog.paths[rows], "reason": [errors[r] for r in rows]})
@@ -237,6 +267,7 @@ def prepare(
     *,
     overwrite: bool = False,
     flush_every: int = 2048,
+    options: DecodeOptions | None = None,
 ) -> ImageCache:
     """Decode a catalog's images once into a memory-mapped cache (resumable).
 
@@ -256,6 +287,9 @@ def prepare(
         Replace a cache of a different catalog or size at ``out`` instead of refusing.
     flush_every : int
         Decoded images between progress checkpoints.
+    options : DecodeOptions, optional
+        FITS composite, and recentring: with ``options.recentre`` every image's
+        geometry is measured once and kept in ``geometry.npy``.
 
     Returns
     -------
@@ -271,14 +305,18 @@ def prepare(
     from tqdm.auto import tqdm
 
     root = Path(out)
-    images, state = _start(catalog, root, size, overwrite)
+    options = options or DecodeOptions()
+    images, state, geometry = _start(catalog, root, size, overwrite, options)
     todo = np.flatnonzero(state != _OK)
     errors: dict[int, str] = {}
     bar = tqdm(total=len(catalog), initial=len(catalog) - len(todo), disable=not progress, unit="img",
                desc="prepare", smoothing=0.1)
     last = time.monotonic()
     try:
-        for k, (i, image, reason) in enumerate(iter_decoded(catalog.paths[todo], size=size, workers=workers), 1):
+        paths = catalog.paths[todo]
+        stream = (iter_measured(paths, size=size, workers=workers, options=options) if options.recentre else
+                  ((i, im, r, None) for i, im, r in iter_decoded(paths, size=size, workers=workers, options=options)))
+        for k, (i, image, reason, geom) in enumerate(stream, 1):
             row = int(todo[i])
             if image is None:
                 images[row] = 0
@@ -286,14 +324,18 @@ def prepare(
             else:
                 images[row] = image
                 state[row] = _OK
+                if geometry is not None and geom is not None:
+                    geometry[row] = geom
             bar.update(1)
             if k % flush_every == 0 or time.monotonic() - last > 30:
-                _checkpoint(images, state, errors, catalog, root)
+                _checkpoint(images, state, errors, catalog, root, geometry)
                 last = time.monotonic()
     finally:
         bar.close()
-        _checkpoint(images, state, errors, catalog, root)
+        _checkpoint(images, state, errors, catalog, root, geometry)
     del images  # close the writable map before the read-only one is opened
     counts = {"n_ok": int((state == _OK).sum()), "n_failed": int((state == _FAILED).sum())}
-    _write_meta(root, catalog, size, complete=True, counts=counts)
+    if geometry is not None:
+        counts["n_recentred"] = int(((state == _OK) & (geometry[:, 3] > 0)).sum())
+    _write_meta(root, catalog, size, options, complete=True, counts=counts)
     return ImageCache.open(root)

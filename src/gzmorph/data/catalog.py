@@ -8,7 +8,7 @@ Three sources are read by :func:`open_catalog`:
 * a catalog file (CSV or Parquet) with an id column, an image path column (relative
   paths are resolved against the catalog's folder) and any subset of the tree's answer
   columns; other columns are ignored;
-* a plain directory of images (``.jpg``, ``.jpeg``, ``.png``; not recursive), ids =
+* a plain directory of images (``.jpg``, ``.jpeg``, ``.png``, FITS cutouts; not recursive), ids =
   file stems, no labels.  (Caches are opened by :mod:`gzmorph.data.source`.)
 
 Labels are ``float32 (N, tree.n_answers)`` in tree order with ``NaN`` wherever the source
@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from gzmorph.errors import ConfigError
+from gzmorph.data.fits import FITS_SUFFIXES
 from gzmorph.data.tables import (MAX_LISTED, CatalogError, LabelWarning, listing, parse_ids_text, read_catalog_table,
                              show_id, user_stacklevel)
 from gzmorph.tree import GZ2, Tree
@@ -38,7 +39,18 @@ __all__ = ["Catalog", "CatalogError", "LabelWarning", "open_catalog", "train_val
 KAGGLE_LABELS = "training_solutions_rev1.csv"
 KAGGLE_TRAIN_DIR = "images_training_rev1"
 KAGGLE_TEST_DIR = "images_test_rev1"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", *FITS_SUFFIXES)
+
+
+def _image_stem(name: str) -> str | None:
+    """The id of an image file name (its name without the image suffix), or None."""
+    lower = name.lower()
+    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):  # ".fits.gz" before ".gz"-less ".fits"
+        if lower.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
 @dataclass
 class Catalog:
     """Images with ids and NaN-masked labels, in a fixed row order.
@@ -133,11 +145,12 @@ def _scan_images(folder: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     base = folder.resolve()  # once, not per file: Kaggle folders hold ~60k images
     for entry in sorted(folder.iterdir()):
-        if entry.suffix.lower() in IMAGE_SUFFIXES:
-            if entry.stem in found:
-                raise CatalogError(f"{folder}: duplicate ids: {found[entry.stem].name} and {entry.name} "
-                                   f"share the id {entry.stem!r}")
-            found[entry.stem] = base / entry.name
+        stem = _image_stem(entry.name)
+        if stem is not None:
+            if stem in found:
+                raise CatalogError(f"{folder}: duplicate ids: {found[stem].name} and {entry.name} "
+                                   f"share the id {stem!r}")
+            found[stem] = base / entry.name
     return found
 
 

@@ -26,12 +26,17 @@ import sys
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageFile
 
-__all__ = ["DEFAULT_SIZE", "ImageError", "decode", "iter_decoded", "load_images", "default_workers"]
+from gzmorph.data.composite import Stretch, make_composite
+from gzmorph.data.fits import FitsError, is_fits, read_bands
+
+__all__ = ["DEFAULT_SIZE", "ImageError", "DecodeOptions", "decode", "decode_measured", "iter_decoded", "iter_measured",
+           "load_images", "load_measured", "default_workers"]
 
 #: Default working resolution in pixels (424 / 3: the paper's crop of 207/424 at 69 px).
 DEFAULT_SIZE = 141
@@ -63,6 +68,27 @@ class ImageError(Exception):
     def __reduce__(self):
         # Default exception pickling would call __init__ with the formatted message only.
         return (ImageError, (self.path, self.reason))
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How image files become pixels beyond JPEG/PNG decoding (picklable: sent to workers).
+
+    Parameters
+    ----------
+    stretch : Stretch or None
+        Bands and colour composite of FITS cutouts (:mod:`gzmorph.data.composite`);
+        ``None``: FITS files are error rows that say to give ``--bands``/``--stretch``.
+    recentre : bool
+        Measure every image's galaxy centre and size (:mod:`gzmorph.data.recentre`):
+        on the linear bands of a FITS cutout, on the decoded pixels of a JPEG.
+    """
+
+    stretch: Stretch | None = None
+    recentre: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stretch": None if self.stretch is None else self.stretch.to_dict(), "recentre": self.recentre}
 
 
 def default_workers() -> int:
@@ -100,17 +126,71 @@ def _centre_square(im: Image.Image) -> Image.Image:
     return im.crop((left, top, left + side, top + side))
 
 
-def decode(path: str | Path, size: int | None = DEFAULT_SIZE) -> np.ndarray:
+def _square_planes(planes: np.ndarray) -> np.ndarray:
+    h, w = planes.shape[1:]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return planes[:, top : top + side, left : left + side]
+
+
+def _decode_fits(path: str | Path, size: int | None, options: DecodeOptions) -> tuple[np.ndarray, Any]:
+    """A FITS cutout as its colour composite, and (with ``options.recentre``) its placement."""
+    from gzmorph.data.recentre import measure
+
+    if options.stretch is None:
+        raise ImageError(path, "a FITS cutout needs its bands and colour stretch (--bands, --stretch)")
+    if "{band}" not in str(path):
+        _check_regular_file(path)
+    try:
+        planes, _ = read_bands(path, options.stretch.bands)
+    except FitsError as exc:
+        raise ImageError(path, exc.reason) from None
+    planes = _square_planes(planes)  # (3, S, S): the centre square, as for JPEGs
+    placement = measure(planes.sum(axis=0)) if options.recentre else None
+    out = Image.fromarray(make_composite(planes, options.stretch))
+    if size is not None and out.size != (size, size):
+        out = out.resize((size, size), _RESAMPLE)
+    return np.array(out, dtype=np.uint8), placement
+
+
+def decode_measured(path: str | Path, size: int | None = DEFAULT_SIZE,
+                    options: DecodeOptions | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`decode`, and the geometry of :mod:`gzmorph.data.recentre` when ``options.recentre``.
+
+    Returns
+    -------
+    image : ndarray (size, size, 3) uint8
+    geometry : ndarray (4,) float32 ``[dx, dy, zoom, found]``, or None without recentring
+        A FITS cutout is measured on its linear bands at native resolution, any other
+        image on its decoded pixels.
+    """
+    options = options or DecodeOptions()
+    if is_fits(path) or "{band}" in str(path):
+        image, placement = _decode_fits(path, size, options)
+        return image, None if placement is None else placement.geometry()
+    image = decode(path, size)
+    if not options.recentre:
+        return image, None
+    from gzmorph.data.recentre import measure_rgb
+
+    return image, measure_rgb(image).geometry()
+
+
+def decode(path: str | Path, size: int | None = DEFAULT_SIZE, options: DecodeOptions | None = None) -> np.ndarray:
     """Decode one image file to a square RGB array.
 
     Parameters
     ----------
     path : str or Path
-        A JPEG, PNG or any other format Pillow reads.
+        A JPEG, PNG or any other format Pillow reads, or a FITS cutout
+        (:data:`gzmorph.data.fits.FITS_SUFFIXES`, or a path holding ``{band}``), which
+        becomes the colour composite of ``options.stretch``.
     size : int or None
         Output side in pixels; ``None`` keeps the native resolution (of the square
         centre).  When ``size`` is at most half the native side, JPEGs are decoded at a
         reduced DCT scale first.
+    options : DecodeOptions, optional
+        The FITS composite (needed for FITS files).
 
     Returns
     -------
@@ -123,6 +203,8 @@ def decode(path: str | Path, size: int | None = DEFAULT_SIZE) -> np.ndarray:
     """
     if size is not None and size < 1:
         raise ValueError(f"size must be a positive number of pixels or None, got {size}")
+    if is_fits(path) or "{band}" in str(path):
+        return _decode_fits(path, size, options or DecodeOptions())[0]
     _check_regular_file(path)
     try:
         with Image.open(path) as im:
@@ -172,19 +254,24 @@ def _is_empty(path: str | Path) -> bool:
         return False
 
 
-def _decode_chunk(paths: Sequence[str | None], size: int | None) -> list[tuple[np.ndarray | None, str | None]]:
+_Decoded = tuple["np.ndarray | None", "str | None", "np.ndarray | None"]
+
+
+def _decode_chunk(paths: Sequence[str | None], size: int | None, options: DecodeOptions | None = None
+                  ) -> list[_Decoded]:
     """Worker-side: decode a chunk, turning each failure into a reason string."""
-    out: list[tuple[np.ndarray | None, str | None]] = []
+    out: list[_Decoded] = []
     for path in paths:
         if path is None:
-            out.append((None, "no image path"))
+            out.append((None, "no image path", None))
             continue
         try:
-            out.append((decode(path, size), None))
+            image, geometry = decode_measured(path, size, options)
+            out.append((image, None, geometry))
         except ImageError as exc:
-            out.append((None, exc.reason))
+            out.append((None, exc.reason, None))
         except Exception as exc:  # noqa: BLE001 - a long job must not die on one image
-            out.append((None, f"{type(exc).__name__}: {exc}"))
+            out.append((None, f"{type(exc).__name__}: {exc}", None))
     return out
 
 
@@ -218,11 +305,39 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+def iter_measured(
+    paths: Sequence[str | Path | None],
+    size: int | None = DEFAULT_SIZE,
+    workers: int | None = None,
+    chunk: int = 64,
+    options: DecodeOptions | None = None,
+) -> Iterator[tuple[int, np.ndarray | None, str | None, np.ndarray | None]]:
+    """:func:`iter_decoded` with each image's geometry: ``(index, image, reason, geometry)``.
+
+    ``geometry`` is the ``(4,)`` array of :func:`decode_measured` when
+    ``options.recentre``, else None (and None for failures).
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    if workers is not None and workers < 0:
+        raise ValueError(f"workers must be >= 0 or None, got {workers}")
+    items = [None if p is None else str(p) for p in paths]
+    if workers is None:
+        workers = 0 if len(items) < 2 * chunk else default_workers()
+    if workers == 0:
+        for i, path in enumerate(items):
+            image, reason, geometry = _decode_chunk([path], size, options)[0]
+            yield i, image, reason, geometry
+        return
+    yield from _iter_pool(items, size, workers, chunk, options)
+
+
 def iter_decoded(
     paths: Sequence[str | Path | None],
     size: int | None = DEFAULT_SIZE,
     workers: int | None = None,
     chunk: int = 64,
+    options: DecodeOptions | None = None,
 ) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
     """Decode images in worker processes, streaming results in input order.
 
@@ -242,6 +357,8 @@ def iter_decoded(
         chunks of work, where starting a pool costs more than it saves).
     chunk : int
         Images per task sent to a worker.
+    options : DecodeOptions, optional
+        FITS composite (see :func:`decode`).
 
     Yields
     ------
@@ -249,24 +366,13 @@ def iter_decoded(
         ``image`` is a ``(size, size, 3)`` uint8 array and ``reason`` ``None`` on
         success; ``image`` is ``None`` and ``reason`` says why on failure.
     """
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
-    if workers is not None and workers < 0:
-        raise ValueError(f"workers must be >= 0 or None, got {workers}")
-    items = [None if p is None else str(p) for p in paths]
-    if workers is None:
-        workers = 0 if len(items) < 2 * chunk else default_workers()
-    if workers == 0:
-        for i, path in enumerate(items):
-            image, reason = _decode_chunk([path], size)[0]
-            yield i, image, reason
-        return
-    yield from _iter_pool(items, size, workers, chunk)
+    for i, image, reason, _ in iter_measured(paths, size, workers, chunk, options):
+        yield i, image, reason
 
 
 def _iter_pool(
-    items: list[str | None], size: int | None, workers: int, chunk: int
-) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
+    items: list[str | None], size: int | None, workers: int, chunk: int, options: DecodeOptions | None
+) -> Iterator[tuple[int, np.ndarray | None, str | None, np.ndarray | None]]:
     starts = iter(range(0, len(items), chunk))
     pending: deque[tuple[int, Future]] = deque()
     with _pool(workers) as pool:
@@ -275,7 +381,7 @@ def _iter_pool(
             def submit_next() -> None:
                 start = next(starts, None)
                 if start is not None:
-                    pending.append((start, pool.submit(_decode_chunk, items[start : start + chunk], size)))
+                    pending.append((start, pool.submit(_decode_chunk, items[start : start + chunk], size, options)))
 
             for _ in range(2 * workers):
                 submit_next()
@@ -283,12 +389,44 @@ def _iter_pool(
                 start, future = pending.popleft()
                 results = future.result()
                 submit_next()  # keep the workers busy while the consumer handles this chunk
-                for offset, (image, reason) in enumerate(results):
-                    yield start + offset, image, reason
+                for offset, (image, reason, geometry) in enumerate(results):
+                    yield start + offset, image, reason, geometry
         finally:
             # The consumer may stop early (break, exception): drop the queued work.
             for _, future in pending:
                 future.cancel()
+
+
+def load_measured(
+    paths: Sequence[str | Path | None],
+    size: int = DEFAULT_SIZE,
+    workers: int | None = None,
+    progress: bool = True,
+    options: DecodeOptions | None = None,
+) -> tuple[np.ndarray, list[tuple[int, str]], np.ndarray | None]:
+    """:func:`load_images` plus the ``(N, 4)`` geometry when ``options.recentre`` (else None).
+
+    Rows that failed get the plain centre crop, flagged not found.
+    """
+    if size is None or size < 1:
+        raise ValueError(f"load_images needs a positive output size, got {size}")
+    from tqdm.auto import tqdm
+
+    from gzmorph.data.recentre import NO_GEOMETRY
+
+    recentre = options is not None and options.recentre
+    out = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
+    geometry = np.tile(NO_GEOMETRY, (len(paths), 1)) if recentre else None
+    errors: list[tuple[int, str]] = []
+    stream = iter_measured(paths, size=size, workers=workers, options=options)
+    for i, image, reason, geom in tqdm(stream, total=len(paths), disable=not progress, unit="img", desc="decode"):
+        if image is None:
+            errors.append((i, str(reason)))
+        else:
+            out[i] = image
+            if geometry is not None and geom is not None:
+                geometry[i] = geom
+    return out, errors, geometry
 
 
 def load_images(
@@ -296,6 +434,7 @@ def load_images(
     size: int = DEFAULT_SIZE,
     workers: int | None = None,
     progress: bool = True,
+    options: DecodeOptions | None = None,
 ) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """Decode a list of images into one array (for collections that fit in memory).
 
@@ -308,6 +447,8 @@ def load_images(
         See :func:`iter_decoded`.
     progress : bool
         Show a tqdm progress bar.
+    options : DecodeOptions, optional
+        FITS composite (see :func:`decode`).
 
     Returns
     -------
@@ -315,16 +456,5 @@ def load_images(
         Rows of images that failed are zeros.
     errors : list of (index, reason)
     """
-    if size is None or size < 1:
-        raise ValueError(f"load_images needs a positive output size, got {size}")
-    from tqdm.auto import tqdm
-
-    out = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
-    errors: list[tuple[int, str]] = []
-    stream = iter_decoded(paths, size=size, workers=workers)
-    for i, image, reason in tqdm(stream, total=len(paths), disable=not progress, unit="img", desc="decode"):
-        if image is None:
-            errors.append((i, str(reason)))
-        else:
-            out[i] = image
-    return out, errors
+    images, errors, _ = load_measured(paths, size, workers, progress, options)
+    return images, errors

@@ -20,22 +20,32 @@ import numpy as np
 
 from gzmorph.data.cache import ImageCache, is_cache
 from gzmorph.data.catalog import Catalog, open_catalog
-from gzmorph.data.images import iter_decoded, load_images
+from gzmorph.data.images import DecodeOptions, iter_measured, load_measured
 from gzmorph.errors import CatalogError
 from gzmorph.tree import GZ2, Tree
 
-__all__ = ["Source", "open_source", "decode_rows", "CACHE_FAILED"]
+__all__ = ["Source", "open_source", "decode_rows", "measure_rows", "CACHE_FAILED"]
 
 CACHE_FAILED = "failed when the cache was prepared"
 
 # (row, image (S, S, 3) uint8 or None, failure reason or None)
 Item = tuple[int, "np.ndarray | None", "str | None"]
+# ... and the geometry (4,) of gzmorph.data.recentre, or None without recentring
+Measured = tuple[int, "np.ndarray | None", "str | None", "np.ndarray | None"]
 
 
-def decode_rows(paths: Sequence[str | None], rows: np.ndarray, size: int, workers: int | None) -> Iterator[Item]:
+def measure_rows(paths: Sequence[str | None], rows: np.ndarray, size: int, workers: int | None,
+                 options: DecodeOptions | None = None) -> Iterator[Measured]:
+    """Decode ``paths`` (the images of ``rows``) in order: ``(row, image, reason, geometry)``."""
+    for i, image, reason, geometry in iter_measured(paths, size=size, workers=workers, options=options):
+        yield int(rows[i]), image, reason, geometry
+
+
+def decode_rows(paths: Sequence[str | None], rows: np.ndarray, size: int, workers: int | None,
+                options: DecodeOptions | None = None) -> Iterator[Item]:
     """Decode ``paths`` (the images of ``rows``) in order: ``(row, image, reason)``."""
-    for i, image, reason in iter_decoded(paths, size=size, workers=workers):
-        yield int(rows[i]), image, reason
+    for row, image, reason, _ in measure_rows(paths, rows, size, workers, options):
+        yield row, image, reason
 
 
 @dataclass
@@ -49,10 +59,14 @@ class Source:
         they name the images in error rows).
     cache : ImageCache or None
         Where the pixels come from when not from the files.
+    options : DecodeOptions or None
+        FITS composite and recentring of image files (a cache holds its own pixels
+        and, when prepared with recentring, the geometry).
     """
 
     catalog: Catalog
     cache: ImageCache | None = None
+    options: DecodeOptions | None = None
 
     def __len__(self) -> int:
         return len(self.catalog)
@@ -91,17 +105,38 @@ class Source:
         Files are decoded at ``size`` (by ``workers`` processes, bounded look-ahead); a
         cache is read at its own size.
         """
+        for row, image, reason, _ in self.stream_measured(rows, size, workers, recentre=False):
+            yield row, image, reason
+
+    def stream_measured(self, rows: np.ndarray | None = None, size: int | None = None,
+                        workers: int | None = None, recentre: bool = False) -> Iterator[Measured]:
+        """:meth:`stream` with the geometry of each image (``recentre``; else None).
+
+        Files are measured as they are decoded; a cache gives the geometry it was
+        prepared with, or (prepared without) is measured on its pixels here.
+        """
         rows = np.arange(len(self)) if rows is None else np.asarray(rows, dtype=np.int64)
         self._require_paths()
         if self.cache is None:
-            yield from decode_rows(self.catalog.paths[rows], rows, self._check_size(size), workers)
+            options = self.options or DecodeOptions()
+            if recentre != options.recentre:
+                options = DecodeOptions(options.stretch, recentre)
+            yield from measure_rows(self.catalog.paths[rows], rows, self._check_size(size), workers, options)
             return
         reasons = self._cache_reasons()
         for row in rows:
             if self.cache.ok[row]:
-                yield int(row), np.asarray(self.cache.images[row]), None
+                image = np.asarray(self.cache.images[row])
+                yield int(row), image, None, self._cached_geometry(int(row), image) if recentre else None
             else:
-                yield int(row), None, reasons.get(str(self.catalog.ids[row]), CACHE_FAILED)
+                yield int(row), None, reasons.get(str(self.catalog.ids[row]), CACHE_FAILED), None
+
+    def _cached_geometry(self, row: int, image: np.ndarray) -> np.ndarray:
+        if self.cache.geometry is not None:
+            return np.asarray(self.cache.geometry[row], dtype=np.float32)
+        from gzmorph.data.recentre import measure_rgb
+
+        return measure_rgb(image).geometry()
 
     def load(self, size: int | None, rows: np.ndarray | None = None, workers: int | None = None,
              progress: bool = True) -> tuple[np.ndarray, list[tuple[int, str]]]:
@@ -114,15 +149,33 @@ class Source:
         failed : list of (int, str)
             Positions in ``rows`` that failed, with the reason.
         """
+        images, failed, _ = self.load_measured(size, rows, workers, progress, recentre=False)
+        return images, failed
+
+    def load_measured(self, size: int | None, rows: np.ndarray | None = None, workers: int | None = None,
+                      progress: bool = True, recentre: bool = False
+                      ) -> tuple[np.ndarray, list[tuple[int, str]], np.ndarray | None]:
+        """:meth:`load` plus the ``(len(rows), 4)`` geometry with ``recentre`` (else None)."""
         rows = np.arange(len(self)) if rows is None else np.asarray(rows, dtype=np.int64)
         self._require_paths()
         size = self._check_size(size)
         if self.cache is None:
-            return load_images(self.catalog.paths[rows], size=size, workers=workers, progress=progress)
+            options = self.options or DecodeOptions()
+            if recentre != options.recentre:
+                options = DecodeOptions(options.stretch, recentre)
+            return load_measured(self.catalog.paths[rows], size=size, workers=workers, progress=progress,
+                                 options=options)
         reasons = self._cache_reasons()
         failed = [(i, reasons.get(str(self.catalog.ids[r]), CACHE_FAILED))
                   for i, r in enumerate(rows) if not self.cache.ok[r]]
-        return np.asarray(self.cache.images[rows]), failed
+        images = np.asarray(self.cache.images[rows])
+        geometry = None
+        if recentre:
+            from gzmorph.data.recentre import NO_GEOMETRY
+
+            geometry = np.stack([self._cached_geometry(int(r), images[i]) if self.cache.ok[r] else NO_GEOMETRY
+                                 for i, r in enumerate(rows)]) if len(rows) else np.zeros((0, 4), np.float32)
+        return images, failed, geometry
 
 
 def _from_cache(cache: ImageCache, tree: Tree) -> Source:
@@ -137,7 +190,8 @@ def _from_cache(cache: ImageCache, tree: Tree) -> Source:
 
 def open_source(spec: str | Path | Catalog | ImageCache | Source, *, tree: Tree = GZ2, split: str = "train",
                 id_column: str = "GalaxyID", path_column: str = "path",
-                require_labels: bool = False, require_images: bool = True) -> Source:
+                require_labels: bool = False, require_images: bool = True,
+                options: DecodeOptions | None = None) -> Source:
     """Open anything gzmorph reads images from.
 
     Parameters
@@ -157,6 +211,8 @@ def open_source(spec: str | Path | Catalog | ImageCache | Source, *, tree: Tree 
         Kaggle layout: a label row without its image file is an error (training);
         ``False`` keeps the row with the path it would have, so prediction reports
         it as an error row and evaluation, which reads labels only, ignores it.
+    options : DecodeOptions, optional
+        FITS composite and recentring of image files.
 
     Raises
     ------
@@ -173,8 +229,10 @@ def open_source(spec: str | Path | Catalog | ImageCache | Source, *, tree: Tree 
         source = _from_cache(ImageCache.open(spec), tree)
     else:
         source = Source(open_catalog(spec, tree=tree, split=split, id_column=id_column, path_column=path_column,
-                                     require_labels=require_labels, require_images=require_images))
+                                     require_labels=require_labels, require_images=require_images), options=options)
         return source
     if require_labels:
         source.catalog.require_labels()
+    if options is not None and source.cache is None:
+        source.options = options
     return source

@@ -200,7 +200,8 @@ def _resolve_paths(raw: pd.Series, base: Path, path: Path) -> np.ndarray:
     if len(empty):
         raise CatalogError(f"empty image path in {listing(path, empty, lambda r: 'no value')}")
     resolved = [str(p if p.is_absolute() else (base / p).resolve()) for p in map(Path, text.to_numpy(dtype=object))]
-    missing = np.flatnonzero([not Path(p).is_file() for p in resolved])
+    # A FITS path holding {band} names one file per band (gzmorph.data.fits): each is checked when read.
+    missing = np.flatnonzero([not Path(p).is_file() and "{band}" not in p for p in resolved])
     if len(missing):
         raise CatalogError(f"{len(missing)} label row(s) without an image: "
                            + listing(path, missing, lambda r: f"{resolved[r]} does not exist"))

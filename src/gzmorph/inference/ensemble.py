@@ -52,10 +52,14 @@ class Ensemble:
         ``torch.compile`` each network (about 10 s per run; on 2 CPU cores it doubled
         the paper network's forward rate, see BENCHMARKS.md).  Batches are padded to
         the first batch's size so the compiled graph is reused, never recompiled.
+    recentre : bool or None
+        Apply each image's recentring geometry to every run (True), to none (False),
+        or to the runs trained with it (None: ``augment.recentre`` of each run).
     """
 
     def __init__(self, runs: Sequence[TrainedModel], runtime: Runtime, tta: str = "none",
-                 weights: Sequence[float] | None = None, compile: bool = False) -> None:
+                 weights: Sequence[float] | None = None, compile: bool = False,
+                 recentre: bool | None = None) -> None:
         if not runs:
             raise ConfigError("no model given")
         self.runs = list(runs)
@@ -79,13 +83,19 @@ class Ensemble:
         # An onnxruntime network (gzmorph.sharing.onnx_model.OnnxNet) has nothing for torch to compile.
         self._nets = [torch.compile(run.model) if compile and not getattr(run.model, "is_onnx", False)
                       else run.model for run in self.runs]
+        self.recentred = [bool(run.augment.recentre) if recentre is None else recentre for run in self.runs]
         self._compiled = compile
         self._batch = 0  # padded batch size of the compiled graphs
+
+    @property
+    def recentre(self) -> bool:
+        """True when some run uses the recentring geometry (it must be measured)."""
+        return any(self.recentred)
 
     @classmethod
     def load(cls, models: ModelSpec | Sequence[ModelSpec], runtime: Runtime, tta: str = "none",
              weights: Sequence[float] | str | Path | None = None, which: str = "best",
-             compile: bool = False) -> "Ensemble":
+             compile: bool = False, recentre: bool | None = None) -> "Ensemble":
         """Load models (or take loaded runs); ``weights`` may be a weights JSON file.
 
         A model is a run directory, a model package, an ``.onnx`` file or
@@ -97,7 +107,7 @@ class Ensemble:
             run.model.to(runtime.device).eval()
         if isinstance(weights, (str, Path)):
             weights = load_weights(weights, [run.run_dir for run in runs])
-        return cls(runs, runtime, tta, weights, compile)
+        return cls(runs, runtime, tta, weights, compile, recentre)
 
     @property
     def trained(self) -> np.ndarray:
@@ -118,15 +128,16 @@ class Ensemble:
         """Resolved run directories, identifying the runs in manifests and weight files."""
         return [str(Path(run.run_dir).resolve()) for run in self.runs]
 
-    def _forward(self, k: int, images: torch.Tensor) -> torch.Tensor:
+    def _forward(self, k: int, images: torch.Tensor, geometry: np.ndarray | None = None) -> torch.Tensor:
         # images: uint8 (B, S, S, 3) or float (B, 3, s, s) in [0, 1], on the device
         run, net = self.runs[k], self._nets[k]
+        geometry = geometry if self.recentred[k] else None
         n = images.shape[0]
         if self._compiled:
             self._batch = max(self._batch, n)
         total = torch.zeros(n, self.tree.n_answers, device=images.device)
         for angle, scale, flip in self.transforms:
-            t = aug.fixed_transforms(n, angle=angle, scale=scale, flip=flip).to(images.device)
+            t = aug.place(aug.fixed_transforms(n, angle=angle, scale=scale, flip=flip), geometry).to(images.device)
             crops = aug.render_crops(images, t, run.augment, run.pca)  # (B, 2, 3, 69, 69)
             if self._compiled and n < self._batch:  # (B, ...) -> (batch, ...): one graph shape
                 crops = torch.cat([crops, crops.new_zeros((self._batch - n, *crops.shape[1:]))])
@@ -135,12 +146,15 @@ class Ensemble:
         return total / len(self.transforms)
 
     @torch.inference_mode()
-    def predict_runs(self, images: np.ndarray) -> np.ndarray:
+    def predict_runs(self, images: np.ndarray, geometry: np.ndarray | None = None) -> np.ndarray:
         """Per-run TTA-averaged probabilities, ``(n_runs, B, n_answers)`` float32.
 
         ``images`` are uint8 ``(B, S, S, 3)``; runs trained at another size than
-        ``S`` get the batch resized on the device.
+        ``S`` get the batch resized on the device.  ``geometry`` ``(B, 4)``
+        (:mod:`gzmorph.data.recentre`) is applied to the runs that recentre.
         """
+        if geometry is None and self.recentre:
+            raise ValueError("this ensemble recentres: give the geometry of the images")
         x = torch.from_numpy(np.ascontiguousarray(images)).to(self.runtime.device, non_blocking=True)
         resized: dict[int, torch.Tensor] = {}
         out = []
@@ -152,12 +166,12 @@ class Ensemble:
                     resized[run.image_size] = F.interpolate(chw, size=(run.image_size,) * 2, mode="bilinear",
                                                             antialias=True, align_corners=False).clamp_(0, 1)
                 source = resized[run.image_size]
-            out.append(self._forward(k, source))
+            out.append(self._forward(k, source, geometry))
         return torch.stack(out).cpu().numpy()
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
+    def __call__(self, images: np.ndarray, geometry: np.ndarray | None = None) -> np.ndarray:
         """Ensemble probabilities ``(B, n_answers)`` float32 of uint8 images ``(B, S, S, 3)``."""
-        per_run = self.predict_runs(images)  # (R, B, A)
+        per_run = self.predict_runs(images, geometry)  # (R, B, A)
         return np.tensordot(self.weights, per_run, axes=1).astype(np.float32)
 
 

@@ -87,7 +87,8 @@ def job_manifest(ensemble: Any, cfg: Any, catalog: Any, thresholds: Mapping[str,
         "which": cfg.which, "precision": cfg.precision, "thresholds": dict(thresholds),
         "reach_threshold": REACH_THRESHOLD, "n_inputs": len(catalog), "ids": ids_digest(catalog.ids),
         "id_column": catalog.id_column, "image_size": image_size, "batch_size": cfg.batch_size,
-        "chunk_rows": cfg.chunk_rows})
+        "chunk_rows": cfg.chunk_rows, "recentre": list(getattr(ensemble, "recentred", [])),
+        "stretch": None if getattr(cfg, "stretch", None) is None else cfg.stretch.to_dict()})
 
 
 def error_table(ids: np.ndarray, paths: Sequence[Any], reasons: Sequence[Any], id_column: str,

@@ -28,6 +28,8 @@ from tqdm.auto import tqdm
 
 from gzmorph.errors import CatalogError
 from gzmorph.data.catalog import Catalog
+from gzmorph.data.composite import Stretch, require_survey_extra
+from gzmorph.data.images import DecodeOptions
 from gzmorph.data.source import Source, open_source
 from gzmorph.inference.ensemble import Ensemble, ModelSpec, fit_simplex_weights, load_weights
 from gzmorph.inference.parts import (check_outputs, chunk_error_table, finished_output, job_manifest, model_files,
@@ -38,13 +40,14 @@ from gzmorph.runtime import Runtime, cpu_cores, resolve_device, torch_threads, w
 from gzmorph.evaluation.metrics import masked_rmse
 from gzmorph.tree import Tree
 
-__all__ = ["PredictConfig", "PredictSummary", "Ensemble", "predict", "predict_to_file", "fit_weights",
+__all__ = ["PredictConfig", "PredictSummary", "Ensemble", "predict", "predict_to_file", "fit_weights", "decode_options",
            "prediction_runtime", "resolve_thresholds", "fit_simplex_weights", "load_weights"]
 
 TTA_CHOICES = ("none", "rot", "paper")
-# (row, image or None, failure reason or None), and (rows, images (B, S, S, 3), failures)
-_Item = tuple[int, "np.ndarray | None", "str | None"]
-_Batch = tuple[list[int], "np.ndarray | None", list[tuple[int, str]]]
+# (row, image or None, failure reason or None, geometry (4,) or None), and
+# (rows, images (B, S, S, 3), failures, geometry (B, 4) or None)
+_Item = tuple[int, "np.ndarray | None", "str | None", "np.ndarray | None"]
+_Batch = tuple[list[int], "np.ndarray | None", list[tuple[int, str]], "np.ndarray | None"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,15 @@ class PredictConfig:
         Id column of a catalog file given as the source.
     path_column : str
         Image path column of a catalog file given as the source.
+    recentre : bool or None
+        Recentre and rescale every image on its galaxy (:mod:`gzmorph.data.recentre`);
+        ``None`` (default): as each run was trained (``augment.recentre``), so a run
+        trained with recentring applies it without being asked.  Adds the
+        ``recentred`` column (False where no galaxy was found and the plain centre
+        crop was used).
+    stretch : Stretch or None
+        Colour composite of FITS cutouts (:mod:`gzmorph.data.composite`); ``None``: the
+        one the run was trained with, if it was trained on FITS.
     """
 
     tta: str = "none"
@@ -105,8 +117,12 @@ class PredictConfig:
     split: str = "train"
     id_column: str = "GalaxyID"
     path_column: str = "path"
+    recentre: bool | None = None
+    stretch: Stretch | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.stretch, dict):
+            object.__setattr__(self, "stretch", Stretch.from_dict(self.stretch))
         if self.tta not in TTA_CHOICES:
             raise ValueError(f"tta must be one of {TTA_CHOICES}, not {self.tta!r}")
         if self.batch_size < 1 or self.chunk_rows < 1:
@@ -128,22 +144,28 @@ class PredictConfig:
 
 # ------------------------------------------------------------------ inputs
 def _iter_batches(stream: Iterator[_Item], count: int, batch_size: int) -> Iterator[_Batch]:
-    """Take ``count`` items from ``stream``: yield ``(rows, images, failures)`` batches."""
+    """Take ``count`` items from ``stream``: yield ``(rows, images, failures, geometry)`` batches."""
     rows: list[int] = []
     images: list[np.ndarray] = []
+    geometry: list[np.ndarray | None] = []
     failures: list[tuple[int, str]] = []
+
+    def stacked() -> np.ndarray | None:
+        return None if not geometry or geometry[0] is None else np.stack(geometry)  # (B, 4)
+
     for _ in range(count):
-        row, image, reason = next(stream)
+        row, image, reason, geom = next(stream)
         if image is None:
             failures.append((row, reason or "unknown error"))
         else:
             rows.append(row)
             images.append(image)
+            geometry.append(geom)
         if len(images) == batch_size:
-            yield rows, np.stack(images), failures  # (B, S, S, 3)
-            rows, images, failures = [], [], []
+            yield rows, np.stack(images), failures, stacked()  # (B, S, S, 3)
+            rows, images, failures, geometry = [], [], [], []
     if images or failures:
-        yield rows, (np.stack(images) if images else None), failures
+        yield rows, (np.stack(images) if images else None), failures, stacked()
 
 
 # ------------------------------------------------------------------ the job
@@ -164,21 +186,28 @@ def _run_chunks(ensemble: Ensemble, src: Source, chunks: list[int], cfg: Predict
     todo = [_chunk_rows(k, cfg.chunk_rows, n) for k in chunks]
     if not todo:
         return
-    stream = src.stream(np.concatenate(todo), size, decode_workers(cfg, ensemble.runtime))
+    stream = src.stream_measured(np.concatenate(todo), size, decode_workers(cfg, ensemble.runtime),
+                                 recentre=ensemble.recentre)
     for k, rows in zip(chunks, todo):
         ok_rows: list[int] = []
         probs: list[np.ndarray] = []
+        found: list[np.ndarray] = []
         failed: list[tuple[int, str]] = []
-        for batch_rows, images, failures in _iter_batches(stream, len(rows), cfg.batch_size):
+        for batch_rows, images, failures, geometry in _iter_batches(stream, len(rows), cfg.batch_size):
             if images is not None:
-                probs.append(ensemble(images))
+                probs.append(ensemble(images) if geometry is None else ensemble(images, geometry))
                 ok_rows += batch_rows
+                if geometry is not None:
+                    found.append(geometry[:, 3] > 0)
             failed += failures
             bar.update(len(batch_rows) + len(failures))
         ok = np.asarray(ok_rows, dtype=np.int64)
         table = prediction_table(cat.ids[ok], np.concatenate(probs) if probs else
                                  np.zeros((0, ensemble.tree.n_answers), np.float32),
                                  ensemble.tree, thresholds, cat.id_column, trained=trained)
+        if ensemble.recentre:  # False: no galaxy found, the plain centre crop was used
+            table = table.append_column("recentred", pa.array(np.concatenate(found) if found else
+                                                              np.zeros(0, dtype=bool), pa.bool_()))
         bad = np.asarray([r for r, _ in failed], dtype=np.int64)
         sink(k, table, chunk_error_table(cat, bad, [reason for _, reason in failed]))
 
@@ -236,12 +265,25 @@ def _untrained(ensemble: Ensemble, fmt: str) -> np.ndarray | None:
     return ensemble.trained if fmt == "parquet" else None
 
 
+def decode_options(ensemble: Ensemble, cfg: PredictConfig) -> DecodeOptions:
+    """FITS composite (given, else the runs') and recentring (given, else the runs') of a job."""
+    stretch = cfg.stretch
+    if stretch is None:
+        stored = [run.stretch for run in ensemble.runs if run.stretch]
+        stretch = Stretch.from_dict(stored[0]) if stored else None
+    options = DecodeOptions(stretch, ensemble.recentre)
+    if options.stretch is not None or options.recentre:
+        require_survey_extra()
+    return options
+
+
 def _setup(models: ModelSpec | Sequence[ModelSpec], source: Any, cfg: PredictConfig,
            weights: Sequence[float] | str | Path | None) -> tuple[Ensemble, Source]:
-    ensemble = Ensemble.load(models, prediction_runtime(cfg), cfg.tta, weights, cfg.which, cfg.compile)
+    ensemble = Ensemble.load(models, prediction_runtime(cfg), cfg.tta, weights, cfg.which, cfg.compile,
+                             cfg.recentre)
     # A missing image is an error row like an unreadable one, not a reason to stop.
     src = open_source(source, tree=ensemble.tree, split=cfg.split, id_column=cfg.id_column,
-                      path_column=cfg.path_column, require_images=False)
+                      path_column=cfg.path_column, require_images=False, options=decode_options(ensemble, cfg))
     if len(src.catalog) == 0:
         raise CatalogError(f"{source}: no images to predict")
     return ensemble, src
@@ -294,9 +336,10 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
     trained = _untrained(ensemble, fmt)
     n_chunks = -(-n // cfg.chunk_rows)
     manifest = job_manifest(ensemble, cfg, cat, thresholds, src.size or ensemble.image_size, fmt)
+    columns = [*ensemble.tree.columns, *(["recentred"] if ensemble.recentre else [])]
     if resume and (done := finished_output(out, manifest)) is not None:
         return PredictSummary(out, errors_path(out), n, done[0], done[1], n, time.monotonic() - t0,
-                              cat.id_column, cat.ids.dtype.kind in "iu")
+                              cat.id_column, cat.ids.dtype.kind in "iu", _not_recentred(out, ensemble))
     store = single_machine_store(out, manifest, resume)
     done_chunks = store.done()
     todo = [k for k in range(n_chunks) if k not in done_chunks]
@@ -304,11 +347,24 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
     with tqdm(total=n, initial=n_resumed, unit="img", disable=not cfg.progress, dynamic_ncols=True,
               desc="predict") as bar, torch_threads(cfg.threads):
         _run_chunks(ensemble, src, todo, cfg, thresholds, store.write, bar, trained)
-    n_pred, n_fail = store.assemble(out, n_chunks, ensemble.tree.columns,
+    n_pred, n_fail = store.assemble(out, n_chunks, columns,
                                     lambda k: cat.ids[_chunk_rows(k, cfg.chunk_rows, n)])
     store.remove()
     return PredictSummary(out, errors_path(out), n, n_pred, n_fail, n_resumed, time.monotonic() - t0,
-                          cat.id_column, cat.ids.dtype.kind in "iu")
+                          cat.id_column, cat.ids.dtype.kind in "iu", _not_recentred(out, ensemble))
+
+
+def _not_recentred(out: Path, ensemble: Ensemble) -> int | None:
+    """Rows of a finished output that kept the plain centre crop (None without recentring)."""
+    if not ensemble.recentre:
+        return None
+    if output_format(out) == "parquet":
+        import pyarrow.parquet as pq
+
+        column = pq.read_table(out, columns=["recentred"]).column(0).to_numpy(zero_copy_only=False)
+    else:
+        column = pd.read_csv(out, usecols=["recentred"])["recentred"].to_numpy()
+    return int((~column.astype(bool)).sum())
 
 
 def predict(models: ModelSpec | Sequence[ModelSpec], source: Catalog | Any | str | Path, out: str | Path | None = None,
@@ -368,16 +424,16 @@ def fit_weights(models: Sequence[ModelSpec], catalog: Catalog | Any | str | Path
     cat = src.catalog
     if not cat.has_labels:
         raise CatalogError(f"{catalog}: no labels of tree {ensemble.tree.name!r}; cannot fit ensemble weights")
-    stream = src.stream(np.arange(len(cat)), src.size or ensemble.image_size,
-                        decode_workers(cfg, ensemble.runtime))
+    stream = src.stream_measured(np.arange(len(cat)), src.size or ensemble.image_size,
+                                 decode_workers(cfg, ensemble.runtime), recentre=ensemble.recentre)
     rows: list[int] = []
     preds: list[np.ndarray] = []
     n_failed = 0
     with tqdm(total=len(cat), unit="img", disable=not cfg.progress, desc="fit weights") as bar, \
             torch_threads(cfg.threads):
-        for batch_rows, images, failures in _iter_batches(stream, len(cat), cfg.batch_size):
+        for batch_rows, images, failures, geometry in _iter_batches(stream, len(cat), cfg.batch_size):
             if images is not None:
-                preds.append(ensemble.predict_runs(images))
+                preds.append(ensemble.predict_runs(images, geometry))
                 rows += batch_rows
             n_failed += len(failures)
             bar.update(len(batch_rows) + len(failures))

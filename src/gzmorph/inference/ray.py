@@ -360,7 +360,9 @@ def predict_ray(models: ModelSpec | Sequence[ModelSpec], source: Catalog | str |
                          f"{out.with_suffix('.parquet').name}")
     t0 = time.monotonic()
     # On the driver the runs only provide metadata and travel to the actors: keep them on the CPU.
-    ensemble = Ensemble.load(models, resolve_device("cpu"), cfg.tta, weights, cfg.which)
+    ensemble = Ensemble.load(models, resolve_device("cpu"), cfg.tta, weights, cfg.which, recentre=cfg.recentre)
+    if ensemble.recentre or cfg.stretch is not None or any(run.stretch for run in ensemble.runs):
+        raise ConfigError("FITS cutouts and recentring are not supported with --ray yet; predict without --ray")
     src = open_source(source, tree=ensemble.tree, split=cfg.split, id_column=cfg.id_column,
                       path_column=cfg.path_column, require_images=False)
     catalog = src.catalog

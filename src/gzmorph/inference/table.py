@@ -228,6 +228,7 @@ class PredictSummary:
     seconds: float
     id_column: str = "GalaxyID"
     integer_ids: bool = True
+    n_not_recentred: int | None = None  # with recentring: predicted rows that kept the plain centre crop
 
     def read(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The output file and the error file as DataFrames (string ids stay strings)."""
@@ -245,7 +246,10 @@ class PredictSummary:
         """One line for the user: where every input went."""
         return (f"{self.n_inputs} inputs: {self.n_predicted} predicted -> {self.out}, {self.n_failed} failed "
                 f"-> {self.errors_file}" + (f" ({self.n_resumed} resumed from an earlier run)"
-                                             if self.n_resumed else ""))
+                                             if self.n_resumed else "")
+                + ("" if self.n_not_recentred is None else
+                   f"; recentred {self.n_predicted - self.n_not_recentred}, no galaxy found in "
+                   f"{self.n_not_recentred} (plain centre crop, recentred = False)"))
 
 
 

@@ -63,11 +63,22 @@ def _write_jpeg(img: np.ndarray, path: Path) -> None:
     atomic_write(path, lambda tmp: Image.fromarray(img).save(tmp, format="JPEG", quality=_JPEG_QUALITY))
 
 
-def _make(task: tuple[int, str, int, int, str, int]) -> GalaxyParams:
-    """Worker: draw one galaxy, render it and write its JPEG; return its parameters."""
-    seed, split, index, gid, folder, size = task
+def _make(task: tuple) -> GalaxyParams | tuple[GalaxyParams, dict]:
+    """Worker: draw one galaxy, render it and write its JPEG (or FITS cube); return its parameters.
+
+    A FITS task also returns the truth of the cutout (centre, size: :mod:`gzmorph.mock.fits`).
+    """
+    seed, split, index, gid, folder, size, survey = task
     params = sample_params(galaxy_rng(seed, split, index, "params"))
-    _write_jpeg(render_galaxy(params, galaxy_rng(seed, split, index, "render"), size), Path(folder) / f"{gid}.jpg")
+    rng = galaxy_rng(seed, split, index, "render")
+    if survey is not None:
+        from gzmorph.mock.fits import MOCK_SURVEYS, render_cutout, write_cube
+
+        planes, truth = render_cutout(params, rng, size, MOCK_SURVEYS[survey])
+        path = Path(folder) / f"{gid}.fits"
+        atomic_write(path, lambda tmp: write_cube(planes, tmp, MOCK_SURVEYS[survey]))
+        return params, truth
+    _write_jpeg(render_galaxy(params, rng, size), Path(folder) / f"{gid}.jpg")
     return params
 
 
@@ -99,7 +110,8 @@ def _prepare_out(out: Path, keep: dict[str, set[str]], has_test: bool, meta: dic
             if (out / folder).is_dir():
                 for f in (out / folder).iterdir():
                     # Stale images of a larger run, and temporaries of an interrupted one.
-                    if (f.suffix == ".jpg" and f.name not in names) or f.name.endswith(".jpg.tmp"):
+                    if (f.suffix in (".jpg", ".fits") and f.name not in names) or f.name.endswith((".jpg.tmp",
+                                                                                                   ".fits.tmp")):
                         f.unlink()
         if not has_test:
             (out / TEST_LABELS_FILE).unlink(missing_ok=True)
@@ -137,7 +149,7 @@ def _render_all(tasks: list[tuple], workers: int, progress: bool) -> list[Galaxy
 
 
 def generate(out: str | Path, n: int, n_test: int = 0, seed: int = 0, workers: int | None = None,
-             progress: bool = True, size: int = 424) -> Path:
+             progress: bool = True, size: int = 424, format: str = "jpeg", survey: str = "legacy") -> Path:
     """Generate a mock Galaxy Zoo 2 dataset in the Kaggle layout.
 
     Parameters
@@ -157,7 +169,13 @@ def generate(out: str | Path, n: int, n_test: int = 0, seed: int = 0, workers: i
         Show a tqdm progress bar.
     size : int
         Image side in pixels (424 as Kaggle; smaller renders the same scene at lower
-        resolution, e.g. 141 for fast tests).
+        resolution, e.g. 141 for fast tests); for FITS, the cutout side.
+    format : {"jpeg", "fits"}
+        GZ2-like JPEGs, or multi-band FITS cutouts of survey ``survey``
+        (:mod:`gzmorph.mock.fits`: off-centre galaxies of known size; the truth adds
+        ``x_true``, ``y_true``, ``r90_true`` in pixels and ``pixscale``).
+    survey : {"legacy", "sdss", "hsc"}
+        Bands, pixel scale, PSF, noise and units of FITS cutouts.
 
     Returns
     -------
@@ -173,30 +191,46 @@ def generate(out: str | Path, n: int, n_test: int = 0, seed: int = 0, workers: i
         raise ConfigError(f"seed must be non-negative, got {seed}")
     if size < 16:
         raise ConfigError(f"size must be at least 16 pixels, got {size}")
+    if format not in ("jpeg", "fits"):
+        raise ConfigError(f"format must be 'jpeg' or 'fits', got {format!r}")
+    if format == "fits":
+        from gzmorph.data.composite import require_survey_extra
+        from gzmorph.mock.fits import MOCK_SURVEYS
+
+        require_survey_extra()
+        if survey not in MOCK_SURVEYS:
+            raise ConfigError(f"unknown mock survey {survey!r}; choose one of {', '.join(MOCK_SURVEYS)}")
+    suffix = ".fits" if format == "fits" else ".jpg"
     out = Path(out)
     splits = [("train", i, TRAIN_ID_START + i) for i in range(n)] + [("test", i, TEST_ID_START + i)
                                                                       for i in range(n_test)]
     folders = {"train": TRAIN_DIR, "test": TEST_DIR}
-    keep = {TRAIN_DIR: {f"{TRAIN_ID_START + i}.jpg" for i in range(n)},
-            TEST_DIR: {f"{TEST_ID_START + i}.jpg" for i in range(n_test)}}
+    keep = {TRAIN_DIR: {f"{TRAIN_ID_START + i}{suffix}" for i in range(n)},
+            TEST_DIR: {f"{TEST_ID_START + i}{suffix}" for i in range(n_test)}}
     meta = {"generator": "gzmorph.mock", "version": __version__, "n": n, "n_test": n_test, "seed": seed,
-            "size": size}
+            "size": size, "format": format, **({"survey": survey} if format == "fits" else {})}
     _prepare_out(out, keep, n_test > 0, meta)
-    tasks = [(seed, split, i, gid, str(out / folders[split]), size) for split, i, gid in splits]
-    params = _render_all(tasks, _resolve_workers(workers, len(tasks), size), progress)
-    _write_tables(out, seed, splits, params)
+    tasks = [(seed, split, i, gid, str(out / folders[split]), size, survey if format == "fits" else None)
+             for split, i, gid in splits]
+    made = _render_all(tasks, _resolve_workers(workers, len(tasks), size), progress)
+    if format == "fits":
+        params, truths = [m[0] for m in made], [m[1] for m in made]
+    else:
+        params, truths = made, None
+    _write_tables(out, seed, splits, params, truths)
     return out
 
 
-def _write_tables(out: Path, seed: int, splits: list[tuple[str, int, int]], params: list[GalaxyParams]) -> None:
-    """Crowd-label every galaxy and write the label and truth CSVs."""
+def _write_tables(out: Path, seed: int, splits: list[tuple[str, int, int]], params: list[GalaxyParams],
+                  cutouts: list[dict] | None = None) -> None:
+    """Crowd-label every galaxy and write the label and truth CSVs (with the FITS truth, if any)."""
     labels, truth = [], []
-    for (split, i, gid), p in zip(splits, params):
+    for k, ((split, i, gid), p) in enumerate(zip(splits, params)):
         rng = galaxy_rng(seed, split, i, "labels")
         n_vol = int(rng.integers(40, 51))
         labels.append(crowd_labels(p, rng, n_vol))
         truth.append({"GalaxyID": gid, "split": split, **p.to_dict(), "visibility": visibility(p),
-                      "n_volunteers": n_vol})
+                      "n_volunteers": n_vol, **(cutouts[k] if cutouts is not None else {})})
     table = pd.DataFrame(np.asarray(labels, dtype=np.float64).reshape(-1, GZ2.n_answers), columns=GZ2.columns)
     table.insert(0, "GalaxyID", [gid for _, _, gid in splits])
     is_train = np.array([s == "train" for s, _, _ in splits], dtype=bool)

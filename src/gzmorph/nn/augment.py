@@ -50,6 +50,7 @@ __all__ = [
     "fixed_transforms",
     "tta_transforms",
     "render_crops",
+    "place",
     "TTA_SETS",
 ]
 
@@ -81,6 +82,11 @@ class AugmentConfig:
         (e.g. 424-px originals) before sampling, so predictions on original images
         match training on the 141-px cache; sources at the working size are sampled
         directly.
+    recentre : bool
+        Centre every crop on the galaxy found by source extraction and rescale it to
+        the GZ2 convention (:mod:`gzmorph.data.recentre`, the paper's section 7.3);
+        composed into the same warp by :func:`place`.  A run trained with it records
+        it, and prediction with that run measures and applies it automatically.
     """
 
     crop_fraction: float = 207 / 424
@@ -92,6 +98,7 @@ class AugmentConfig:
     brightness_std: float = 0.5
     second_crop_angle: float = 45.0
     antialias: bool = True
+    recentre: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.crop_fraction <= 1:
@@ -246,6 +253,38 @@ def fixed_transforms(n: int, angle: float = 0.0, scale: float = 1.0, flip: bool 
         flip=torch.full((n,), bool(flip)),
         brightness=torch.zeros(n),
     )
+
+
+def place(t: Transforms, geometry: torch.Tensor | np.ndarray | None) -> Transforms:
+    """Compose each image's recentring geometry into its transform (no extra resampling).
+
+    Parameters
+    ----------
+    t : Transforms
+        The perturbation (training) or fixed transform (validation, TTA) of each image,
+        in the frame of a GZ2-convention image centred on the galaxy.
+    geometry : (B, 4) array or tensor, or None
+        ``[dx, dy, zoom, found]`` of :mod:`gzmorph.data.recentre`: the galaxy's offset
+        from the image centre (fraction of the side) and the zoom that brings the
+        image to the GZ2 convention; ``None`` returns ``t`` unchanged.
+
+    Returns
+    -------
+    Transforms
+        ``shift = offset + shift / zoom`` and ``scale = scale * zoom``: with the map
+        ``x = 2 shift + (crop_fraction / scale) R F u`` of :func:`render_crops`, the
+        crop is the perturbed crop of the virtual recentred, rescaled image (whose side
+        is ``1 / zoom`` of the source's), sampled from the source in one warp.
+    """
+    if geometry is None:
+        return t
+    g = torch.as_tensor(np.asarray(geometry) if not isinstance(geometry, torch.Tensor) else geometry)
+    g = g.to(device=t.scale.device, dtype=torch.float32)
+    if g.shape != (len(t), 4):
+        raise ValueError(f"geometry must have shape ({len(t)}, 4), got {tuple(g.shape)}")
+    zoom = g[:, 2]
+    return Transforms(angle=t.angle, shift=g[:, :2] + t.shift / zoom[:, None], scale=t.scale * zoom,
+                      flip=t.flip, brightness=t.brightness)
 
 
 #: Test-time augmentation sets, as ``(angle, scale, flip)`` tuples.

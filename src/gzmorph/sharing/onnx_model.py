@@ -41,7 +41,7 @@ INPUT, OUTPUT = "crops", "probabilities"
 
 def _metadata(trained: TrainedModel) -> str:
     return json.dumps({"format": ONNX_FORMAT, "train": trained.config.to_dict(), "pca": trained.pca,
-                       "label_columns": trained.label_columns, "step": trained.step,
+                       "label_columns": trained.label_columns, "step": trained.step, "stretch": trained.stretch,
                        "input": f"{INPUT}: float32 (batch, 2, 3, S, S) in [0, 1] from gzmorph.nn.augment.render_crops",
                        "output": f"{OUTPUT}: float32 (batch, {trained.tree.n_answers}) tree-constrained"})
 
@@ -173,4 +173,4 @@ def load_onnx(path: str | Path, data: bytes | None = None) -> TrainedModel:
         raise RunError(f"{path}: unreadable gzmorph metadata ({exc})") from None
     return TrainedModel(model=net.eval(), tree=get_tree(cfg.tree), augment=cfg.augment, pca=stored.get("pca") or {},
                         image_size=cfg.image_size, config=cfg, step=int(stored.get("step", 0)), run_dir=path,
-                        label_columns=stored.get("label_columns"))
+                        label_columns=stored.get("label_columns"), stretch=stored.get("stretch"))

@@ -84,6 +84,8 @@ def _package_config(trained: TrainedModel, data: dict[str, Any], which: str, sha
         "tree": trained.tree.to_dict(),
         "preprocessing": {
             "image_size": cfg.image_size, "augment": cfg.augment.to_dict(), "pca": trained.pca,
+            # The FITS colour composite the model was trained on (None: JPEG/PNG composites).
+            "stretch": trained.stretch,
             "input": "uint8 RGB images (N, S, S, 3), S = image_size; crops rendered by "
                      "gzmorph.nn.augment.render_crops",
             "tta": {name: [list(t) for t in aug.tta_transforms(name)] for name in TTA_LEVELS}},
@@ -210,4 +212,5 @@ def load_package(package: str | Path, device: str | torch.device | None = "auto"
     data = config.get("data", {})
     return TrainedModel(model=model, tree=tree, augment=cfg.augment, pca=config["preprocessing"].get("pca", {}),
                         image_size=cfg.image_size, config=cfg, step=int(config["weights"].get("step", 0)),
-                        run_dir=package, label_columns=data.get("label_columns"))
+                        run_dir=package, label_columns=data.get("label_columns"),
+                        stretch=config["preprocessing"].get("stretch", data.get("stretch")))

@@ -137,8 +137,15 @@ def _symmetric(model: str) -> TrainConfig:
     )
 
 
+def _recentred(model: str) -> TrainConfig:
+    """The paper's network and recipe on recentred, rescaled images (its section 7.3)."""
+    base = _paper(model)
+    return replace(base, augment=replace(base.augment, recentre=True))
+
+
 PRESETS: dict[str, TrainConfig] = {
     "paper": _paper("paper"),
+    "paper-recentred": _recentred("paper"),
     "fast": _FAST,
     "small": _SMALL,
     **{f"paper-{name}": _paper(name) for name in MODEL_PRESETS if name not in ("paper", "small")},

@@ -115,6 +115,7 @@ class TrainedModel:
     step: int
     run_dir: Path
     label_columns: list[str] | None = None  # answer columns it was trained on (None: unknown, all)
+    stretch: dict[str, Any] | None = None  # colour composite of the FITS cutouts it was trained on (Stretch.to_dict)
 
 
 def load_run(run_dir: str | Path, which: str = "best", device: str | torch.device | None = "auto") -> TrainedModel:
@@ -146,7 +147,7 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     model.eval()
     return TrainedModel(model=model, tree=tree, augment=cfg.augment, pca=data.get("pca", {}),
                         image_size=cfg.image_size, config=cfg, step=int(ckpt["step"]), run_dir=run_dir,
-                        label_columns=data.get("label_columns"))
+                        label_columns=data.get("label_columns"), stretch=data.get("stretch"))
 
 
 def init_weights(model: torch.nn.Module, cfg: TrainConfig, tree: Tree,

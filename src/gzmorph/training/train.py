@@ -23,6 +23,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
+from gzmorph.data.composite import Stretch
 from gzmorph.errors import RunError
 from gzmorph.evaluation.metrics import masked_mse, masked_sums
 from gzmorph.nn import augment as aug
@@ -82,18 +83,20 @@ def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
 
 @torch.inference_mode()
 def validation_sums(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
-                    rt: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+                    rt: Runtime, geometry: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per answer column, the sum of squared errors and the count of the available label entries.
 
     One identity view per image; float64 ``(n_answers,)`` tensors on the device (summed
     over processes by the caller; the overall RMSE is ``sqrt(sse.sum() / count.sum())``).
+    ``geometry`` ``(N, 4)``: the images' recentring (:func:`gzmorph.nn.augment.place`).
     """
     model.eval()
     sq = torch.zeros(labels.shape[1], dtype=torch.float64, device=rt.device)
     count = torch.zeros_like(sq)
     for i in range(0, len(images), cfg.eval_batch_size):
         x = images[i : i + cfg.eval_batch_size]
-        crops = aug.render_crops(x, aug.fixed_transforms(len(x)).to(rt.device), cfg.augment, None)
+        g = None if geometry is None else geometry[i : i + len(x)]
+        crops = aug.render_crops(x, aug.place(aug.fixed_transforms(len(x)), g).to(rt.device), cfg.augment, None)
         with rt.autocast_context():
             pred = model(crops).float()
         batch_sq, batch_count = masked_sums(pred, labels[i : i + len(x)], axis=0)
@@ -115,7 +118,7 @@ def question_rmse(sq: torch.Tensor, count: torch.Tensor, tree: Any) -> dict[str,
 def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | None = "auto",
           resume: bool = False, workers: int | None = None, max_minutes: float | None = None,
           progress: bool = True, processes: int = 1, id_column: str = "GalaxyID",
-          path_column: str = "path", new_data: bool = False) -> dict[str, Any]:
+          path_column: str = "path", new_data: bool = False, stretch: Stretch | None = None) -> dict[str, Any]:
     """Train a network and write a run directory.
 
     Parameters
@@ -140,6 +143,9 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
         Let ``resume`` continue on data other than the run's (path or ids/labels
         differ; recorded in ``config.json`` as ``data_history``); without it such a
         resume raises :class:`~gzmorph.errors.RunError`.
+    stretch : Stretch, optional
+        Colour composite of FITS cutouts in ``data`` (:mod:`gzmorph.data.composite`);
+        recorded in ``config.json`` so that prediction with the run uses it too.
 
     Returns
     -------
@@ -152,7 +158,7 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
     if processes > 1:
         launch(train, processes, cfg, data, out, device=device, resume=resume, workers=workers,
                max_minutes=max_minutes, progress=progress, id_column=id_column, path_column=path_column,
-               new_data=new_data)
+               new_data=new_data, stretch=stretch)
         return _result_from_run(out)
     last_path = out / RUN_FILES["last"]
     if resume and last_path.exists():
@@ -179,10 +185,12 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
     # Store the tree itself, so the run stays loadable when a tree file moves.
     cfg = cfg.override(tree=tree.to_dict())
     ds = load_training_data(data, cfg, tree, out, workers=workers, progress=progress and d.is_main,
-                            id_column=id_column, path_column=path_column)
+                            id_column=id_column, path_column=path_column, stretch=stretch)
     facts = {"pca": ds.pca, "source": str(data), "source_path": _resolved(data),
              "fingerprint": ds.fingerprint, "n_train": len(ds.train_images), "n_val": len(ds.val_images),
-             "label_columns": ds.label_columns, "processes": d.world, "n_unlabelled_dropped": ds.n_unlabelled}
+             "label_columns": ds.label_columns, "processes": d.world, "n_unlabelled_dropped": ds.n_unlabelled,
+             **({"stretch": stretch.to_dict()} if stretch is not None else {}),
+             **({"n_not_recentred": ds.n_not_recentred} if cfg.augment.recentre else {})}
     if ckpt is not None:
         facts["data_history"] = _resumed_data(out, facts, int(ckpt["step"]), new_data)
     model = build_model(cfg.model, tree).to(rt.device)
@@ -282,20 +290,22 @@ def _loop(cfg, model, fwd, optimizer, ds, rt: Runtime, d: Dist, out: Path, step:
     # Each process validates its own slice of the held-out set; the sums are combined.
     val = slice(d.rank * len(ds.val_images) // d.world, (d.rank + 1) * len(ds.val_images) // d.world)
     val_images, val_labels = ds.val_images[val].to(rt.device), ds.val_labels[val].to(rt.device)
+    val_geometry = None if ds.val_geometry is None else ds.val_geometry[val]
     eval_steps = max(1, cfg.eval_every // cfg.batch_size)
     t0, running, n_running, last_val = time.monotonic(), 0.0, 0, math.nan
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
     metrics = open(out / RUN_FILES["metrics"], "a") if d.is_main else None
     try:
         while step < cfg.steps:
-            loss = _train_step(cfg, model, fwd, optimizer, images, labels, ds.pca, rt, d, step)
+            loss = _train_step(cfg, model, fwd, optimizer, images, labels, ds.pca, rt, d, step, ds.train_geometry)
             if ema is not None:
                 ema.update(model, step)
             running, n_running, step = running + loss, n_running + 1, step + 1
             bar.update(1)
             timeout = _out_of_time(t0, max_minutes, step, d, rt)
             if step % eval_steps == 0 or step == cfg.steps or timeout:
-                sq, count = validation_sums(model if ema is None else ema.model, val_images, val_labels, cfg, rt)
+                sq, count = validation_sums(model if ema is None else ema.model, val_images, val_labels, cfg, rt,
+                                            val_geometry)
                 n_a = len(sq)  # one vector for every process's sums: (2 n_answers + 1,)
                 totals = all_sum(torch.cat([sq, count, sq.new_tensor([float(running) / max(n_running, 1)])]),
                                  d, rt.device).cpu()
@@ -339,12 +349,15 @@ def _out_of_time(t0: float, max_minutes: float | None, step: int, d: Dist, rt: R
     return bool(all_sum([float(late)], d, rt.device)[0] > 0) if d.enabled else late
 
 
-def _train_step(cfg, model, fwd, optimizer, images, labels, pca, rt: Runtime, d: Dist, step: int) -> torch.Tensor:
+def _train_step(cfg, model, fwd, optimizer, images, labels, pca, rt: Runtime, d: Dist, step: int,
+                geometry: torch.Tensor | None = None) -> torch.Tensor:
     model.train()
+    host_idx = _batch_indices(len(images), cfg, step, d.rank, d.world)
     # non_blocking: a blocking host-to-GPU copy would wait for the previous step to finish.
-    idx = _batch_indices(len(images), cfg, step, d.rank, d.world).to(images.device, non_blocking=True)
+    idx = host_idx.to(images.device, non_blocking=True)
     gen = torch.Generator().manual_seed(_step_seed(cfg.seed, step, 1_000 + d.rank))
-    t = aug.sample_transforms(len(idx), cfg.augment, gen).to(rt.device)
+    t = aug.sample_transforms(len(idx), cfg.augment, gen)
+    t = aug.place(t, None if geometry is None else geometry[host_idx]).to(rt.device)
     crops = aug.render_crops(images[idx], t, cfg.augment, pca)  # (B / world, 2, 3, 69, 69)
     torch.manual_seed(_step_seed(cfg.seed, step, 2_000 + d.rank))  # dropout stream of this step and rank
     for group in optimizer.param_groups:

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 
 from gzmorph.data.catalog import Catalog, train_val_split
+from gzmorph.data.composite import Stretch, require_survey_extra
+from gzmorph.data.images import DecodeOptions
 from gzmorph.errors import CatalogError
 from gzmorph.data.source import Source, open_source
 from gzmorph.nn import augment as aug
@@ -34,6 +36,9 @@ class TrainingData:
     label_columns: list[str]
     n_unlabelled: int = 0  # training rows without any label value, dropped
     fingerprint: str = ""  # of the source's ids and labels (data_fingerprint)
+    train_geometry: torch.Tensor | None = None  # (N, 4) recentring geometry (augment.recentre), on the CPU
+    val_geometry: torch.Tensor | None = None
+    n_not_recentred: int = 0  # decoded rows where no galaxy was found (plain centre crop)
 
 
 def data_fingerprint(catalog: Catalog) -> str:
@@ -68,15 +73,22 @@ def _check_validation(val: Catalog, catalog: Catalog, cfg: TrainConfig) -> None:
 
 
 def load_training_data(data: Any, cfg: TrainConfig, tree: Tree, out: Path, workers: int | None = None,
-                       progress: bool = True, id_column: str = "GalaxyID", path_column: str = "path") -> TrainingData:
+                       progress: bool = True, id_column: str = "GalaxyID", path_column: str = "path",
+                       stretch: Stretch | None = None) -> TrainingData:
     """Decode a labelled source, drop (and record) undecodable rows, split it, compute the PCA.
 
-    ``data`` is anything :func:`gzmorph.data.source.open_source` opens.
+    ``data`` is anything :func:`gzmorph.data.source.open_source` opens; ``stretch``
+    makes FITS cutouts colour composites.  With ``cfg.augment.recentre`` every image's
+    geometry is measured (or read from a cache prepared with it).
     """
-    source = open_source(data, tree=tree, id_column=id_column, path_column=path_column)
+    if stretch is not None or cfg.augment.recentre:
+        require_survey_extra()
+    source = open_source(data, tree=tree, id_column=id_column, path_column=path_column,
+                         options=DecodeOptions(stretch) if stretch is not None else None)
     if not source.catalog.has_labels:
         source.catalog.require_labels()  # raises: no answer column of the tree has a value
-    images, failed = source.load(cfg.image_size, workers=workers, progress=progress)
+    images, failed, geometry = source.load_measured(cfg.image_size, workers=workers, progress=progress,
+                                                    recentre=cfg.augment.recentre)
     out.mkdir(parents=True, exist_ok=True)
     keep = np.ones(len(source), dtype=bool)
     if failed:
@@ -85,6 +97,7 @@ def load_training_data(data: Any, cfg: TrainConfig, tree: Tree, out: Path, worke
     rows = np.flatnonzero(keep)
     catalog = source.catalog.subset(rows)
     images = images[rows]
+    geometry = None if geometry is None else torch.from_numpy(np.ascontiguousarray(geometry[rows]))
     train_cat, val_cat = train_val_split(catalog, cfg.val_fraction, cfg.split_seed)
     _check_validation(val_cat, catalog, cfg)
     # Rows without any label teach nothing (every loss term is masked): drop and count them.
@@ -107,4 +120,7 @@ def load_training_data(data: Any, cfg: TrainConfig, tree: Tree, out: Path, worke
         label_columns=list(catalog.label_columns),
         n_unlabelled=int(unlabelled.sum()),
         fingerprint=data_fingerprint(source.catalog),
+        train_geometry=None if geometry is None else geometry[tr],
+        val_geometry=None if geometry is None else geometry[va],
+        n_not_recentred=0 if geometry is None else int((geometry[:, 3] == 0).sum()),
     )
