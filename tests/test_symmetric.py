@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -172,6 +173,22 @@ def test_symmetric_run_trains_in_bf16_saves_the_average_and_predicts_with_it(tin
     assert isinstance(trained.model, SymmetricNet)
     for k, v in trained.model.state_dict().items():
         assert torch.equal(v, ckpt["ema"][k])
+
+
+@pytest.mark.parametrize("family", ["p4m", "cyclic"])
+def test_bf16_prediction_of_a_symmetric_run(family, tiny_kaggle, tmp_path):
+    """bf16 prediction turns the nets to channels_last: p4m's 5-D weight banks must survive that."""
+    from gzmorph.inference.predict import predict
+
+    cfg = _tiny_cfg(precision="fp32")
+    cfg = replace(cfg, model=replace(get_preset(family).model, channels=(2, 4), pool_after=(0, 1), hidden=8))
+    train(cfg, tiny_kaggle, tmp_path / "run", device="cpu", workers=0, progress=False)
+    images = tiny_kaggle / "images_training_rev1"
+    fp32 = predict(tmp_path / "run", images, precision="fp32", device="cpu", workers=0, progress=False)
+    bf16 = predict(tmp_path / "run", images, precision="bf16", device="cpu", workers=0, progress=False)
+    cols = GZ2.columns
+    assert len(bf16) == len(fp32) == 40
+    np.testing.assert_allclose(bf16[cols].to_numpy(), fp32[cols].to_numpy(), atol=0.03)
 
 
 def test_analysis_of_a_symmetric_run(tiny_kaggle, tmp_path):
