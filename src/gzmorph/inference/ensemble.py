@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from gzmorph.errors import ConfigError
 from gzmorph.nn import augment as aug
+from gzmorph.nn.model import to_channels_last
 from gzmorph.sharing.resolve import resolve_model
 from gzmorph.training.rundir import TrainedModel
 from gzmorph.runtime import Runtime
@@ -79,11 +80,7 @@ class Ensemble:
         self.image_size = max(run.image_size for run in self.runs)
         if runtime.channels_last:
             for run in self.runs:
-                # The symmetric nets hold 5-D weight banks: they convert their own 4-D parts.
-                if hasattr(run.model, "to_channels_last"):
-                    run.model.to_channels_last()
-                else:
-                    run.model.to(memory_format=torch.channels_last)
+                to_channels_last(run.model)
         # An onnxruntime network (gzmorph.sharing.onnx_model.OnnxNet) has nothing for torch to compile.
         self._nets = [torch.compile(run.model) if compile and not getattr(run.model, "is_onnx", False)
                       else run.model for run in self.runs]

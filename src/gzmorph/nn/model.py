@@ -28,7 +28,7 @@ from gzmorph.tree import GZ2, Tree, TreeConstraint
 from gzmorph.nn.viewpoints import N_VIEWPOINTS, PART_SIZE, extract_viewpoints
 
 __all__ = ["ModelConfig", "MODEL_PRESETS", "GalaxyNet", "count_parameters", "get_model_config", "build_model",
-           "model_config_from_dict"]
+           "to_channels_last", "model_config_from_dict"]
 
 _ACTIVATIONS = ("maxout", "relu")
 _MERGES = ("concat", "mean")
@@ -148,6 +148,17 @@ def model_config_from_dict(d: dict[str, Any]) -> "ModelConfig | SymmetricConfig"
 def build_model(cfg: "ModelConfig | SymmetricConfig", tree: Tree = GZ2) -> nn.Module:
     """The network for a model config: the paper's :class:`GalaxyNet` or a :class:`SymmetricNet`."""
     return SymmetricNet(cfg, tree) if isinstance(cfg, SymmetricConfig) else GalaxyNet(cfg, tree)
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """NHWC activations and weights, for training and prediction alike.
+
+    The symmetric nets hold 5-D weight banks that ``Module.to(memory_format=...)``
+    refuses, so they convert their own 4-D parts.
+    """
+    if isinstance(model, SymmetricNet):
+        return model.to_channels_last()
+    return model.to(memory_format=torch.channels_last)
 
 
 def get_model_config(spec: str | dict | ModelConfig) -> ModelConfig:

@@ -27,7 +27,7 @@ from gzmorph.data.composite import Stretch
 from gzmorph.errors import RunError
 from gzmorph.evaluation.metrics import masked_mse, masked_sums
 from gzmorph.nn import augment as aug
-from gzmorph.nn.model import build_model
+from gzmorph.nn.model import build_model, to_channels_last
 from gzmorph.sharing.resolve import resolve_model
 from gzmorph.runtime import Runtime, atomic_write, load_checkpoint, refuse_overwrite, resolve_device, seed_everything
 from gzmorph.training.averaging import WeightAverage
@@ -195,8 +195,7 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
         facts["data_history"] = _resumed_data(out, facts, int(ckpt["step"]), new_data)
     model = build_model(cfg.model, tree).to(rt.device)
     if rt.channels_last:
-        model = model.to_channels_last() if hasattr(model, "to_channels_last") else \
-            model.to(memory_format=torch.channels_last)
+        model = to_channels_last(model)
     optimizer = _make_optimizer(model, cfg)
     step, best, init = 0, math.inf, None
     if ckpt is None and cfg.init_from:
