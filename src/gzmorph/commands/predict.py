@@ -39,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--images", metavar="DIR", help="folder of images (ids = file names without suffix)")
     src.add_argument("--catalog", metavar="FILE",
-                     help="CSV/Parquet catalog with id and path columns, or a Kaggle directory")
+                     help="CSV/Parquet catalog with id and path columns, a folder written by `gzmorph cutouts`, "
+                          "or a Kaggle directory")
     src.add_argument("--cache", metavar="CACHE", help="cache written by `gzmorph prepare`")
     p.add_argument("--out", metavar="FILE", help="output file, .csv or .parquet")
     add_config_options(p, PredictConfig, fields=PREDICT_FIELDS)
