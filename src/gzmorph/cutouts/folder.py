@@ -65,6 +65,9 @@ class CutoutFolder:
         self.root, self.manifest = root, manifest
         (root / IMAGES).mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(root / JOURNAL, timeout=60)
+        # A commit per row must survive a killed process, not a power cut: no fsync per row.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS rows (row INTEGER PRIMARY KEY, status TEXT NOT NULL, "
                          "reason TEXT, attempts INTEGER, key TEXT, file TEXT, wcs_pixscale REAL)")
         self._db.commit()

@@ -196,6 +196,9 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
+    def handle_error(self, request, client_address) -> None:
+        pass  # clients that hang up (after a timeout, or a cut body) are part of the job
+
     def __init__(self, address, faults: Faults) -> None:
         super().__init__(address, _Handler)
         self.faults = faults
