@@ -285,3 +285,17 @@ def test_truncated_and_wrong_bodies_are_refused():
     assert not info.value.retry
     with pytest.raises(BadBody, match="48x48 requested"):
         check_body(jpeg, "image/jpeg", "jpeg", 48, 0.262)
+
+
+def test_healpix_column_of_the_fetched_rows(tmp_path):
+    pytest.importorskip("astropy_healpix")
+    from astropy_healpix.healpy import ang2pix
+
+    frame = sky_csv(tmp_path / "sky.csv", n=4)
+    with CutoutServer() as server:
+        fetch_cutouts(tmp_path / "sky.csv", tmp_path / "out", cfg(tmp_path, healpix_order=8), service_url=server.url)
+    catalog = pd.read_parquet(tmp_path / "out" / "catalog.parquet")
+    expected = ang2pix(2**8, frame["ra"].to_numpy(), frame["dec"].to_numpy(), nest=True, lonlat=True)
+    assert catalog["healpix"].tolist() == expected.tolist()
+    with pytest.raises(ValueError, match="healpix_order"):
+        CutoutConfig(healpix_order=30)

@@ -17,7 +17,7 @@ DESCRIPTION = (
 )
 
 FIELDS = ("service", "size", "pixscale", "bands", "id_column", "ra_column", "dec_column", "concurrency",
-          "rate", "attempts", "timeout", "backoff", "cache_dir", "retry_errors")
+          "rate", "attempts", "timeout", "backoff", "cache_dir", "healpix_order", "retry_errors")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -145,9 +145,12 @@ class CutoutFolder:
         return pd.read_sql_query("SELECT * FROM rows ORDER BY row", self._db)
 
     def assemble(self, frame: pd.DataFrame, ids: np.ndarray, ra: np.ndarray, dec: np.ndarray,
-                 cutout: dict[str, Any], units: dict[str, str],
-                 descriptions: dict[str, str]) -> tuple[int, int]:
+                 cutout: dict[str, Any], units: dict[str, str], descriptions: dict[str, str],
+                 per_row: dict[str, np.ndarray] | None = None) -> tuple[int, int]:
         """Write ``catalog.parquet`` and ``errors.csv`` from the journal; return (n ok, n errors).
+
+        ``cutout`` holds the values of the ``cutout_*`` columns (the same for every row),
+        ``per_row`` further columns with a value per input row (``healpix``).
 
         Raises
         ------
@@ -166,6 +169,8 @@ class CutoutFolder:
         catalog["path"] = journal.loc[ok, "file"].to_numpy()
         for name, value in cutout.items():
             catalog[f"cutout_{name}"] = value
+        for name, values in (per_row or {}).items():
+            catalog[name] = np.asarray(values)[ok]
         self.manifest.update(finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), n_ok=len(ok),
                              n_errors=len(bad))
         self._write_catalog(catalog, units, descriptions)

@@ -20,7 +20,8 @@ from gzmorph.cutouts.cache import CutoutCache, cutout_key, default_cache_dir
 from gzmorph.cutouts.fetch import FetchOptions, FetchRequest, FetchResult, fetch_all
 from gzmorph.cutouts.folder import CUTOUT_COLUMNS, FORMAT, CutoutFolder
 from gzmorph.cutouts.services import Service, get_service
-from gzmorph.data.skytable import SkyPositions, read_sky_table, sky_positions
+from gzmorph.data.skytable import SkyPositions, healpix_index, sky_positions
+from gzmorph.data.tablefile import read_table_file
 from gzmorph.errors import CatalogError
 
 __all__ = ["CutoutConfig", "CutoutSummary", "fetch_cutouts"]
@@ -58,6 +59,8 @@ class CutoutConfig:
         First retry waits up to this many seconds; doubles with each try (random jitter).
     cache_dir : str
         Cache of fetched cutouts (default: $GZMORPH_CACHE_DIR or ~/.cache/gzmorph/cutouts).
+    healpix_order : int
+        Add a column healpix: the nested HEALPix index of each position at this order (nside 2**order).
     retry_errors : bool
         With --resume, ask again for the rows that ended as errors.
     progress : bool
@@ -77,6 +80,7 @@ class CutoutConfig:
     timeout: float = 60.0
     backoff: float = 1.0
     cache_dir: str | None = None
+    healpix_order: int | None = None
     retry_errors: bool = False
     progress: bool = True
 
@@ -90,6 +94,8 @@ class CutoutConfig:
         for name in ("concurrency", "attempts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.healpix_order is not None and not 0 <= self.healpix_order <= 29:
+            raise ValueError(f"healpix_order must be in [0, 29], got {self.healpix_order}")
         if self.rate < 0 or self.timeout <= 0 or self.backoff < 0:
             raise ValueError("rate and backoff must be >= 0 and timeout > 0")
 
@@ -176,8 +182,9 @@ def fetch_cutouts(catalog: str | Path, out: str | Path, config: CutoutConfig = C
     catalog = Path(catalog).expanduser()
     service = get_service(config.service, services, base=service_url, params=service_params)
     pixscale, bands = _resolve(config, service)
-    table = read_sky_table(catalog, id_column=config.id_column)
-    clash = [c for c in CUTOUT_COLUMNS if c in table.frame.columns]
+    table = read_table_file(catalog, id_column=config.id_column)
+    added = [*CUTOUT_COLUMNS, *(["healpix"] if config.healpix_order is not None else [])]
+    clash = [c for c in added if c in table.frame.columns]
     if clash:
         raise CatalogError(f"{catalog}: has column(s) {clash}, which the cutouts catalogue adds; rename them")
     pos = sky_positions(table, config.id_column, config.ra_column, config.dec_column)
@@ -188,8 +195,12 @@ def fetch_cutouts(catalog: str | Path, out: str | Path, config: CutoutConfig = C
         counts = _run(folder, cache, pos, config, service, pixscale, bands)
         cutout = {"service": service.name, "pixscale": pixscale, "bands": bands, "size": config.size,
                   "format": service.format}
-        n_ok, n_err = folder.assemble(table.frame, pos.ids, pos.ra, pos.dec, cutout, table.units,
-                                      table.descriptions)
+        units, texts = dict(table.units), dict(table.descriptions)
+        per_row = {}
+        if config.healpix_order is not None:
+            per_row["healpix"] = healpix_index(pos.ra, pos.dec, config.healpix_order)
+            texts["healpix"] = f"nested HEALPix index of (ra, dec), order {config.healpix_order}, ICRS"
+        n_ok, n_err = folder.assemble(table.frame, pos.ids, pos.ra, pos.dec, cutout, units, texts, per_row)
     finally:
         folder.close()
         cache.close()
