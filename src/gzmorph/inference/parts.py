@@ -205,10 +205,13 @@ class PartStore:
             yield table
 
     def assemble(self, out: str | Path, n_chunks: int, columns: list[str],
-                 expected_ids: Callable[[int], np.ndarray]) -> tuple[int, int]:
+                 expected_ids: Callable[[int], np.ndarray], extras: Any = None) -> tuple[int, int]:
         """Concatenate all chunks into ``out`` and its error file; return (n predicted, n failed).
 
-        Parquet gets one row group per chunk; CSV the id and answer ``columns`` only.
+        Parquet gets one row group per chunk; CSV the id and answer ``columns`` only;
+        FITS/ECSV/VOTable one astropy Table.  ``extras``
+        (:class:`gzmorph.inference.science.OutputExtras`) adds the user's kept columns
+        after the id of every table, and units, descriptions and provenance.
         ``<out>.manifest.json`` is written once both files are whole.
         """
         out = Path(out)
@@ -216,31 +219,40 @@ class PartStore:
         if missing:
             raise RuntimeError(f"{out}: chunks {missing[:10]} are not finished")
         id_column = self.manifest["id_column"]
-        schema = pq.read_schema(self.part_path(0))
+        join = extras.table if extras is not None else (lambda t: t)
+        kept = extras.kept_names if extras is not None else []
+
+        def parts() -> Iterator[pa.Table]:
+            return map(join, self._checked_parts(n_chunks, expected_ids))
 
         def write_parquet(path: Path) -> None:
-            with pq.ParquetWriter(path, schema) as writer:
-                for table in self._checked_parts(n_chunks, expected_ids):
+            schema = join(pq.read_table(self.part_path(0)).slice(0, 0)).schema
+            with pq.ParquetWriter(path, extras.schema(schema) if extras is not None else schema) as writer:
+                for table in parts():
                     writer.write_table(table)
 
         def write_csv(path: Path) -> None:
             with open(path, "w", newline="") as fh:
-                fh.write(pd.DataFrame(columns=[id_column, *columns]).to_csv(index=False))
-                for table in self._checked_parts(n_chunks, expected_ids):
-                    frame = table.select([id_column, *columns]).to_pandas()
+                fh.write(pd.DataFrame(columns=[id_column, *kept, *columns]).to_csv(index=False))
+                for table in parts():
+                    frame = table.select([id_column, *kept, *columns]).to_pandas()
                     fh.write(frame.to_csv(index=False, header=False, float_format=CSV_FLOAT))
 
         def write_errors(path: Path) -> None:
             with open(path, "w", newline="") as fh:
-                fh.write(pd.DataFrame(columns=[id_column, *ERROR_COLUMNS]).to_csv(index=False))
+                fh.write(pd.DataFrame(columns=[id_column, *kept, *ERROR_COLUMNS]).to_csv(index=False))
                 for k in range(n_chunks):
                     if (errors := self.errors(k)) is not None:
-                        fh.write(errors.to_pandas().to_csv(index=False, header=False))
+                        fh.write(join(errors).to_pandas().to_csv(index=False, header=False))
 
         # The record vouches for the output: gone while it is replaced, written once it is whole.
         record = manifest_path(out)
         record.unlink(missing_ok=True)
-        atomic_write(out, write_parquet if output_format(out) == "parquet" else write_csv)
+        fmt = output_format(out)
+        if fmt in ("csv", "parquet"):
+            atomic_write(out, write_parquet if fmt == "parquet" else write_csv)
+        else:  # astropy writes whole tables: the science formats are built in memory, atomically
+            extras.write(list(parts()), out)
         atomic_write(errors_path(out), write_errors)
         n_pred, n_fail = self.counts()
         finished = {"n_predicted": n_pred, "n_failed": n_fail, "output_bytes": out.stat().st_size,

@@ -34,8 +34,9 @@ from gzmorph.data.source import Source, open_source
 from gzmorph.inference.ensemble import Ensemble, ModelSpec, fit_simplex_weights, load_weights
 from gzmorph.inference.parts import (check_outputs, chunk_error_table, finished_output, job_manifest, model_files,
                                      single_machine_store)
+from gzmorph.inference.science import output_extras
 from gzmorph.inference.table import (DEFAULT_THRESHOLD, PredictSummary, errors_path, load_thresholds, output_format,
-                                     prediction_table)
+                                     prediction_table, read_science)
 from gzmorph.runtime import Runtime, cpu_cores, resolve_device, torch_threads, write_json
 from gzmorph.evaluation.metrics import masked_rmse
 from gzmorph.tree import Tree
@@ -262,7 +263,7 @@ def _untrained(ensemble: Ensemble, fmt: str) -> np.ndarray | None:
             else "written as NaN, with no triage decision")
     warnings.warn(f"the model was never trained on {len(untrained)} answer column(s) of {', '.join(questions)} "
                   f"({', '.join(untrained)}): {what}; listed under 'untrained' in the manifest", stacklevel=3)
-    return ensemble.trained if fmt == "parquet" else None
+    return ensemble.trained if fmt != "csv" else None
 
 
 def decode_options(ensemble: Ensemble, cfg: PredictConfig) -> DecodeOptions:
@@ -292,8 +293,9 @@ def _setup(models: ModelSpec | Sequence[ModelSpec], source: Any, cfg: PredictCon
 def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | Any | str | Path, out: str | Path, *,
                     config: PredictConfig | None = None, weights: Sequence[float] | str | Path | None = None,
                     triage_thresholds: str | Path | dict | None = None, resume: bool = False,
+                    keep_columns: Sequence[str] | None = None, keep_all: bool = False,
                     **options: Any) -> PredictSummary:
-    """Predict a collection into a CSV or Parquet file, streaming, resumable.
+    """Predict a collection into a CSV, Parquet, FITS, ECSV or VOTable file, streaming, resumable.
 
     Parameters
     ----------
@@ -304,7 +306,9 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
         picks the training or test images) or a cache made by ``gzmorph prepare``.
     out : path
         ``.csv`` (Kaggle submission: id + answer columns) or ``.parquet`` (plus the
-        per-question answer, confidence, reach and triage columns).  Undecodable
+        per-question answer, confidence, reach and triage columns); ``.fits``,
+        ``.ecsv``, ``.vot``: the Parquet columns as an astropy Table, with units,
+        descriptions and provenance (:mod:`gzmorph.inference.science`).  Undecodable
         inputs go to ``<out>.errors.csv`` (id, path, reason).
     config : PredictConfig, optional
         Or its fields as keyword ``options`` (``tta="paper"``, ``batch_size=128``...).
@@ -313,6 +317,10 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
     triage_thresholds : path or dict, optional
         Confidence thresholds per question (``gzmorph evaluate``); default
         :data:`gzmorph.inference.table.DEFAULT_THRESHOLD` for every question.
+    keep_columns : sequence of str, optional
+        Columns of the source catalogue to carry into every output, after the id.
+    keep_all : bool
+        Carry every column of the source catalogue.
     resume : bool
         Keep the chunks an interrupted run of the same job finished (the job's settings
         must be the same); the final file is the same as an uninterrupted run's.  A
@@ -336,6 +344,8 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
     trained = _untrained(ensemble, fmt)
     n_chunks = -(-n // cfg.chunk_rows)
     manifest = job_manifest(ensemble, cfg, cat, thresholds, src.size or ensemble.image_size, fmt)
+    extras = output_extras(ensemble, manifest, source, cat, keep_columns, keep_all)
+    manifest["kept_columns"] = extras.kept_names  # another choice of columns is another output
     columns = [*ensemble.tree.columns, *(["recentred"] if ensemble.recentre else [])]
     if resume and (done := finished_output(out, manifest)) is not None:
         return PredictSummary(out, errors_path(out), n, done[0], done[1], n, time.monotonic() - t0,
@@ -348,7 +358,7 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
               desc="predict") as bar, torch_threads(cfg.threads):
         _run_chunks(ensemble, src, todo, cfg, thresholds, store.write, bar, trained)
     n_pred, n_fail = store.assemble(out, n_chunks, columns,
-                                    lambda k: cat.ids[_chunk_rows(k, cfg.chunk_rows, n)])
+                                    lambda k: cat.ids[_chunk_rows(k, cfg.chunk_rows, n)], extras)
     store.remove()
     return PredictSummary(out, errors_path(out), n, n_pred, n_fail, n_resumed, time.monotonic() - t0,
                           cat.id_column, cat.ids.dtype.kind in "iu", _not_recentred(out, ensemble))
@@ -362,6 +372,8 @@ def _not_recentred(out: Path, ensemble: Ensemble) -> int | None:
         import pyarrow.parquet as pq
 
         column = pq.read_table(out, columns=["recentred"]).column(0).to_numpy(zero_copy_only=False)
+    elif output_format(out) != "csv":
+        column = read_science(out)["recentred"].to_numpy()
     else:
         column = pd.read_csv(out, usecols=["recentred"])["recentred"].to_numpy()
     return int((~column.astype(bool)).sum())

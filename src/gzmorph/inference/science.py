@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from gzmorph import __version__
 from gzmorph.errors import CatalogError, ConfigError, OutputError
 
 __all__ = ["SCIENCE_FORMATS", "science_format", "KeptColumns", "kept_columns", "column_docs", "provenance",
-           "annotate_schema", "write_science", "catalog_file"]
+           "annotate_schema", "write_science", "catalog_file", "OutputExtras", "output_extras", "written_date"]
 
 SCIENCE_FORMATS = {".fits": "fits", ".ecsv": "ascii.ecsv", ".vot": "votable", ".votable": "votable"}
 _CUTOUTS_MANIFEST, _CUTOUTS_CATALOG = "cutouts.json", "catalog.parquet"  # gzmorph.cutouts.folder's names
@@ -63,31 +64,36 @@ class KeptColumns:
     ----------
     ids : ndarray
         The catalogue's ids (int64 or strings, as :class:`~gzmorph.data.catalog.Catalog` has them).
-    frame : DataFrame
-        The kept columns, one row per id, in the catalogue's order.
+    table : pyarrow.Table
+        The kept columns, one row per id, in the catalogue's order (one Arrow schema for
+        every chunk of the output).
     units, descriptions : dict
         Of the kept columns, as the input file gave them.
     """
 
     ids: np.ndarray
-    frame: pd.DataFrame
+    table: pa.Table
     units: dict[str, str] = field(default_factory=dict)
     descriptions: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self._index = pd.Index([str(v) for v in self.ids])
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.table.column_names)
+
     def join(self, table: pa.Table) -> pa.Table:
         """``table`` with the kept columns inserted after its first (id) column, matched by id."""
-        keys = pd.Index([str(v) for v in self.ids])
-        wanted = [str(v) for v in table.column(0).to_pylist()]
-        pos = keys.get_indexer(wanted)  # -1: an id the catalogue does not have (left empty)
-        part = self.frame.iloc[np.where(pos >= 0, pos, 0)].reset_index(drop=True)
-        part = part.where(pd.Series(pos >= 0).to_numpy()[:, None], None) if (pos < 0).any() else part
-        kept = pa.Table.from_pandas(part, preserve_index=False)
+        pos = self._index.get_indexer([str(v) for v in table.column(0).to_pylist()])
+        # -1: an id the catalogue does not have: null cells, never another row's values.
+        kept = self.table.take(pa.array(pos, type=pa.int64(), mask=pos < 0))
         columns = [table.column(0), *kept.columns, *table.columns[1:]]
         names = [table.column_names[0], *kept.column_names, *table.column_names[1:]]
         return pa.table(columns, names=names)
 
 
-def kept_columns(source: Any, id_column: str, ids: np.ndarray, keep: Sequence[str] | None, keep_all: bool,
+def kept_columns(source: Any, id_column: str, keep: Sequence[str] | None, keep_all: bool,
                  reserved: Sequence[str]) -> KeptColumns | None:
     """Read the columns to keep from the catalogue behind ``source`` (None when nothing is kept).
 
@@ -97,10 +103,9 @@ def kept_columns(source: Any, id_column: str, ids: np.ndarray, keep: Sequence[st
         The prediction source: a catalogue file or a ``gzmorph cutouts`` folder.
     id_column : str
         The catalogue's id column (as the prediction job reads it).
-    ids : ndarray
-        The ids of the prediction job (to check the catalogue is the same).
     keep : sequence of str, optional
-        Column names; ``keep_all``: every column but the id.
+        Column names (a name that is not in the file matches the one column that differs only
+        in case); ``keep_all``: every column but the id.
     reserved : sequence of str
         Names of the prediction columns: a kept column of the same name becomes ``input_<name>``.
 
@@ -122,19 +127,25 @@ def kept_columns(source: Any, id_column: str, ids: np.ndarray, keep: Sequence[st
                           f"file, or a `gzmorph cutouts` folder), not {source}")
     table = read_table_file(path, id_column)
     frame = table.frame
-    names = [c for c in frame.columns if c != id_column] if keep_all else list(keep)
+    if keep_all:
+        names = [c for c in frame.columns if c != id_column]
+    else:  # exact names, else the one case-insensitive match (RA for ra)
+        lower = pd.Series(list(frame.columns)).str.lower()
+        names = [c if c in frame.columns or (lower == c.lower()).sum() != 1
+                 else frame.columns[int(np.flatnonzero(lower == c.lower())[0])] for c in keep]
     missing = [c for c in names if c not in frame.columns]
     if missing:
         raise CatalogError(f"{path}: no column(s) {missing} to keep (columns: {', '.join(map(str, frame.columns))})")
     cat_ids = parse_ids_text([str(v).strip() for v in frame[id_column]])
-    kept = frame[names].copy()
     rename = {c: f"input_{c}" for c in names if c in set(reserved)}
-    kept = kept.rename(columns=rename)
+    kept = frame[names].rename(columns=rename)
+    try:
+        arrow = pa.Table.from_pandas(kept, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:  # e.g. a column of numbers and words
+        raise CatalogError(f"{path}: a kept column has mixed types ({exc})") from None
     units = {rename.get(c, c): u for c, u in table.units.items() if c in names}
     texts = {rename.get(c, c): d for c, d in table.descriptions.items() if c in names}
-    if len(set(map(str, ids)) - set(map(str, cat_ids))):
-        raise CatalogError(f"{path}: does not hold every id of the prediction job")
-    return KeptColumns(cat_ids, kept, units, texts)
+    return KeptColumns(cat_ids, arrow, units, texts)
 
 
 def column_docs(tree: Any) -> dict[str, tuple[str, str]]:
@@ -145,7 +156,7 @@ def column_docs(tree: Any) -> dict[str, tuple[str, str]]:
         "path": ("", "image file"), "reason": ("", "why the image could not be predicted")}
     for q in tree.questions:
         for answer, col in zip(q.answers, q.columns):
-            docs[col] = ("", f"{q.name} {q.text} -> {answer}: vote fraction, cumulative (Kaggle convention)")
+            docs[col] = ("", f"{q.name} {answer!r}: predicted vote fraction, cumulative (Kaggle convention); {q.text}")
         docs[f"{q.name}_answer"] = ("", f"{q.name}: column of the most likely answer")
         docs[f"{q.name}_confidence"] = ("", f"{q.name}: 1 - H/log n of the renormalised answers")
         docs[f"{q.name}_reach"] = ("", f"{q.name}: probability that the question is reached")
@@ -160,20 +171,68 @@ def _preset_of(config: Any) -> str:
     return found[0] if found else "custom"
 
 
-def provenance(ensemble: Any, cfg: Any, thresholds: Mapping[str, float], source: Any,
-               calibration: Any = None) -> dict[str, Any]:
-    """Flat, short-keyed provenance of a prediction job (FITS header keywords are 8 characters)."""
-    from gzmorph.inference.parts import weights_digest
+def provenance(manifest: Mapping[str, Any], ensemble: Any, source: Any, calibration: Any = None) -> dict[str, Any]:
+    """Flat, short-keyed provenance of a prediction job (FITS header keywords are 8 characters).
 
-    return {"GZMORPH": __version__,
-            "MODELS": ",".join(weights_digest(run.model) for run in ensemble.runs),
-            "MODNAMES": ",".join(Path(str(run.run_dir)).name for run in ensemble.runs),
-            "WEIGHTS": ",".join(f"{w:.6g}" for w in ensemble.weights),
+    ``manifest`` is the job's resume record (model digests, weights, TTA, thresholds).
+    """
+    return {"GZMORPH": __version__, "MODELS": ",".join(manifest["model_weights"]),
+            "MODNAMES": ",".join(Path(str(name)).name for name in manifest["models"]),
+            "WEIGHTS": ",".join(f"{w:.6g}" for w in manifest["weights"]),
             "PRESET": ",".join(_preset_of(run.config) for run in ensemble.runs),
-            "TREE": ensemble.tree.name, "TTA": cfg.tta, "CHECKPT": cfg.which,
-            "TRIAGE": json.dumps({k: round(float(v), 6) for k, v in thresholds.items()}),
+            "TREE": ensemble.tree.name, "TTA": manifest["tta"], "CHECKPT": manifest["which"],
+            "TRIAGE": json.dumps({k: round(float(v), 6) for k, v in manifest["thresholds"].items()}),
             "CALIB": "none" if calibration is None else str(calibration),
-            "SOURCE": str(source), "DATE": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "SOURCE": str(getattr(source, "source", source)),
+            "DATE": written_date()}
+
+
+def written_date() -> str:
+    """UTC time of writing; ``SOURCE_DATE_EPOCH`` (the reproducible-builds convention) fixes it."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    when = time.gmtime(int(epoch)) if epoch.isdigit() else time.gmtime()
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", when)
+
+
+@dataclass
+class OutputExtras:
+    """What a prediction output carries besides the predictions.
+
+    :class:`~gzmorph.inference.parts.PartStore` calls it when it assembles the parts:
+    :meth:`table` on every chunk (kept columns), :meth:`schema` for Parquet, :meth:`write`
+    for the science formats.
+    """
+
+    kept: KeptColumns | None
+    docs: dict[str, tuple[str, str]]
+    meta: dict[str, Any]
+
+    @property
+    def kept_names(self) -> list[str]:
+        return self.kept.names if self.kept is not None else []
+
+    def table(self, table: pa.Table) -> pa.Table:
+        return self.kept.join(table) if self.kept is not None else table
+
+    def schema(self, schema: pa.Schema) -> pa.Schema:
+        return annotate_schema(schema, self.docs, self.meta)
+
+    def write(self, tables: Sequence[pa.Table], path: Path) -> None:
+        write_science(pa.concat_tables(list(tables)) if tables else pa.table({}), path, self.docs, self.meta)
+
+
+def output_extras(ensemble: Any, manifest: Mapping[str, Any], source: Any, catalog: Any,
+                  keep: Sequence[str] | None = None, keep_all: bool = False,
+                  calibration: Any = None) -> OutputExtras:
+    """The kept columns, column docs and provenance of a prediction job writing one file."""
+    from gzmorph.inference.table import output_schema
+
+    reserved = [*output_schema(ensemble.tree, catalog.id_column, pa.string()).names, "recentred", "path", "reason"]
+    kept = kept_columns(source, catalog.id_column, keep, keep_all, reserved)
+    docs = column_docs(ensemble.tree)
+    if kept is not None:
+        docs.update({n: (kept.units.get(n, ""), kept.descriptions.get(n, "")) for n in kept.names})
+    return OutputExtras(kept, docs, provenance(manifest, ensemble, source, calibration))
 
 
 def annotate_schema(schema: pa.Schema, docs: Mapping[str, tuple[str, str]], meta: Mapping[str, Any]) -> pa.Schema:
@@ -226,10 +285,13 @@ def write_science(table: pa.Table, path: str | Path, docs: Mapping[str, tuple[st
     """
     from gzmorph.runtime import atomic_write
 
+    from gzmorph.data.composite import require_survey_extra
+
     path = Path(path)
     fmt = science_format(path)
     if fmt is None:
         raise OutputError(f"{path}: not a science output (.fits, .ecsv, .vot)")
+    require_survey_extra()  # astropy
     astro = _astropy_table(table, docs, meta)
 
     def write(tmp: Path) -> None:
@@ -257,7 +319,7 @@ def _write_fits(astro: Any, path: Path, docs: Mapping[str, tuple[str, str]]) -> 
     for i, name in enumerate(astro.colnames, start=1):  # FITS has no column descriptions: TCOMMn by convention
         text = docs.get(name, ("", ""))[1] or (astro[name].info.description or "")
         if text:
-            hdu.header[f"TCOMM{i}"] = text[:68]
+            hdu.header[f"TCOMM{i}"] = text  # long values continue on CONTINUE cards
     fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path, output_verify="silentfix")
 
 
@@ -269,3 +331,4 @@ def _write_votable(astro: Any, path: Path, meta: Mapping[str, Any]) -> None:
     for key, value in meta.items():  # provenance as INFO elements of the resource, the VO's convention
         vot.resources[0].infos.append(Info(name=key, value=str(value)))
     vot.to_xml(str(path))
+

@@ -32,6 +32,8 @@ __all__ = [
     "REACH_THRESHOLD",
     "ERROR_COLUMNS",
     "output_format",
+    "read_science",
+    "SCIENCE_SUFFIXES",
     "errors_path",
     "manifest_path",
     "load_thresholds",
@@ -56,14 +58,29 @@ ERROR_COLUMNS = ("path", "reason")
 CSV_FLOAT = "%.9g"
 
 
+#: Science outputs (astropy Tables, :mod:`gzmorph.inference.science`): suffix -> format.
+SCIENCE_SUFFIXES = {".fits": "fits", ".ecsv": "ecsv", ".vot": "votable", ".votable": "votable"}
+
+
 def output_format(path: str | Path) -> str:
-    """``"csv"`` or ``"parquet"`` from the output file's suffix."""
+    """``"csv"``, ``"parquet"``, or a science format (``"fits"``, ``"ecsv"``, ``"votable"``) from the suffix."""
     suffix = Path(path).suffix.lower()
     if suffix == ".csv":
         return "csv"
     if suffix in (".parquet", ".pq"):
         return "parquet"
-    raise OutputError(f"output file {path}: suffix must be .csv or .parquet, not {suffix!r}")
+    if suffix in SCIENCE_SUFFIXES:
+        return SCIENCE_SUFFIXES[suffix]
+    raise OutputError(f"output file {path}: suffix must be .csv or .parquet, or .fits, .ecsv or .vot for an "
+                      f"astropy table, not {suffix!r}")
+
+
+def read_science(path: str | Path) -> pd.DataFrame:
+    """A FITS, ECSV or VOTable output read back (with astropy) as a DataFrame."""
+    from astropy.table import Table
+
+    names = {"fits": "fits", "ecsv": "ascii.ecsv", "votable": "votable"}
+    return Table.read(path, format=names[output_format(path)]).to_pandas()
 
 
 def errors_path(out: str | Path) -> Path:
@@ -233,8 +250,11 @@ class PredictSummary:
     def read(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The output file and the error file as DataFrames (string ids stay strings)."""
         dtype = None if self.integer_ids else {self.id_column: str}
-        if output_format(self.out) == "parquet":
+        fmt = output_format(self.out)
+        if fmt == "parquet":
             return pd.read_parquet(self.out), pd.read_csv(self.errors_file, dtype=dtype)
+        if fmt != "csv":
+            return read_science(self.out), pd.read_csv(self.errors_file, dtype=dtype)
         return pd.read_csv(self.out, dtype=dtype), pd.read_csv(self.errors_file, dtype=dtype)
 
     @property
