@@ -14,7 +14,7 @@ from PIL import Image
 
 from gzmorph.nn.model import GalaxyNet
 from gzmorph.training.recipes import get_preset
-from gzmorph.training.rundir import save_checkpoint, save_run
+from gzmorph.models.rundir import save_checkpoint, save_run
 from gzmorph.tree import GZ2, Tree
 
 SIZE = 40

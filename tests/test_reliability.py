@@ -411,7 +411,7 @@ def test_15_14_file_names_with_newline_comma_quote_are_counted_and_recorded_exac
 
 
 def _run_trained_on(path: Path, seed: int, columns: list[str] | None) -> Path:
-    from gzmorph.training.rundir import read_run, save_run
+    from gzmorph.models.rundir import read_run, save_run
     run = make_run(path, seed)
     cfg, data = read_run(run)
     save_run(run, cfg, {**data, **({"label_columns": columns} if columns is not None else {})})

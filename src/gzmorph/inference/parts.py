@@ -278,7 +278,7 @@ def finished_output(out: str | Path, manifest: Mapping[str, Any]) -> tuple[int, 
 
 def model_files(models: Any) -> list[Path]:
     """The files the models (paths, Hub references or loaded runs) are read from: inputs an output must not replace."""
-    from gzmorph.sharing.resolve import model_inputs
+    from gzmorph.models.resolve import model_inputs
 
     specs = [models] if isinstance(models, (str, Path)) or not isinstance(models, Sequence) else list(models)
     return [path for m in specs for path in model_inputs(m)]

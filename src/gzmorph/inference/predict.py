@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from gzmorph.data.catalog import Catalog
 from gzmorph.errors import CatalogError
-from gzmorph.evaluation.metrics import masked_rmse
+from gzmorph.metrics import masked_rmse
 from gzmorph.inference.config import PredictConfig
 from gzmorph.inference.ensemble import ModelSpec, fit_simplex_weights
 from gzmorph.inference.job import PredictionJob, decode_workers, iter_batches
@@ -67,7 +67,7 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
         Keep the chunks an interrupted run of the same job finished (the job's settings
         must be the same); the final file is the same as an uninterrupted run's.  A
         finished output (no part directory left) is kept as is when its record
-        ``<out>.manifest.json`` (:func:`gzmorph.inference.table.manifest_path`) shows the same
+        ``<out>.manifest.json`` (:func:`gzmorph.inference.parts.manifest_path`) shows the same
         settings and unchanged files; otherwise ``ValueError`` (rerun without resume).
 
     Returns
