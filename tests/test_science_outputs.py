@@ -139,3 +139,17 @@ def test_the_date_is_the_time_of_writing_unless_fixed(monkeypatch):
     import time
 
     assert written_date()[:10] == time.strftime("%Y-%m-%d", time.gmtime())
+
+
+def test_a_killed_science_output_resumes_to_the_same_bytes(catalogue, tmp_path):
+    from tests.factories import run_killed
+
+    whole, killed = tmp_path / "whole.fits", tmp_path / "killed.fits"
+    assert _predict(catalogue, whole, "--keep-columns", "ra,z") == 0
+    argv = ["predict", "--model", str(catalogue / "run"), "--catalog", str(catalogue / "cat.csv"), "--id-column",
+            "objid", "--out", str(killed), "--no-progress", "--chunk-rows", "2", "--batch-size", "2",
+            "--keep-columns", "ra,z"]
+    assert run_killed("gzmorph.inference.parts:PartStore.write", 2, argv) == -9
+    assert not killed.exists() and len(list((tmp_path / "killed.fits.parts").glob("part-*"))) == 2
+    assert _predict(catalogue, killed, "--keep-columns", "ra,z", "--resume") == 0
+    assert killed.read_bytes() == whole.read_bytes()
