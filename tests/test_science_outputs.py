@@ -153,3 +153,25 @@ def test_a_killed_science_output_resumes_to_the_same_bytes(catalogue, tmp_path):
     assert not killed.exists() and len(list((tmp_path / "killed.fits.parts").glob("part-*"))) == 2
     assert _predict(catalogue, killed, "--keep-columns", "ra,z", "--resume") == 0
     assert killed.read_bytes() == whole.read_bytes()
+
+
+def test_ray_parts_carry_the_kept_columns_and_provenance(catalogue, tmp_path):
+    ray = pytest.importorskip("ray")
+    from gzmorph.inference.ray import predict_ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    try:
+        predict_ray(catalogue / "run", catalogue / "cat.csv", tmp_path / "ray.parquet", id_column="objid",
+                    chunk_rows=2, batch_size=2, actors=1, gpus_per_actor=0, cpus_per_actor=1, progress=False,
+                    keep_columns=["z", "ra"])
+    finally:
+        if started:
+            ray.shutdown()
+    assert _predict(catalogue, tmp_path / "one.parquet", "--keep-columns", "z,ra") == 0
+    parts, one = pd.read_parquet(tmp_path / "ray.parquet"), pd.read_parquet(tmp_path / "one.parquet")
+    assert list(parts.columns[:3]) == ["objid", "z", "ra"]
+    pd.testing.assert_frame_equal(parts, one, check_exact=False, atol=1e-5)
+    first = sorted((tmp_path / "ray.parquet").glob("part-*.parquet"))[0]
+    assert json.loads(pq.read_schema(first).metadata[b"gzmorph"])["TREE"] == "gz2"

@@ -15,7 +15,8 @@ DESCRIPTION = (
     "streaming the rows to OUT (.csv: the Kaggle submission columns; .parquet: plus per question "
     "the most likely answer, its confidence, the reach probability and whether an expert should "
     "look; .fits, .ecsv, .vot: the Parquet columns as an astropy table with units, descriptions and "
-    "provenance). --keep-columns/--keep-all carry the catalog's own columns into every output. Images that cannot be decoded are listed in <OUT>.errors.csv and the job goes on. "
+    "provenance). --keep-columns/--keep-all carry the catalog's own columns into every output. "
+    "Images that cannot be decoded are listed in <OUT>.errors.csv and the job goes on. "
     "A killed job restarted with --resume continues where it stopped and writes the same file. "
     "With --ray the job runs on a Ray cluster (pip install 'gzmorph[ray]'): OUT becomes a directory "
     "of Parquet parts, the error rows go to <OUT>.errors/, and --resume likewise computes only "
@@ -100,8 +101,6 @@ def _check(p_args: argparse.Namespace) -> str | None:
         return "give one of --images, --catalog or --cache, and --out"
     if bool(source) != bool(p_args.out):
         return "give both a source (--images, --catalog or --cache) and --out, or neither (weights only)"
-    if (p_args.keep_columns or p_args.keep_all) and p_args.ray is not None:
-        return "--keep-columns/--keep-all are not supported with --ray yet"
     return None
 
 
@@ -115,7 +114,12 @@ def _predict_on_ray(args: argparse.Namespace, source: str, cfg: PredictConfig,
     rcfg = build(RayConfig, {**config_values(args, RayConfig, fields=RAY_FIELDS, prefix="ray_"),
                              "address": args.ray or None})
     return predict_ray(args.model, source, args.out, config=cfg, ray_config=rcfg, weights=weights,
-                       triage_thresholds=args.triage_thresholds, resume=args.resume)
+                       triage_thresholds=args.triage_thresholds, resume=args.resume,
+                       keep_columns=_kept(args), keep_all=args.keep_all)
+
+
+def _kept(args: argparse.Namespace) -> list[str] | None:
+    return [c.strip() for c in args.keep_columns.split(",") if c.strip()] if args.keep_columns else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -144,10 +148,9 @@ def run(args: argparse.Namespace) -> int:
     if args.ray is not None:
         summary = _predict_on_ray(args, source, cfg, weights)
     else:
-        keep = [c.strip() for c in args.keep_columns.split(",") if c.strip()] if args.keep_columns else None
         summary = predict_to_file(args.model, source, args.out, config=cfg, weights=weights,
                                   triage_thresholds=args.triage_thresholds, resume=args.resume,
-                                  keep_columns=keep, keep_all=args.keep_all)
+                                  keep_columns=_kept(args), keep_all=args.keep_all)
     print(summary.message())
     if summary.n_inputs > summary.n_resumed:
         print(f"{summary.images_per_second:.1f} images/s")

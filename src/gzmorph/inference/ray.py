@@ -44,7 +44,8 @@ from gzmorph.errors import ConfigError, MissingExtraError, OutputError
 from gzmorph.inference.config import PredictConfig
 from gzmorph.inference.ensemble import ModelSpec
 from gzmorph.inference.job import PredictionJob, prediction_runtime
-from gzmorph.inference.parts import PartStore, ray_errors_dir
+from gzmorph.inference.parts import SCIENCE_SUFFIXES, PartStore, ray_errors_dir
+from gzmorph.inference.science import output_extras
 from gzmorph.inference.summary import RaySummary
 from gzmorph.runtime import resolve_device
 
@@ -200,6 +201,7 @@ def predict_ray(models: ModelSpec | Sequence[ModelSpec], source: Catalog | Any |
                 config: PredictConfig | None = None, ray_config: RayConfig | None = None,
                 weights: Sequence[float] | str | Path | None = None,
                 triage_thresholds: str | Path | dict | None = None, resume: bool = False,
+                keep_columns: Sequence[str] | None = None, keep_all: bool = False,
                 **options: Any) -> RaySummary:
     """Predict a collection on a Ray cluster into a directory of Parquet parts.
 
@@ -221,8 +223,9 @@ def predict_ray(models: ModelSpec | Sequence[ModelSpec], source: Catalog | Any |
         :attr:`RayConfig.gpus_per_actor`.
     ray_config : RayConfig, optional
         Cluster address and actor resources.
-    weights, triage_thresholds, resume
-        As in :func:`gzmorph.inference.predict.predict_to_file`: with ``resume`` a rerun of
+    weights, triage_thresholds, keep_columns, keep_all, resume
+        As in :func:`gzmorph.inference.predict.predict_to_file` (the kept columns and the
+        provenance go into every part): with ``resume`` a rerun of
         the same job computes only the chunks not written yet; without it the job
         starts over.
     **options
@@ -238,19 +241,27 @@ def predict_ray(models: ModelSpec | Sequence[ModelSpec], source: Catalog | Any |
     cfg = config or PredictConfig(**predict_opts)
     rcfg = ray_config or RayConfig(**ray_opts)
     out = Path(out)
-    if out.suffix.lower() == ".csv":
+    if out.suffix.lower() in (".csv", *SCIENCE_SUFFIXES):
         raise OutputError(f"{out}: a Ray job writes a directory of Parquet parts; name it e.g. "
                          f"{out.with_suffix('.parquet').name}")
     t0 = time.monotonic()
     # On the driver the runs only provide metadata and travel to the actors: keep them on the CPU.
     job = PredictionJob.open(models, source, cfg, weights, triage_thresholds, layout="ray-parts",
                              runtime=resolve_device("cpu"))
-    store = PartStore(out, ray_errors_dir(out), job.manifest(), resume)
+    manifest = job.manifest()
+    extras = output_extras(job.ensemble, manifest, source, job.source.catalog, keep_columns, keep_all)
+    manifest["kept_columns"] = extras.kept_names
+    store = PartStore(out, ray_errors_dir(out), manifest, resume)
     todo = job.todo(store.done())
     n_resumed = job.n - job.count(todo)
+
+    def write(k: int, table: Any, errors: Any) -> None:  # the driver joins the kept columns to each part
+        joined = extras.table(table)
+        store.write(k, joined.cast(extras.schema(joined.schema)), extras.table(errors))
+
     if todo:
         with tqdm(total=job.n, initial=n_resumed, unit="img", disable=not cfg.progress, dynamic_ncols=True,
                   desc="predict (ray)") as bar:
-            _run_on_ray(ray, job, todo, rcfg, store.write, bar.update)
+            _run_on_ray(ray, job, todo, rcfg, write, bar.update)
     n_pred, n_fail = store.counts()
     return job.summary(out, store.errors_dir, n_pred, n_fail, n_resumed, time.monotonic() - t0, RaySummary)
