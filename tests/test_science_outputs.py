@@ -175,3 +175,15 @@ def test_ray_parts_carry_the_kept_columns_and_provenance(catalogue, tmp_path):
     pd.testing.assert_frame_equal(parts, one, check_exact=False, atol=1e-5)
     first = sorted((tmp_path / "ray.parquet").glob("part-*.parquet"))[0]
     assert json.loads(pq.read_schema(first).metadata[b"gzmorph"])["TREE"] == "gz2"
+
+
+def test_an_ecsv_catalogue_is_predicted_with_its_units_kept(catalogue, tmp_path):
+    table = Table.read(catalogue / "cat.csv", format="ascii.csv")
+    table["ra"].unit, table["z"].description = "deg", "redshift"
+    table.write(catalogue / "cat.ecsv", overwrite=True)
+    out = tmp_path / "m.ecsv"
+    assert main(["predict", "--model", str(catalogue / "run"), "--catalog", str(catalogue / "cat.ecsv"),
+                 "--id-column", "objid", "--out", str(out), "--no-progress", "--keep-columns", "ra,z"]) == 0
+    back = Table.read(out)
+    assert back["objid"].tolist() == table["objid"].tolist()
+    assert str(back["ra"].unit) == "deg" and back["z"].description == "redshift"
