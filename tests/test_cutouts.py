@@ -21,7 +21,7 @@ from gzmorph.cutouts.job import CutoutConfig, fetch_cutouts  # noqa: E402
 from gzmorph.cutouts.services import SERVICES, load_services  # noqa: E402
 from gzmorph.errors import CatalogError, ConfigError, OutputError  # noqa: E402
 from gzmorph.mock.cutout_server import CutoutServer, Faults  # noqa: E402
-from tests.factories import run_killed  # noqa: E402
+from factories import run_killed  # noqa: E402
 
 SIZE = 32
 

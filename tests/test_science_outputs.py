@@ -20,7 +20,7 @@ from gzmorph.errors import CatalogError, ConfigError, OutputError  # noqa: E402
 from gzmorph.inference.science import column_docs, kept_columns, write_science  # noqa: E402
 from gzmorph.inference.table import prediction_table  # noqa: E402
 from gzmorph.tree import GZ2  # noqa: E402
-from tests.factories import make_images, make_run  # noqa: E402
+from factories import make_images, make_run  # noqa: E402
 
 META = {"GZMORPH": "0.1.0", "MODELS": "abc123", "TREE": "gz2", "TTA": "rot", "CALIB": "none"}
 
@@ -142,7 +142,7 @@ def test_the_date_is_the_time_of_writing_unless_fixed(monkeypatch):
 
 
 def test_a_killed_science_output_resumes_to_the_same_bytes(catalogue, tmp_path):
-    from tests.factories import run_killed
+    from factories import run_killed
 
     whole, killed = tmp_path / "whole.fits", tmp_path / "killed.fits"
     assert _predict(catalogue, whole, "--keep-columns", "ra,z") == 0
