@@ -247,11 +247,12 @@ def test_the_per_host_rate_limit_spaces_requests():
 
 def test_services_are_data(tmp_path):
     (tmp_path / "services.yaml").write_text(
-        "mine:\n  like: legacy-fits\n  pixscale: 0.5\n  params: {layer: ls-dr9}\n"
+        "my-legacy:\n  like: legacy-fits\n  pixscale: 0.5\n  params: {layer: ls-dr9}\n"
         "other:\n  url: '{base}/viewer/jpeg-cutout?ra={ra}&dec={dec}&size={size}'\n  base: https://example.org\n"
         "  pixscale: 1.0\n  bands: gri\n  format: jpeg\n")
     services = load_services(tmp_path / "services.yaml")
-    assert services["mine"].pixscale == 0.5 and "layer=ls-dr9" in services["mine"].url_for(1, 2, 64, 0.5, "grz")
+    assert services["my-legacy"].pixscale == 0.5
+    assert "layer=ls-dr9" in services["my-legacy"].url_for(1, 2, 64, 0.5, "grz")
     assert services["other"].url_for(1, 2, 64, 1.0, "gri") == \
         "https://example.org/viewer/jpeg-cutout?ra=1.0000000&dec=2.0000000&size=64"
     (tmp_path / "bad.yaml").write_text("x:\n  url: '{base}/c?ra={ra}&dec={dec}&w={width}'\n  base: http://h\n"
@@ -260,7 +261,7 @@ def test_services_are_data(tmp_path):
         load_services(tmp_path / "bad.yaml")
     sky_csv(tmp_path / "sky.csv", n=2)
     with CutoutServer() as server:
-        s = fetch_cutouts(tmp_path / "sky.csv", tmp_path / "out", cfg(tmp_path, service="mine"),
+        s = fetch_cutouts(tmp_path / "sky.csv", tmp_path / "out", cfg(tmp_path, service="my-legacy"),
                           services=services, service_url=server.url)
     assert s.n_ok == 2
     manifest = json.loads((tmp_path / "out" / "cutouts.json").read_text())

@@ -137,15 +137,29 @@ SERVICES: dict[str, Service] = {s.name: s for s in (
 )}
 
 
+def _read_mapping(path: Path) -> dict[str, Any]:
+    """The YAML/JSON mapping of a services file (names kept as written: ``legacy-dr9``)."""
+    import json
+
+    import yaml
+
+    try:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the services file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of service names to fields")
+    return {str(k): v for k, v in data.items()}
+
+
 def load_services(path: str | Path) -> dict[str, Service]:
     """The built-in services plus those of a YAML/JSON file (same names replace built-ins).
 
     The file maps names to :class:`Service` fields; an entry may give ``like: NAME`` to
     start from a built-in service and change only some fields.
     """
-    from gzmorph.options import load_config_file
-
-    entries = load_config_file(path)
+    entries = _read_mapping(Path(path))
     found = dict(SERVICES)
     for name, spec in entries.items():
         if not isinstance(spec, dict):
