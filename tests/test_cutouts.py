@@ -300,3 +300,17 @@ def test_healpix_column_of_the_fetched_rows(tmp_path):
     assert catalog["healpix"].tolist() == expected.tolist()
     with pytest.raises(ValueError, match="healpix_order"):
         CutoutConfig(healpix_order=30)
+
+
+def test_predict_never_writes_over_the_catalogue_of_a_cutouts_folder(tmp_path, capsys):
+    from factories import make_run
+
+    sky_csv(tmp_path / "sky.csv", n=2)
+    with CutoutServer() as server:
+        fetch_cutouts(tmp_path / "sky.csv", tmp_path / "out", cfg(tmp_path, service="sdss"), service_url=server.url)
+    before = (tmp_path / "out" / "catalog.parquet").read_bytes()
+    make_run(tmp_path / "run", 0)
+    assert main(["predict", "--model", str(tmp_path / "run"), "--catalog", str(tmp_path / "out"), "--out",
+                 str(tmp_path / "out" / "catalog.parquet"), "--no-progress"]) == 2
+    assert "would overwrite the input" in capsys.readouterr().err
+    assert (tmp_path / "out" / "catalog.parquet").read_bytes() == before

@@ -33,7 +33,7 @@ from gzmorph.inference.ensemble import ModelSpec, fit_simplex_weights
 from gzmorph.inference.job import PredictionJob, decode_workers, iter_batches
 from gzmorph.inference.parts import (check_outputs, errors_path, finished_output, model_files, output_format,
                                      single_machine_store)
-from gzmorph.inference.science import output_extras
+from gzmorph.inference.science import catalog_file, output_extras
 from gzmorph.inference.summary import PredictSummary
 from gzmorph.runtime import torch_threads, write_json
 
@@ -86,7 +86,9 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
     out = Path(out)
     fmt = output_format(out)
     kaggle_labels = [Path(source) / "training_solutions_rev1.csv"] if isinstance(source, (str, Path)) else []
-    check_outputs(out, [source, *kaggle_labels, triage_thresholds, weights, *model_files(models)])
+    # A cutouts folder's catalog.parquet is an input too (the folder itself is the source).
+    tables = [catalog_file(source)] if catalog_file(source) is not None else []
+    check_outputs(out, [source, *tables, *kaggle_labels, triage_thresholds, weights, *model_files(models)])
     t0 = time.monotonic()
     job = PredictionJob.open(models, source, cfg, weights, triage_thresholds, layout=fmt)
     manifest = job.manifest()
