@@ -16,7 +16,7 @@ from gzmorph.data.cache import ImageCache, is_cache, prepare
 from gzmorph.commands import prepare as prepare_cmd
 from gzmorph.data.catalog import Catalog, CatalogError, open_catalog
 from gzmorph.data.source import open_source
-from gzmorph.data.images import decode
+from gzmorph.data.decode import decode
 from gzmorph.tree import GZ2
 
 SIZE = 20

@@ -14,7 +14,7 @@ import torch
 from gzmorph.nn import augment as aug
 from gzmorph.cli import main
 from gzmorph.inference.ensemble import Ensemble, fit_simplex_weights, load_weights
-from gzmorph.data.images import decode
+from gzmorph.data.decode import decode
 from gzmorph.inference.parts import PartStore, errors_path, manifest_path, single_machine_store
 from gzmorph.inference.table import DEFAULT_THRESHOLD, load_thresholds, prediction_table
 from gzmorph.inference.predict import PredictConfig, fit_weights, predict, predict_to_file

@@ -17,7 +17,7 @@ from gzmorph.cli import main
 from gzmorph.data.cache import ImageCache, prepare
 from gzmorph.data.catalog import open_catalog
 from gzmorph.data.composite import STRETCH_PRESETS
-from gzmorph.data.images import DecodeOptions, decode, decode_measured
+from gzmorph.data.decode import DecodeOptions, decode, decode_measured
 from gzmorph.data.recentre import GZ2_SIDE_IN_R90, NO_GEOMETRY, measure
 from gzmorph.inference.predict import predict
 from gzmorph.mock import generate

@@ -15,7 +15,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from gzmorph.data.images import DEFAULT_SIZE  # light import: keeps `gzmorph --help` fast
+    from gzmorph.data.decode import DEFAULT_SIZE  # light import: keeps `gzmorph --help` fast
 
     parser.add_argument("data", metavar="DATA", help="Kaggle directory, catalog file or image folder")
     parser.add_argument("--out", metavar="CACHE", default=None,
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from gzmorph.data.cache import prepare
     from gzmorph.data.catalog import open_catalog
     from gzmorph.data.composite import require_survey_extra
-    from gzmorph.data.images import DecodeOptions
+    from gzmorph.data.decode import DecodeOptions
     from gzmorph.runtime import refuse_overwrite
     from gzmorph.tree import get_tree
 

@@ -121,7 +121,7 @@ def _load_inputs(images: Any, tree: Tree, size: int, cfg: AnalyzeConfig, workers
         return _Inputs(catalog.ids[rows], np.asarray(source.cache.images[rows]),
                        catalog.labels[rows].astype(np.float64), catalog.source, len(catalog), skipped)
     rows = _sample(len(catalog), cfg)
-    decoded, failed = source.load(size, rows=rows, workers=workers, progress=progress)
+    decoded, failed, _ = source.load(size, rows=rows, workers=workers, progress=progress)
     keep = np.ones(len(rows), dtype=bool)
     keep[[i for i, _ in failed]] = False
     skipped = [(catalog.ids[rows[i]], reason) for i, reason in failed]

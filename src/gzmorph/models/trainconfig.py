@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gzmorph import config
-from gzmorph.data.images import DEFAULT_SIZE
+from gzmorph.data.decode import DEFAULT_SIZE
 from gzmorph.nn.augment import AugmentConfig
 from gzmorph.nn.model import ModelConfig, model_config_from_dict
 from gzmorph.nn.symmetric import SymmetricConfig
