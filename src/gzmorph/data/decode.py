@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image, ImageFile
 
+from gzmorph.config import Config
 from gzmorph.data.composite import Stretch, make_composite
 from gzmorph.data.fits import FitsError, is_fits, read_bands
 
@@ -82,7 +83,7 @@ class ImageError(Exception):
 
 
 @dataclass(frozen=True)
-class DecodeOptions:
+class DecodeOptions(Config):
     """How image files become pixels beyond JPEG/PNG decoding (picklable: sent to workers).
 
     Parameters
@@ -97,9 +98,6 @@ class DecodeOptions:
 
     stretch: Stretch | None = None
     recentre: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"stretch": None if self.stretch is None else self.stretch.to_dict(), "recentre": self.recentre}
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:

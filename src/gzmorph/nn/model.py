@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gzmorph.config import Config
 from gzmorph import config
 from gzmorph.nn.symmetric import SymmetricConfig, SymmetricNet
 from gzmorph.tree import GZ2, Tree, TreeConstraint
@@ -35,9 +36,8 @@ _MERGES = ("concat", "mean")
 _INITS = ("paper", "kaiming")
 
 
-
 @dataclass
-class ModelConfig:
+class ModelConfig(Config):
     """Architecture of a :class:`GalaxyNet`.
 
     Parameters
@@ -113,13 +113,6 @@ class ModelConfig:
     def viewpoint_features(self) -> int:
         """Length of one viewpoint's feature vector (512 in the paper)."""
         return self.conv_channels[-1] * self.spatial_sizes()[-1][1] ** 2
-
-    def to_dict(self) -> dict[str, Any]:
-        return config.to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        return config.from_dict(cls, d)
 
 
 _PAPER = ModelConfig()

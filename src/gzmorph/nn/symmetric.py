@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gzmorph.config import Config
 from gzmorph import config
 from gzmorph.tree import GZ2, Tree, TreeConstraint
 
@@ -73,9 +73,8 @@ def _d4_tables() -> tuple[tuple[tuple[int, ...], ...], tuple[int, ...]]:
     return mul, inv
 
 
-
 @dataclass
-class SymmetricConfig:
+class SymmetricConfig(Config):
     """Architecture of a :class:`SymmetricNet`.
 
     Parameters
@@ -150,13 +149,6 @@ class SymmetricConfig:
                     raise ValueError(f"stage {i} would pool an odd side ({side} px): the crop size must be "
                                      f"divisible by {2 ** len(self.pool_after)} for exact invariance")
                 side //= 2
-
-    def to_dict(self) -> dict[str, Any]:
-        return config.to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SymmetricConfig":
-        return config.from_dict(cls, d)
 
 
 class LiftConv(nn.Module):
