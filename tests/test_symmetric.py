@@ -16,9 +16,9 @@ from gzmorph.models.trainconfig import TrainConfig
 from gzmorph.training.recipes import PRESETS, get_preset
 from gzmorph.models.rundir import load_run
 from gzmorph.runtime import load_checkpoint, resolve_device
-from gzmorph.nn.symmetric import (D4_ORDER, SYMMETRIC_PRESETS, GroupConv, LiftConv, SymmetricConfig, SymmetricNet,
-                               d4_transform)
-from gzmorph.nn.symmetric import _d4_tables as d4_tables  # the group tables are what is under test here
+from gzmorph.nn.d4 import D4_ORDER, d4_tables, d4_transform
+from gzmorph.nn.p4m import GroupConv, LiftConv
+from gzmorph.nn.symmetric import SYMMETRIC_PRESETS, SymmetricConfig, SymmetricNet
 from gzmorph.training.averaging import WeightAverage
 from gzmorph.training.train import train
 from gzmorph.tree import GZ2, check_labels
