@@ -102,9 +102,9 @@ class Source:
         """
         rows = np.arange(len(self)) if rows is None else np.asarray(rows, dtype=np.int64)
         self._require_paths()
+        size = self._check_size(size)  # a cache at another size is refused, as by load
         if self.cache is None:
-            yield from decode_rows(self.catalog.paths[rows], rows, self._check_size(size), workers,
-                                   self._options(recentre))
+            yield from decode_rows(self.catalog.paths[rows], rows, size, workers, self._options(recentre))
             return
         reasons = self._cache_reasons()
         for row in rows:

@@ -61,6 +61,7 @@ def _hub_cache(root: Path, package: Path, repo: str = "org/name") -> Path:
     return cache
 
 
+@pytest.mark.slow
 def test_demo_model_predicts_the_same_from_package_hub_and_onnx(demo, package, tmp_path, monkeypatch):
     images = demo / "data" / "images_test_rev1"
     reference = _answers(predict(demo / "run", images, **OPTS))

@@ -148,6 +148,7 @@ def _tiny_cfg(**changes) -> TrainConfig:
                    eval_every=32, warmup_examples=8, image_size=48, **changes)
 
 
+@pytest.mark.slow
 def test_symmetric_run_trains_in_bf16_saves_the_average_and_predicts_with_it(tiny_kaggle, tmp_path):
     seen: list[torch.dtype] = []
     real_build = build_model
@@ -176,6 +177,7 @@ def test_symmetric_run_trains_in_bf16_saves_the_average_and_predicts_with_it(tin
         assert torch.equal(v, ckpt["ema"][k])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["p4m", "cyclic"])
 def test_bf16_prediction_of_a_symmetric_run(family, tiny_kaggle, tmp_path):
     """bf16 prediction turns the nets to channels_last: p4m's 5-D weight banks must survive that."""
@@ -192,6 +194,7 @@ def test_bf16_prediction_of_a_symmetric_run(family, tiny_kaggle, tmp_path):
     np.testing.assert_allclose(bf16[cols].to_numpy(), fp32[cols].to_numpy(), atol=0.03)
 
 
+@pytest.mark.slow
 def test_analysis_of_a_symmetric_run(tiny_kaggle, tmp_path):
     """The Section 9 figures work for a network without viewpoints: its stages' maps of crop 0."""
     from gzmorph.evaluation.analyze import analyze

@@ -33,7 +33,7 @@ from factories import make_images, make_run  # noqa: E402
 
 
 # Tiny tensors on a shared 2-core machine: one torch thread is several times faster.
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")

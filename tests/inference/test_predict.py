@@ -208,6 +208,7 @@ def test_chunks_are_row_groups(runs, images, tmp_path):
     assert [meta.row_group(i).num_rows for i in range(3)] == [4, 4, 2]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", ["parquet", "csv"])
 def test_resume_after_kill_gives_identical_file(runs, images, tmp_path, monkeypatch, suffix):
     folder = tmp_path / "in"
@@ -358,6 +359,7 @@ def test_cli(runs, images, tmp_path, capsys):
     assert json.loads((tmp_path / "w.json").read_text())["label_columns"] == ["Class1.1", "Class1.2", "Class1.3"]
 
 
+@pytest.mark.slow
 def test_compiled_networks_predict_the_same(runs, images, monkeypatch):
     """--compile pads short batches to the compiled shape; results equal the eager ones."""
     eager = predict(runs[0], images, **FAST)
