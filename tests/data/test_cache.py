@@ -173,6 +173,7 @@ cache_mod.prepare(open_catalog(sys.argv[1]), sys.argv[2], size=20, workers=0, pr
 """
 
 
+@pytest.mark.slow
 def test_killed_prepare_resumes_from_last_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import subprocess
     import sys

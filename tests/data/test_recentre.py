@@ -157,6 +157,7 @@ def test_predict_cli_fits_with_recentring_end_to_end(mock_fits: Path, tmp_path: 
         frame.set_index("GalaxyID")["recentred"].to_dict()
 
 
+@pytest.mark.slow
 def test_a_run_trained_on_recentred_fits_records_it_and_predict_applies_it(mock_fits: Path, tmp_path: Path) -> None:
     base = get_preset("small")
     cfg = base.override(model=replace(base.model, conv_channels=(4, 4, 8, 8), dense_units=(16,)), image_size=48,
