@@ -159,6 +159,7 @@ LAYERS = [
     ["training", "sharing"],
     ["inference"],
     ["evaluation"],
+    ["discovery"],
     ["review", "demo"],
     ["commands"],
     ["cli"],
