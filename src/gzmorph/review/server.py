@@ -14,13 +14,14 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from gzmorph.errors import CatalogError, ConfigError
 from gzmorph.data.catalog import Catalog, open_catalog
+from gzmorph.review.acquisition import AcquisitionConfig, acquisition_scores
 from gzmorph.review.db import ReviewStore
 from gzmorph.review.queue import load_predictions, model_version
 from gzmorph.tree import Tree, get_tree
@@ -57,6 +58,8 @@ class ReviewConfig:
         Id column of the predictions and the catalog.
     split : str
         Split of a Kaggle directory (``"test"``: the unlabelled images).
+    acquisition : AcquisitionConfig
+        The policy ordering the queue (:mod:`gzmorph.review.acquisition`); default today's rule.
     """
 
     predictions: str | Path
@@ -69,6 +72,7 @@ class ReviewConfig:
     tree: str = "gz2"
     id_column: str = "GalaxyID"
     split: str = "test"
+    acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)
 
     def __post_init__(self) -> None:
         if self.token is None:
@@ -111,6 +115,7 @@ class ReviewSession:
     predictions: pd.DataFrame
     images: dict[str, Path]  # galaxy id (text) -> image file, the only files ever served
     model_version: str
+    scores: pd.DataFrame | None = None  # the acquisition policy's priority and reason; None: today's rule
 
 
 def open_session(cfg: ReviewConfig) -> ReviewSession:
@@ -130,7 +135,8 @@ def open_session(cfg: ReviewConfig) -> ReviewSession:
     store = ReviewStore(cfg.db, tree, meta={"catalog": str(Path(cfg.catalog).resolve()), "split": cfg.split,
                                             "id_column": cfg.id_column,
                                             "predictions": str(Path(cfg.predictions).resolve())})
-    return ReviewSession(cfg, tree, store, preds, images, model_version(cfg.predictions))
+    scores = acquisition_scores(preds, tree, cfg.acquisition, cfg.id_column)
+    return ReviewSession(cfg, tree, store, preds, images, model_version(cfg.predictions), scores)
 
 
 class BackgroundServer:
