@@ -75,7 +75,7 @@ def main() -> None:
             row[name] = precision_at(x[pool], answers)
         rows.append(row)
     table = pd.DataFrame(rows)
-    print(table.to_markdown(index=False, floatfmt=".3f"))
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print("max |f(turned 90) - f(image)| / max |f|, 64 images:", json.dumps(turned_diff))
     table.to_csv(a.out / "retrieval.csv", index=False)
 

@@ -167,7 +167,9 @@ def build_index(embeddings: str | Path | Embeddings, directory: str | Path, *, m
     anomaly : {"knn", "iforest", "none"}
         The ``anomaly`` column (:func:`gzmorph.discovery.anomaly.anomaly_scores`).
     anomaly_k : int
-        Neighbours of the k-NN score.
+        Neighbours of the k-NN score.  The k-NN score searches every vector: with the
+        exact flat index that is quadratic in N (fine up to ~10^5 vectors on 2 cores);
+        for millions use ``kind="hnsw"`` or ``anomaly="iforest"``.
     """
     faiss = require_faiss()
     if metric not in METRICS or kind not in INDEX_KINDS:
