@@ -39,7 +39,7 @@ def precision_at(x: np.ndarray, answers: np.ndarray, k: int = 10) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--catalog", default="/work/runs/val500.csv")
-    ap.add_argument("--model", action="append", required=True)
+    ap.add_argument("--model", action="append", default=[], help="runs to embed (none: raw pixels only)")
     ap.add_argument("--which", default="best")
     ap.add_argument("--questions", default="Q1,Q2,Q7")
     ap.add_argument("--pixels", type=int, default=32)
@@ -47,7 +47,7 @@ def main() -> None:
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     cat = pd.read_csv(a.catalog)
-    labels = cat[GZ2.columns].to_numpy(np.float64)
+    labels = cat.reindex(columns=GZ2.columns).to_numpy(np.float64)  # NaN: answers the catalogue lacks
     reach = GZ2.reach(labels)  # (N, Q)
     reps: dict[str, np.ndarray] = {}
     turned_diff: dict[str, float] = {}
