@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
+from gzmorph.discovery.embed import METADATA_KEY
 from gzmorph.models.rundir import save_checkpoint, save_run
 from gzmorph.nn.model import build_model
 from gzmorph.tree import GZ2
@@ -48,3 +52,14 @@ def blob_images(folder: Path, n: int, seed: int = 0, side: int = SIZE) -> list[n
         out.append(img.astype(np.uint8))
         save_png(folder / f"{1000 + i}.png", out[-1])
     return out
+
+
+def write_embedding(path, vectors, meta=None, ids=None):
+    """An embedding file written directly (planted vectors), with a record like gzmorph embed's."""
+    meta = {"digest": "d" * 40, "dim": vectors.shape[1], "id_column": "GalaxyID", "model": "m", **(meta or {})}
+    flat = pa.array(vectors.astype(np.float32).reshape(-1), pa.float32())  # (N, F) -> (N * F,)
+    table = pa.table({"GalaxyID": pa.array(np.arange(len(vectors)) if ids is None else np.asarray(ids), pa.int64()),
+                      "path": pa.array([f"/nowhere/{i}.png" for i in range(len(vectors))]),
+                      "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])})
+    pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()}), path)
+    return path

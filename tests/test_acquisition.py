@@ -15,6 +15,7 @@ from gzmorph.review.app import create_app
 from gzmorph.review.queue import build_queue, load_predictions
 from gzmorph.review.server import ReviewConfig, open_session
 from gzmorph.tree import GZ2, TreeConstraint
+from discovery_helpers import write_embedding
 from review_helpers import csrf_of, sample
 
 N = 20
@@ -80,6 +81,21 @@ def test_anomaly_and_similar_policies(tmp_path):
         "anomaly", anomaly=str(tmp_path / "a.parquet"))))
     assert list(queue.index[:3]) == ["105", "107", "100"] and queue["reason"].iloc[0] == "anomaly score 3.000"
     assert queue["reason"].iloc[-1] == "not in the index"
+
+
+def test_similar_policy_queues_the_seeds_look_alikes_first(tmp_path):
+    preds = load_predictions(write_members(tmp_path, list(range(100, 100 + N)))[0], GZ2)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(N, 6))
+    x[[5, 9]] = x[2] + 0.01 * rng.normal(size=(2, 6))  # 105 and 109 look like the seed 102
+    write_embedding(tmp_path / "e.parquet", x, ids=range(100, 100 + N))
+    queue = build_queue(preds, GZ2, scores=acquisition_scores(preds, GZ2, AcquisitionConfig(
+        "similar", embeddings=str(tmp_path / "e.parquet"), seeds=("102",))))
+    assert list(queue.index[:3]) == ["102", "105", "109"] or list(queue.index[:3]) == ["102", "109", "105"]
+    assert queue["reason"].iloc[1].startswith("similar to seed 102 (cosine ")
+    with pytest.raises(ConfigError, match="seed galaxy '999' is not in"):
+        acquisition_scores(preds, GZ2, AcquisitionConfig("similar", embeddings=str(tmp_path / "e.parquet"),
+                                                         seeds=("999",)))
 
 
 def test_policies_refuse_missing_inputs(tmp_path):

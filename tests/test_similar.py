@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from discovery_helpers import blob_images, make_p4m_run, save_png
+from discovery_helpers import blob_images, make_p4m_run, save_png, write_embedding
 from gzmorph.cli import main
 from gzmorph.discovery.anomaly import anomaly_scores
-from gzmorph.discovery.embed import METADATA_KEY, embed_to_file, read_embeddings
+from gzmorph.discovery.embed import embed_to_file, read_embeddings
 from gzmorph.discovery.index import build_index, open_index
 from gzmorph.errors import ConfigError
 
@@ -28,17 +24,6 @@ def world(tmp_path_factory):
     save_png(root / "img" / "5003.png", np.rot90(images[3], 1)[::-1])  # turned and flipped
     embed_to_file(run, root / "img", root / "e.parquet", progress=False)
     return root, run
-
-
-def write_embedding(path, vectors, meta=None):
-    """An embedding file written directly (planted vectors), with a record like gzmorph embed's."""
-    meta = {"digest": "d" * 40, "dim": vectors.shape[1], "id_column": "GalaxyID", "model": "m", **(meta or {})}
-    flat = pa.array(vectors.astype(np.float32).reshape(-1), pa.float32())  # (N, F) -> (N * F,)
-    table = pa.table({"GalaxyID": pa.array(np.arange(len(vectors)), pa.int64()),
-                      "path": pa.array([f"/nowhere/{i}.png" for i in range(len(vectors))]),
-                      "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])})
-    pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()}), path)
-    return path
 
 
 def test_a_turned_copy_is_its_own_nearest_neighbour(world, tmp_path):
