@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
 import gzmorph
 
@@ -53,6 +54,7 @@ def test_the_package_has_the_pipeline_layout():
         assert f"gzmorph.{sub}" in names
 
 
+@pytest.mark.slow
 def test_every_module_imports_on_its_own():
     """Each module imports in an interpreter holding no other gzmorph module (no hidden order)."""
     names = [n for n in _modules() if n != "gzmorph.__main__" and (n not in OPTIONAL or _has(OPTIONAL[n]))]

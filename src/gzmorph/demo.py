@@ -16,13 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from gzmorph.config import Config
 from gzmorph.metrics import masked_rmse
 
 __all__ = ["DemoConfig", "run_demo"]
 
 
 @dataclass
-class DemoConfig:
+class DemoConfig(Config):
     """Size and time budget of the demo.
 
     The defaults finish in about ten minutes on two CPU cores.

@@ -38,7 +38,8 @@ import pandas as pd
 
 from gzmorph.errors import ConfigError
 from gzmorph.data.catalog import Catalog, CatalogError
-from gzmorph.data.images import DEFAULT_SIZE, DecodeOptions, iter_decoded, iter_measured
+from gzmorph.data.decode import DEFAULT_SIZE, DecodeOptions
+from gzmorph.data.pool import iter_decoded
 from gzmorph.runtime import atomic_write, write_json
 from gzmorph.tree import Tree
 
@@ -285,7 +286,7 @@ def prepare(
     size : int
         Side of the cached images in pixels.
     workers : int or None
-        Decoding processes (see :func:`gzmorph.data.images.iter_decoded`).
+        Decoding processes (see :func:`gzmorph.data.pool.iter_decoded`).
     progress : bool
         Show a tqdm progress bar.
     overwrite : bool
@@ -319,8 +320,7 @@ def prepare(
     last = time.monotonic()
     try:
         paths = catalog.paths[todo]
-        stream = (iter_measured(paths, size=size, workers=workers, options=options) if options.recentre else
-                  ((i, im, r, None) for i, im, r in iter_decoded(paths, size=size, workers=workers, options=options)))
+        stream = iter_decoded(paths, size=size, workers=workers, options=options)
         for k, (i, image, reason, geom) in enumerate(stream, 1):
             row = int(todo[i])
             if image is None:

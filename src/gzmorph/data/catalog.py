@@ -144,7 +144,7 @@ def _scan_images(folder: Path) -> dict[str, Path]:
 
     Every entry with an image suffix is an input, whatever its type: a broken
     symlink, a FIFO or a folder becomes an error row when it is decoded
-    (:func:`gzmorph.data.images.decode` says why), never a silent omission.
+    (:func:`gzmorph.data.decode.decode` says why), never a silent omission.
     """
     found: dict[str, Path] = {}
     base = folder.resolve()  # once, not per file: Kaggle folders hold ~60k images

@@ -28,8 +28,8 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from gzmorph.config import Config
 from gzmorph.errors import CatalogError, ConfigError
-from gzmorph import config
 from gzmorph.nn import augment as aug
 from gzmorph.evaluation.html import render
 from gzmorph.evaluation.inputs import id_keys, load_labels, match_ids
@@ -43,7 +43,7 @@ __all__ = ["AnalyzeConfig", "analyze", "plot_filters", "plot_activations", "plot
 
 
 @dataclass(frozen=True)
-class AnalyzeConfig:
+class AnalyzeConfig(Config):
     """Settings of :func:`analyze`.
 
     Parameters
@@ -82,13 +82,6 @@ class AnalyzeConfig:
         if self.viewpoint not in range(N_VIEWPOINTS):
             raise ValueError(f"viewpoint must be in 0..{N_VIEWPOINTS - 1}, got {self.viewpoint}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return config.to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "AnalyzeConfig":
-        return config.from_dict(cls, d)
-
 
 @dataclass
 class _Inputs:
@@ -121,7 +114,7 @@ def _load_inputs(images: Any, tree: Tree, size: int, cfg: AnalyzeConfig, workers
         return _Inputs(catalog.ids[rows], np.asarray(source.cache.images[rows]),
                        catalog.labels[rows].astype(np.float64), catalog.source, len(catalog), skipped)
     rows = _sample(len(catalog), cfg)
-    decoded, failed = source.load(size, rows=rows, workers=workers, progress=progress)
+    decoded, failed, _ = source.load(size, rows=rows, workers=workers, progress=progress)
     keep = np.ones(len(rows), dtype=bool)
     keep[[i for i, _ in failed]] = False
     skipped = [(catalog.ids[rows[i]], reason) for i, reason in failed]

@@ -13,14 +13,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gzmorph import config
+from gzmorph.config import Config
 from gzmorph.tree import Tree
 
 __all__ = ["EvaluationConfig", "Evaluation"]
 
 
 @dataclass(frozen=True)
-class EvaluationConfig:
+class EvaluationConfig(Config):
     """Settings of :func:`gzmorph.evaluation.evaluate.evaluate`.
 
     Parameters
@@ -45,13 +45,6 @@ class EvaluationConfig:
             raise ValueError(f"n_bins must be a positive integer, got {self.n_bins}")
         if not 0.0 <= float(self.min_reach) <= 1.0:
             raise ValueError(f"min_reach must be in [0, 1], got {self.min_reach}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return config.to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EvaluationConfig":
-        return config.from_dict(cls, d)
 
 
 @dataclass

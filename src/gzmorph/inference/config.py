@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gzmorph.config import Config
 from gzmorph.data.composite import Stretch
 
 __all__ = ["PredictConfig", "TTA_CHOICES"]
@@ -12,7 +13,7 @@ TTA_CHOICES = ("none", "rot", "paper")
 
 
 @dataclass(frozen=True)
-class PredictConfig:
+class PredictConfig(Config):
     """How a prediction job runs.
 
     Parameters

@@ -32,8 +32,8 @@ import numpy as np
 import pyarrow as pa
 
 from gzmorph.data.composite import Stretch, require_survey_extra
-from gzmorph.data.images import DecodeOptions
-from gzmorph.data.source import Measured, Source, open_source
+from gzmorph.data.decode import DecodeOptions, Item
+from gzmorph.data.source import Source, open_source
 from gzmorph.errors import CatalogError
 from gzmorph.inference.config import PredictConfig
 from gzmorph.inference.ensemble import Ensemble, ModelSpec
@@ -57,7 +57,7 @@ def decode_workers(cfg: PredictConfig, rt: Runtime) -> int | None:
 
     When the network runs on a CPU of at most 4 cores, decoding (~2,000 img/s per core)
     costs a small fraction of the forward pass, and decode processes only take cores
-    from torch's threads: decode in this process.  Measured on 2 cores with the small
+    from torch's threads: decode in this process.  Item on 2 cores with the small
     network: 338 img/s in-process against 259 img/s with 2 decode processes.
     """
     if cfg.workers is not None:
@@ -162,7 +162,7 @@ def job_manifest(ensemble: Any, cfg: Any, catalog: Any, thresholds: dict[str, fl
 
 
 # ------------------------------------------------------------------ batches
-def iter_batches(stream: Iterator[Measured], count: int, batch_size: int) -> Iterator[Batch]:
+def iter_batches(stream: Iterator[Item], count: int, batch_size: int) -> Iterator[Batch]:
     """Take ``count`` items from ``stream``: yield ``(rows, images, failures, geometry)`` batches."""
     rows: list[int] = []
     images: list[np.ndarray] = []
@@ -280,13 +280,13 @@ class PredictionJob:
         return job_manifest(self.ensemble, self.config, self.source.catalog, self.thresholds, self.image_size,
                             self.layout)
 
-    def stream(self, chunks: Sequence[int], workers: int | None) -> Iterator[Measured]:
+    def stream(self, chunks: Sequence[int], workers: int | None) -> Iterator[Item]:
         """Decoded items ``(row, image, reason, geometry)`` of ``chunks``, in order."""
         rows = np.concatenate([self.rows(k) for k in chunks]) if chunks else np.zeros(0, np.int64)
-        return self.source.stream_measured(rows, self.image_size, workers, recentre=self.ensemble.recentre)
+        return self.source.stream(rows, self.image_size, workers, recentre=self.ensemble.recentre)
 
     # -------------------------------------------------------------- one chunk
-    def compute_chunk(self, k: int, items: Iterator[Measured],
+    def compute_chunk(self, k: int, items: Iterator[Item],
                       progress: Callable[[int], Any] | None = None) -> tuple[pa.Table, pa.Table]:
         """The prediction rows and the error rows of chunk ``k``.
 

@@ -38,7 +38,7 @@ from typing import Any, Callable, Mapping, Sequence
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from gzmorph import config
+from gzmorph.config import Config
 from gzmorph.data.catalog import Catalog
 from gzmorph.errors import ConfigError, MissingExtraError, OutputError
 from gzmorph.inference.config import PredictConfig
@@ -55,7 +55,7 @@ INSTALL_HINT = "Ray is not installed: pip install 'gzmorph[ray]'"
 
 
 @dataclass(frozen=True)
-class RayConfig:
+class RayConfig(Config):
     """Where and with which resources a Ray prediction job runs.
 
     Parameters
@@ -93,13 +93,6 @@ class RayConfig:
             raise ValueError(f"gpus_per_actor above 1 must be a whole number (Ray's rule), got {gpus}")
         if self.cpus_per_actor < 0:
             raise ValueError(f"cpus_per_actor must be >= 0, got {self.cpus_per_actor}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return config.to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "RayConfig":
-        return config.from_dict(cls, data)
 
 
 class ChunkActor:

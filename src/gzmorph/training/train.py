@@ -15,6 +15,7 @@ import math
 import os
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,6 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
-from gzmorph.data.composite import Stretch
 from gzmorph.errors import RunError
 from gzmorph.metrics import masked_mse, masked_sums
 from gzmorph.nn import augment as aug
@@ -32,6 +32,7 @@ from gzmorph.runtime import Runtime, load_checkpoint, refuse_overwrite, resolve_
 from gzmorph.training.averaging import WeightAverage
 from gzmorph.training.distributed import Dist, all_sum, launch, setup
 from gzmorph.models.trainconfig import TrainConfig
+from gzmorph.training.options import RunOptions
 from gzmorph.training.recipes import PRESETS, get_preset
 from gzmorph.models.metrics_log import append_metrics, read_metrics, truncate_metrics
 from gzmorph.models.rundir import (RUN_FILES, TrainedModel, init_weights, load_run, read_run, save_checkpoint,
@@ -39,7 +40,7 @@ from gzmorph.models.rundir import (RUN_FILES, TrainedModel, init_weights, load_r
 from gzmorph.training.trainset import load_training_data
 from gzmorph.tree import get_tree
 
-__all__ = ["TrainConfig", "PRESETS", "get_preset", "train", "load_run", "TrainedModel"]
+__all__ = ["RunOptions", "train", "learning_rate"]
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -117,37 +118,22 @@ def question_rmse(sq: torch.Tensor, count: torch.Tensor, tree: Any) -> dict[str,
     return out
 
 
-def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | None = "auto",
-          resume: bool = False, workers: int | None = None, max_minutes: float | None = None,
-          progress: bool = True, processes: int = 1, id_column: str = "GalaxyID",
-          path_column: str = "path", new_data: bool = False, stretch: Stretch | None = None) -> dict[str, Any]:
+def train(cfg: TrainConfig, data: str | Path, out: str | Path, options: RunOptions | None = None,
+          **kwargs: Any) -> dict[str, Any]:
     """Train a network and write a run directory.
 
     Parameters
     ----------
     cfg : TrainConfig
+        What is trained.
     data : path
         Kaggle directory, CSV/Parquet catalog or image cache (``gzmorph prepare``).
     out : path
         Run directory: ``config.json``, ``metrics.jsonl``, ``checkpoints/{last,best}.pt``.
-    device : str
-        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-    resume : bool
-        Continue from ``checkpoints/last.pt`` (the stored config wins).
-    max_minutes : float, optional
-        Wall-time budget; the run stops cleanly (checkpoint written) when it is spent.
-    processes : int
-        Data-parallel processes (DDP) started here, one per GPU on CUDA (gloo on the
-        CPU).  Under ``torchrun`` leave it at 1: the group comes from the environment.
-    id_column, path_column : str
-        Columns of a CSV/Parquet catalog given as ``data``.
-    new_data : bool
-        Let ``resume`` continue on data other than the run's (path or ids/labels
-        differ; recorded in ``config.json`` as ``data_history``); without it such a
-        resume raises :class:`~gzmorph.errors.RunError`.
-    stretch : Stretch, optional
-        Colour composite of FITS cutouts in ``data`` (:mod:`gzmorph.data.composite`);
-        recorded in ``config.json`` so that prediction with the run uses it too.
+    options : RunOptions, optional
+        How the run is carried out (device, resume, workers, time budget, DDP
+        processes, catalog columns, FITS composite), or its fields as keyword
+        arguments (``device="cpu", workers=0``...).
 
     Returns
     -------
@@ -155,12 +141,13 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
         ``step``, ``examples``, ``best_val_rmse``, ``last_val_rmse``, ``seconds``, ``finished`` and,
         when trained in this process, ``model`` (the network after the last step).
     """
+    opts = options or RunOptions(**kwargs)
+    device, resume, workers, progress = opts.device, opts.resume, opts.workers, opts.progress
+    stretch = opts.stretch
     out = Path(out)
     refuse_overwrite([data], folders=[out])  # the run's files must never replace the data
-    if processes > 1:
-        launch(train, processes, cfg, data, out, device=device, resume=resume, workers=workers,
-               max_minutes=max_minutes, progress=progress, id_column=id_column, path_column=path_column,
-               new_data=new_data, stretch=stretch)
+    if opts.processes > 1:
+        launch(train, opts.processes, cfg, data, out, replace(opts, processes=1))
         return _result_from_run(out)
     last_path = out / RUN_FILES["last"]
     if resume and last_path.exists():
@@ -187,14 +174,14 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
     # Store the tree itself, so the run stays loadable when a tree file moves.
     cfg = cfg.override(tree=tree.to_dict())
     ds = load_training_data(data, cfg, tree, out, workers=workers, progress=progress and d.is_main,
-                            id_column=id_column, path_column=path_column, stretch=stretch)
+                            id_column=opts.id_column, path_column=opts.path_column, stretch=stretch)
     facts = {"pca": ds.pca, "source": str(data), "source_path": _resolved(data),
              "fingerprint": ds.fingerprint, "n_train": len(ds.train_images), "n_val": len(ds.val_images),
              "label_columns": ds.label_columns, "processes": d.world, "n_unlabelled_dropped": ds.n_unlabelled,
              **({"stretch": stretch.to_dict()} if stretch is not None else {}),
              **({"n_not_recentred": ds.n_not_recentred} if cfg.augment.recentre else {})}
     if ckpt is not None:
-        facts["data_history"] = _resumed_data(out, facts, int(ckpt["step"]), new_data)
+        facts["data_history"] = _resumed_data(out, facts, int(ckpt["step"]), opts.new_data)
     model = build_model(cfg.model, tree).to(rt.device)
     if rt.channels_last:
         model = to_channels_last(model)
@@ -221,7 +208,8 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
         fwd = DDP(model, device_ids=[rt.device.index] if rt.is_cuda else None, broadcast_buffers=False)
     if cfg.compile == "always" or (cfg.compile == "cuda" and rt.is_cuda):
         fwd = torch.compile(fwd)
-    return _loop(cfg, model, fwd, optimizer, ds, rt, d, out, step, best, max_minutes, progress and d.is_main, ema)
+    return _loop(cfg, model, fwd, optimizer, ds, rt, d, out, step, best, opts.max_minutes, progress and d.is_main,
+                 ema)
 
 
 def _resolved(data: Any) -> str:

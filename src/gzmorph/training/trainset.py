@@ -12,7 +12,7 @@ import torch
 
 from gzmorph.data.catalog import Catalog, train_val_split
 from gzmorph.data.composite import Stretch, require_survey_extra
-from gzmorph.data.images import DecodeOptions
+from gzmorph.data.decode import DecodeOptions
 from gzmorph.errors import CatalogError
 from gzmorph.data.source import Source, open_source
 from gzmorph.nn import augment as aug
@@ -82,8 +82,8 @@ def load_training_data(data: Any, cfg: TrainConfig, tree: Tree, out: Path, worke
                          options=DecodeOptions(stretch) if stretch is not None else None)
     if not source.catalog.has_labels:
         source.catalog.require_labels()  # raises: no answer column of the tree has a value
-    images, failed, geometry = source.load_measured(cfg.image_size, workers=workers, progress=progress,
-                                                    recentre=cfg.augment.recentre)
+    images, failed, geometry = source.load(cfg.image_size, workers=workers, progress=progress,
+                                           recentre=cfg.augment.recentre)
     out.mkdir(parents=True, exist_ok=True)
     keep = np.ones(len(source), dtype=bool)
     if failed:

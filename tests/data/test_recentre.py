@@ -17,7 +17,7 @@ from gzmorph.cli import main
 from gzmorph.data.cache import ImageCache, prepare
 from gzmorph.data.catalog import open_catalog
 from gzmorph.data.composite import STRETCH_PRESETS
-from gzmorph.data.images import DecodeOptions, decode, decode_measured
+from gzmorph.data.decode import DecodeOptions, decode, decode_measured
 from gzmorph.data.recentre import GZ2_SIDE_IN_R90, NO_GEOMETRY, measure
 from gzmorph.inference.predict import predict
 from gzmorph.mock import generate
@@ -157,6 +157,7 @@ def test_predict_cli_fits_with_recentring_end_to_end(mock_fits: Path, tmp_path: 
         frame.set_index("GalaxyID")["recentred"].to_dict()
 
 
+@pytest.mark.slow
 def test_a_run_trained_on_recentred_fits_records_it_and_predict_applies_it(mock_fits: Path, tmp_path: Path) -> None:
     base = get_preset("small")
     cfg = base.override(model=replace(base.model, conv_channels=(4, 4, 8, 8), dense_units=(16,)), image_size=48,

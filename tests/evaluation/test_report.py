@@ -79,6 +79,7 @@ def test_unreachable_target_and_unreached_question_are_explained(tmp_path):
     assert (tmp_path / "plots" / "Q1_triage.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
 def test_report_renders_in_headless_chromium(evaluation, tmp_path):
     path = write_report(evaluation, tmp_path)

@@ -13,6 +13,8 @@ from gzmorph.models.trainconfig import TrainConfig
 from gzmorph.training.recipes import get_preset
 from gzmorph.training.train import train
 
+pytestmark = pytest.mark.slow
+
 
 def _deterministic_cfg() -> TrainConfig:
     """No augmentation and no dropout: the only randomness left is which images form a batch."""

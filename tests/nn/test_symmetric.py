@@ -16,9 +16,9 @@ from gzmorph.models.trainconfig import TrainConfig
 from gzmorph.training.recipes import PRESETS, get_preset
 from gzmorph.models.rundir import load_run
 from gzmorph.runtime import load_checkpoint, resolve_device
-from gzmorph.nn.symmetric import (D4_ORDER, SYMMETRIC_PRESETS, GroupConv, LiftConv, SymmetricConfig, SymmetricNet,
-                               d4_transform)
-from gzmorph.nn.symmetric import _d4_tables as d4_tables  # the group tables are what is under test here
+from gzmorph.nn.d4 import D4_ORDER, d4_tables, d4_transform
+from gzmorph.nn.p4m import GroupConv, LiftConv
+from gzmorph.nn.symmetric import SYMMETRIC_PRESETS, SymmetricConfig, SymmetricNet
 from gzmorph.training.averaging import WeightAverage
 from gzmorph.training.train import train
 from gzmorph.tree import GZ2, check_labels
@@ -148,6 +148,7 @@ def _tiny_cfg(**changes) -> TrainConfig:
                    eval_every=32, warmup_examples=8, image_size=48, **changes)
 
 
+@pytest.mark.slow
 def test_symmetric_run_trains_in_bf16_saves_the_average_and_predicts_with_it(tiny_kaggle, tmp_path):
     seen: list[torch.dtype] = []
     real_build = build_model
@@ -176,6 +177,7 @@ def test_symmetric_run_trains_in_bf16_saves_the_average_and_predicts_with_it(tin
         assert torch.equal(v, ckpt["ema"][k])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["p4m", "cyclic"])
 def test_bf16_prediction_of_a_symmetric_run(family, tiny_kaggle, tmp_path):
     """bf16 prediction turns the nets to channels_last: p4m's 5-D weight banks must survive that."""
@@ -192,6 +194,7 @@ def test_bf16_prediction_of_a_symmetric_run(family, tiny_kaggle, tmp_path):
     np.testing.assert_allclose(bf16[cols].to_numpy(), fp32[cols].to_numpy(), atol=0.03)
 
 
+@pytest.mark.slow
 def test_analysis_of_a_symmetric_run(tiny_kaggle, tmp_path):
     """The Section 9 figures work for a network without viewpoints: its stages' maps of crop 0."""
     from gzmorph.evaluation.analyze import analyze

@@ -16,7 +16,7 @@ from gzmorph.data.cache import ImageCache, is_cache, prepare
 from gzmorph.commands import prepare as prepare_cmd
 from gzmorph.data.catalog import Catalog, CatalogError, open_catalog
 from gzmorph.data.source import open_source
-from gzmorph.data.images import decode
+from gzmorph.data.decode import decode
 from gzmorph.tree import GZ2
 
 SIZE = 20
@@ -173,6 +173,7 @@ cache_mod.prepare(open_catalog(sys.argv[1]), sys.argv[2], size=20, workers=0, pr
 """
 
 
+@pytest.mark.slow
 def test_killed_prepare_resumes_from_last_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import subprocess
     import sys

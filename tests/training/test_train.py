@@ -53,6 +53,7 @@ def test_masked_mse_ignores_missing_columns():
     assert float(masked_mse(pred, target_zero)) != pytest.approx(0.02)
 
 
+@pytest.mark.slow
 def test_run_directory_and_load(tiny, tmp_path):
     run = tmp_path / "run"
     result = train(_cfg(), tiny, run, device="cpu", workers=0, progress=False)
@@ -71,6 +72,7 @@ def test_run_directory_and_load(tiny, tmp_path):
         train(_cfg(), tiny, run, device="cpu", workers=0, progress=False)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_exactly(tiny, tmp_path):
     """Kill a training process after its first checkpoint; the resumed run equals an uninterrupted one."""
     examples = 960

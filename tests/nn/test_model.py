@@ -166,6 +166,7 @@ def test_any_tree():
     torch.testing.assert_close(out[:, 2:].sum(1), out[:, 0])
 
 
+@pytest.mark.slow
 def test_channels_last_bf16_autocast_and_compile_capture(small):
     crops = rand_crops()
     with torch.no_grad():

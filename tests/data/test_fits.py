@@ -12,7 +12,8 @@ from astropy.io import fits
 
 from gzmorph.data.composite import STRETCH_PRESETS, SurveyOptions, make_composite, require_survey_extra, \
     resolve_stretch
-from gzmorph.data.images import DecodeOptions, ImageError, decode, iter_decoded
+from gzmorph.data.decode import DecodeOptions, ImageError, decode
+from gzmorph.data.pool import iter_decoded
 from gzmorph.data.catalog import open_catalog
 from gzmorph.errors import ConfigError, MissingExtraError
 from gzmorph.inference.predict import predict
@@ -137,7 +138,7 @@ def test_bad_cutouts_are_error_rows_naming_the_file(tmp_path: Path, case: str, r
     with pytest.raises(ImageError) as err:
         decode(path, None, OPTS)
     assert str(path) in str(err.value) and reason in err.value.reason
-    [(_, image, why)] = list(iter_decoded([path], size=24, workers=0, options=OPTS))
+    [(_, image, why, _)] = list(iter_decoded([path], size=24, workers=0, options=OPTS))
     assert image is None and reason in why
 
 

@@ -33,7 +33,7 @@ from factories import make_images, make_run  # noqa: E402
 
 
 # Tiny tensors on a shared 2-core machine: one torch thread is several times faster.
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +252,7 @@ def test_cache_of_a_custom_tree_with_recentring_as_on_one_machine(cluster, data,
     pytest.importorskip("sep")
     from gzmorph.data.cache import prepare
     from gzmorph.data.catalog import open_catalog
-    from gzmorph.data.images import DecodeOptions
+    from gzmorph.data.decode import DecodeOptions
     from gzmorph.tree import Question, Tree
 
     tree = Tree("bars", (Question("S", "Smooth?", ("smooth", "featured"), ("smooth", "featured")),

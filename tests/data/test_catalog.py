@@ -278,7 +278,7 @@ def test_split_and_catalog_validation() -> None:
         Catalog(np.arange(2), np.full(2, None, object), np.zeros((2, 5)))
 
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gz2-kaggle-5k"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "gz2-kaggle-5k"
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="real data (../shared/data) not available")

@@ -14,7 +14,7 @@ from gzmorph.models.rundir import load_run, read_run
 from gzmorph.training.train import train
 from gzmorph.tree import GZ2
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")

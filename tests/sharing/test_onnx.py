@@ -39,6 +39,7 @@ def _fresh(preset: str, root: Path) -> TrainedModel:
                         step=0, run_dir=root / preset)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["paper", "p4m"])
 def test_onnx_matches_torch_with_a_dynamic_batch_axis(preset, tmp_path):
     trained = _fresh(preset, tmp_path)
@@ -61,6 +62,7 @@ def test_onnx_matches_torch_with_a_dynamic_batch_axis(preset, tmp_path):
         np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_predict_with_an_onnx_model_through_the_cli_and_resume(tmp_path):
     run = make_run(tmp_path / "run", seed=3)
     folder = tmp_path / "images"

@@ -34,6 +34,7 @@ def wait_up(url: str, proc: subprocess.Popen) -> None:
     raise AssertionError("the server did not answer within 120 s")
 
 
+@pytest.mark.slow
 def test_served_queue_and_kill_mid_review(tmp_path, monkeypatch):
     monkeypatch.delenv("GZMORPH_REVIEW_TOKEN", raising=False)
     preds, images = sample(tmp_path)

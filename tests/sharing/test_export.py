@@ -61,6 +61,7 @@ def _hub_cache(root: Path, package: Path, repo: str = "org/name") -> Path:
     return cache
 
 
+@pytest.mark.slow
 def test_demo_model_predicts_the_same_from_package_hub_and_onnx(demo, package, tmp_path, monkeypatch):
     images = demo / "data" / "images_test_rev1"
     reference = _answers(predict(demo / "run", images, **OPTS))
@@ -79,6 +80,7 @@ def test_demo_model_predicts_the_same_from_package_hub_and_onnx(demo, package, t
     assert np.abs(from_onnx - reference).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_package_holds_pickle_free_weights_and_the_preprocessing(demo, package):
     assert sorted(p.name for p in package.iterdir()) == ["README.md", "config.json", "model.onnx",
                                                          "model.safetensors", "triage_thresholds.json"]
@@ -94,6 +96,7 @@ def test_package_holds_pickle_free_weights_and_the_preprocessing(demo, package):
     assert b"torch._utils" not in (package / "model.safetensors").read_bytes()  # not a pickle
 
 
+@pytest.mark.slow
 def test_model_card_states_the_facts(demo, package):
     card = (package / "README.md").read_text()
     config = read_package_config(package)
@@ -116,6 +119,7 @@ def test_model_card_states_the_facts(demo, package):
     assert f"gzmorph {config['versions']['gzmorph']}, torch {config['versions']['torch']}" in card
 
 
+@pytest.mark.slow
 def test_tampered_weights_are_refused(package, tmp_path, capsys):
     bad = tmp_path / "bad"
     shutil.copytree(package, bad)
@@ -135,6 +139,7 @@ def test_tampered_weights_are_refused(package, tmp_path, capsys):
         resolve_model(onnx_file)
 
 
+@pytest.mark.slow
 def test_push_uploads_the_package(demo, tmp_path, monkeypatch):
     import huggingface_hub
 
@@ -155,6 +160,7 @@ def test_push_uploads_the_package(demo, tmp_path, monkeypatch):
     assert upload["files"] == ["README.md", "config.json", "model.safetensors"]
 
 
+@pytest.mark.slow
 def test_export_refuses_an_existing_folder_and_bad_references(demo, tmp_path, capsys):
     (tmp_path / "taken").mkdir()
     assert main(["export", str(demo / "run"), "--out", str(tmp_path / "taken")]) == 2
@@ -164,6 +170,7 @@ def test_export_refuses_an_existing_folder_and_bad_references(demo, tmp_path, ca
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_fine_tuning_and_analysis_take_a_package_but_not_onnx(demo, package, tmp_path):
     assert resolve_model(package, purpose="fine-tuned").config.to_dict() == \
         resolve_model(demo / "run").config.to_dict()
@@ -171,6 +178,7 @@ def test_fine_tuning_and_analysis_take_a_package_but_not_onnx(demo, package, tmp
         resolve_model(package / "model.onnx", purpose="analyzed")
 
 
+@pytest.mark.slow
 def test_without_the_extra_the_error_names_it(demo, tmp_path, monkeypatch):
     import sys
 

@@ -1,4 +1,6 @@
-"""Decoding galaxy images fast: DCT-scaled JPEG decoding and parallel worker processes.
+"""Decoding one galaxy image file fast: DCT-scaled JPEG decoding, FITS composites, recentring.
+
+Many files in parallel worker processes: :mod:`gzmorph.data.pool`.
 
 Decoding JPEGs is the first bottleneck of the pipeline.  The network samples a 207/424
 crop at 69 px, so it never uses more than a third of a Kaggle image's resolution; the
@@ -18,25 +20,20 @@ fractions of the side, so a square centre is what the pipeline expects).
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
-import signal
 import stat
-import sys
-from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
-from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageFile
 
+from gzmorph.config import Config
 from gzmorph.data.composite import Stretch, make_composite
 from gzmorph.data.fits import FitsError, is_fits, read_bands
 
-__all__ = ["DEFAULT_SIZE", "ImageError", "DecodeOptions", "decode", "decode_measured", "iter_decoded", "iter_measured",
-           "load_images", "load_measured", "default_workers"]
+__all__ = ["DEFAULT_SIZE", "ImageError", "DecodeOptions", "Item", "decode", "decode_measured", "decode_item"]
 
 #: Default working resolution in pixels (424 / 3: the paper's crop of 207/424 at 69 px).
 DEFAULT_SIZE = 141
@@ -47,6 +44,21 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 _RESAMPLE = Image.Resampling.BOX
 _HIGH_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+class Item(NamedTuple):
+    """One input on the decode path, whatever reads it (a file, a worker pool, a cache).
+
+    ``row`` is its position (in the list of paths, or the catalog row); on success
+    ``image`` is the ``(S, S, 3)`` uint8 array and ``reason`` None; on failure
+    ``image`` is None and ``reason`` says why.  ``geometry`` is the ``(4,)``
+    recentring geometry of :mod:`gzmorph.data.recentre` when it was measured, else None.
+    """
+
+    row: int
+    image: np.ndarray | None
+    reason: str | None
+    geometry: np.ndarray | None = None
 
 
 class ImageError(Exception):
@@ -71,7 +83,7 @@ class ImageError(Exception):
 
 
 @dataclass(frozen=True)
-class DecodeOptions:
+class DecodeOptions(Config):
     """How image files become pixels beyond JPEG/PNG decoding (picklable: sent to workers).
 
     Parameters
@@ -86,16 +98,6 @@ class DecodeOptions:
 
     stretch: Stretch | None = None
     recentre: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"stretch": None if self.stretch is None else self.stretch.to_dict(), "recentre": self.recentre}
-
-
-def default_workers() -> int:
-    """Worker processes to use by default: the CPU cores this process may run on."""
-    from gzmorph.runtime import cpu_cores  # torch: not imported by decoding workers
-
-    return cpu_cores()
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -254,207 +256,14 @@ def _is_empty(path: str | Path) -> bool:
         return False
 
 
-_Decoded = tuple["np.ndarray | None", "str | None", "np.ndarray | None"]
-
-
-def _decode_chunk(paths: Sequence[str | None], size: int | None, options: DecodeOptions | None = None
-                  ) -> list[_Decoded]:
-    """Worker-side: decode a chunk, turning each failure into a reason string."""
-    out: list[_Decoded] = []
-    for path in paths:
-        if path is None:
-            out.append((None, "no image path", None))
-            continue
-        try:
-            image, geometry = decode_measured(path, size, options)
-            out.append((image, None, geometry))
-        except ImageError as exc:
-            out.append((None, exc.reason, None))
-        except Exception as exc:  # noqa: BLE001 - a long job must not die on one image
-            out.append((None, f"{type(exc).__name__}: {exc}", None))
-    return out
-
-
-def _pool(workers: int) -> ProcessPoolExecutor:
-    # On Linux, fork (as torch's DataLoader does): workers start in milliseconds and
-    # only run Pillow/NumPy code, never torch, so threads of the parent do not matter.
-    # forkserver/spawn would re-run the user's main script in every worker and crash
-    # scripts without an `if __name__ == "__main__":` guard.  Elsewhere fork is unsafe
-    # (macOS system libraries) or missing (Windows): spawn.
-    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_die_with_parent,
-                               initargs=(os.getpid(),))
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Make a worker exit when the job that started it is killed (even by SIGKILL).
-
-    Without this, a ``kill -9`` of a long prediction leaves its forked decoders blocked
-    on their task pipe for ever.  Linux only (``prctl(PR_SET_PDEATHSIG)``).
-    """
-    if not sys.platform.startswith("linux"):
-        return
+def decode_item(row: int, path: str | Path | None, size: int | None, options: DecodeOptions | None = None) -> Item:
+    """:func:`decode_measured` as an :class:`Item`: a failure becomes a reason, never an exception."""
+    if path is None:
+        return Item(row, None, "no image path")
     try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
-
-
-def iter_measured(
-    paths: Sequence[str | Path | None],
-    size: int | None = DEFAULT_SIZE,
-    workers: int | None = None,
-    chunk: int = 64,
-    options: DecodeOptions | None = None,
-) -> Iterator[tuple[int, np.ndarray | None, str | None, np.ndarray | None]]:
-    """:func:`iter_decoded` with each image's geometry: ``(index, image, reason, geometry)``.
-
-    ``geometry`` is the ``(4,)`` array of :func:`decode_measured` when
-    ``options.recentre``, else None (and None for failures).
-    """
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
-    if workers is not None and workers < 0:
-        raise ValueError(f"workers must be >= 0 or None, got {workers}")
-    items = [None if p is None else str(p) for p in paths]
-    if workers is None:
-        workers = 0 if len(items) < 2 * chunk else default_workers()
-    if workers == 0:
-        for i, path in enumerate(items):
-            image, reason, geometry = _decode_chunk([path], size, options)[0]
-            yield i, image, reason, geometry
-        return
-    yield from _iter_pool(items, size, workers, chunk, options)
-
-
-def iter_decoded(
-    paths: Sequence[str | Path | None],
-    size: int | None = DEFAULT_SIZE,
-    workers: int | None = None,
-    chunk: int = 64,
-    options: DecodeOptions | None = None,
-) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
-    """Decode images in worker processes, streaming results in input order.
-
-    At most ``2 * workers`` chunks are in flight, so memory stays bounded whatever
-    ``len(paths)`` (``2 * workers * chunk`` decoded images: 120 MB for 16 workers at
-    141 px); a slow consumer simply pauses the workers.
-
-    Parameters
-    ----------
-    paths : sequence of str, Path or None
-        Image files; ``None`` yields a failure (``"no image path"``).
-    size : int or None
-        Output side (see :func:`decode`).
-    workers : int or None
-        Worker processes; ``None`` = :func:`default_workers`, ``0`` = decode in this
-        process (also used when ``workers`` is ``None`` and there are fewer than two
-        chunks of work, where starting a pool costs more than it saves).
-    chunk : int
-        Images per task sent to a worker.
-    options : DecodeOptions, optional
-        FITS composite (see :func:`decode`).
-
-    Yields
-    ------
-    (index, image, reason)
-        ``image`` is a ``(size, size, 3)`` uint8 array and ``reason`` ``None`` on
-        success; ``image`` is ``None`` and ``reason`` says why on failure.
-    """
-    for i, image, reason, _ in iter_measured(paths, size, workers, chunk, options):
-        yield i, image, reason
-
-
-def _iter_pool(
-    items: list[str | None], size: int | None, workers: int, chunk: int, options: DecodeOptions | None
-) -> Iterator[tuple[int, np.ndarray | None, str | None, np.ndarray | None]]:
-    starts = iter(range(0, len(items), chunk))
-    pending: deque[tuple[int, Future]] = deque()
-    with _pool(workers) as pool:
-        try:
-
-            def submit_next() -> None:
-                start = next(starts, None)
-                if start is not None:
-                    pending.append((start, pool.submit(_decode_chunk, items[start : start + chunk], size, options)))
-
-            for _ in range(2 * workers):
-                submit_next()
-            while pending:
-                start, future = pending.popleft()
-                results = future.result()
-                submit_next()  # keep the workers busy while the consumer handles this chunk
-                for offset, (image, reason, geometry) in enumerate(results):
-                    yield start + offset, image, reason, geometry
-        finally:
-            # The consumer may stop early (break, exception): drop the queued work.
-            for _, future in pending:
-                future.cancel()
-
-
-def load_measured(
-    paths: Sequence[str | Path | None],
-    size: int = DEFAULT_SIZE,
-    workers: int | None = None,
-    progress: bool = True,
-    options: DecodeOptions | None = None,
-) -> tuple[np.ndarray, list[tuple[int, str]], np.ndarray | None]:
-    """:func:`load_images` plus the ``(N, 4)`` geometry when ``options.recentre`` (else None).
-
-    Rows that failed get the plain centre crop, flagged not found.
-    """
-    if size is None or size < 1:
-        raise ValueError(f"load_images needs a positive output size, got {size}")
-    from tqdm.auto import tqdm
-
-    from gzmorph.data.recentre import NO_GEOMETRY
-
-    recentre = options is not None and options.recentre
-    out = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
-    geometry = np.tile(NO_GEOMETRY, (len(paths), 1)) if recentre else None
-    errors: list[tuple[int, str]] = []
-    stream = iter_measured(paths, size=size, workers=workers, options=options)
-    for i, image, reason, geom in tqdm(stream, total=len(paths), disable=not progress, unit="img", desc="decode"):
-        if image is None:
-            errors.append((i, str(reason)))
-        else:
-            out[i] = image
-            if geometry is not None and geom is not None:
-                geometry[i] = geom
-    return out, errors, geometry
-
-
-def load_images(
-    paths: Sequence[str | Path | None],
-    size: int = DEFAULT_SIZE,
-    workers: int | None = None,
-    progress: bool = True,
-    options: DecodeOptions | None = None,
-) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Decode a list of images into one array (for collections that fit in memory).
-
-    Parameters
-    ----------
-    paths : sequence of str, Path or None
-    size : int
-        Output side in pixels (a fixed size is needed to stack the images).
-    workers : int or None
-        See :func:`iter_decoded`.
-    progress : bool
-        Show a tqdm progress bar.
-    options : DecodeOptions, optional
-        FITS composite (see :func:`decode`).
-
-    Returns
-    -------
-    images : ndarray, shape (N, size, size, 3), uint8
-        Rows of images that failed are zeros.
-    errors : list of (index, reason)
-    """
-    images, errors, _ = load_measured(paths, size, workers, progress, options)
-    return images, errors
+        image, geometry = decode_measured(path, size, options)
+    except ImageError as exc:
+        return Item(row, None, exc.reason)
+    except Exception as exc:  # noqa: BLE001 - a long job must not die on one image
+        return Item(row, None, f"{type(exc).__name__}: {exc}")
+    return Item(row, image, None, geometry)

@@ -14,7 +14,7 @@ import torch
 from gzmorph.nn import augment as aug
 from gzmorph.cli import main
 from gzmorph.inference.ensemble import Ensemble, fit_simplex_weights, load_weights
-from gzmorph.data.images import decode
+from gzmorph.data.decode import decode
 from gzmorph.inference.parts import PartStore, errors_path, manifest_path, single_machine_store
 from gzmorph.inference.table import DEFAULT_THRESHOLD, load_thresholds, prediction_table
 from gzmorph.inference.predict import PredictConfig, fit_weights, predict, predict_to_file
@@ -208,6 +208,7 @@ def test_chunks_are_row_groups(runs, images, tmp_path):
     assert [meta.row_group(i).num_rows for i in range(3)] == [4, 4, 2]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", ["parquet", "csv"])
 def test_resume_after_kill_gives_identical_file(runs, images, tmp_path, monkeypatch, suffix):
     folder = tmp_path / "in"
@@ -358,6 +359,7 @@ def test_cli(runs, images, tmp_path, capsys):
     assert json.loads((tmp_path / "w.json").read_text())["label_columns"] == ["Class1.1", "Class1.2", "Class1.3"]
 
 
+@pytest.mark.slow
 def test_compiled_networks_predict_the_same(runs, images, monkeypatch):
     """--compile pads short batches to the compiled shape; results equal the eager ones."""
     eager = predict(runs[0], images, **FAST)

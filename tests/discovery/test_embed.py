@@ -65,6 +65,7 @@ def test_bad_image_is_an_error_row_and_the_job_goes_on(p4m, tmp_path):
     assert "1004" in summary.errors_file.read_text()
 
 
+@pytest.mark.slow
 def test_killed_embed_resumes_to_a_byte_identical_file(p4m, tmp_path):
     blob_images(tmp_path / "img", 10)
     args = ["embed", "--model", str(p4m), "--images", str(tmp_path / "img"), "--chunk-rows", "3", "--batch-size", "3",

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gzmorph.data.images import DEFAULT_SIZE, ImageError, decode, iter_decoded, load_images
+from gzmorph.data.decode import DEFAULT_SIZE, ImageError, decode
+from gzmorph.data.pool import iter_decoded, load_images
 
 
 def _galaxy(side: int, seed: int = 0) -> np.ndarray:
@@ -133,8 +134,9 @@ def _collection(tmp_path: Path, n: int) -> list[Path | None]:
 def test_iter_decoded_streams_in_order_with_failures(tmp_path: Path, workers: int) -> None:
     paths = _collection(tmp_path, 11)
     results = list(iter_decoded(paths, size=32, workers=workers, chunk=3))
-    assert [i for i, _, _ in results] == list(range(11))
-    for i, image, reason in results:
+    assert [item.row for item in results] == list(range(11))
+    for i, image, reason, geometry in results:
+        assert geometry is None  # measured only with recentring
         if i == 3:
             assert image is None and reason == "empty file"
         elif i == 5:
@@ -149,12 +151,13 @@ def test_iter_decoded_stops_early_without_hanging(tmp_path: Path) -> None:
     stream = iter_decoded(paths, size=32, workers=2, chunk=2)
     first = [next(stream) for _ in range(3)]
     stream.close()  # pool shut down, queued chunks cancelled
-    assert [i for i, _, _ in first] == [0, 1, 2]
+    assert [item.row for item in first] == [0, 1, 2]
 
 
 def test_load_images_zero_rows_for_failures(tmp_path: Path) -> None:
     paths = _collection(tmp_path, 7)
-    images, errors = load_images(paths, size=24, workers=0, progress=False)
+    images, errors, geometry = load_images(paths, size=24, workers=0, progress=False)
+    assert geometry is None
     assert images.shape == (7, 24, 24, 3) and images.dtype == np.uint8
     assert errors == [(3, "empty file"), (5, "no image path")]
     assert not images[3].any() and not images[5].any() and images[0].any()
@@ -178,7 +181,7 @@ def test_decode_workers_exit_when_the_job_is_killed(tmp_path):
         Image.fromarray(np.full((64, 64, 3), i * 20, np.uint8)).save(tmp_path / f"{i}.jpg")
     script = (
         "import multiprocessing as mp, sys, time\n"
-        "from gzmorph.data.images import iter_decoded\n"
+        "from gzmorph.data.pool import iter_decoded\n"
         f"paths = [r'{tmp_path}/%d.jpg' % (i % 8) for i in range(100000)]\n"
         "it = iter_decoded(paths, size=32, workers=2, chunk=4)\n"
         "next(it)\n"

@@ -18,7 +18,7 @@ SMALL = Tree(
         Question("B", "How many arms?", ("1", "2", "many"), ("b.1", "b.2", "b.many"), parent="a.not"),
     ),
 )
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "gz2-kaggle-5k"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "gz2-kaggle-5k"
 
 
 def tree_probs(rng: np.random.Generator, n: int, tree: Tree = GZ2) -> np.ndarray:

@@ -153,6 +153,7 @@ def test_generate_kaggle_layout(tmp_path):
     assert {"kind", "n_arms", "winding", "bar", "inclination", "odd", "visibility"} <= set(truth.columns)
 
 
+@pytest.mark.slow
 def test_generate_is_reproducible_across_workers(tmp_path):
     a = generate(tmp_path / "a", n=14, n_test=2, seed=9, workers=1, progress=False, size=64)
     b = generate(tmp_path / "b", n=14, n_test=2, seed=9, workers=2, progress=False, size=64)
