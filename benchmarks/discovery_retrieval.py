@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gzmorph.data.images import decode
+from gzmorph.data.decode import decode
 from gzmorph.discovery.embed import embed_images, embed_to_file, read_embeddings
 from gzmorph.tree import GZ2
 

@@ -53,7 +53,7 @@ def _query(args: argparse.Namespace, index):
             rows = np.asarray([where[i] for i in args.id])
         return index.similar_to_vectors(emb.vectors[rows], [str(v) for v in emb.ids[rows]], args.k)
     if args.image:
-        from gzmorph.data.images import decode
+        from gzmorph.data.decode import decode
 
         meta = index.meta["embedding"]
         pca = Pca.load(index.directory / "pca.npz") if meta.get("pca") else None

@@ -190,8 +190,8 @@ class EmbeddingJob(PredictionJob):
     def fit_pca(self, k: int, n_fit: int) -> Pca:
         """Fit the PCA on up to ``n_fit`` images spread evenly over the collection."""
         rows = np.unique(np.linspace(0, self.n - 1, min(n_fit, self.n)).round().astype(np.int64))
-        stream = self.source.stream_measured(rows, self.image_size, decode_workers(self.config, self.ensemble.runtime),
-                                             recentre=self.ensemble.recentre)
+        stream = self.source.stream(rows, self.image_size, decode_workers(self.config, self.ensemble.runtime),
+                                    recentre=self.ensemble.recentre)
         saved, self.pca = self.pca, None
         feats = [self.vectors(images, geometry) for _, images, _, geometry
                  in iter_batches(stream, len(rows), self.config.batch_size) if images is not None]

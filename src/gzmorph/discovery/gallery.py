@@ -12,7 +12,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from PIL import Image
 
-from gzmorph.data.images import ImageError, decode
+from gzmorph.data.decode import ImageError, decode
 from gzmorph.runtime import atomic_write
 
 __all__ = ["thumbnail", "write_gallery", "THUMB_SIZE"]
