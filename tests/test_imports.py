@@ -161,6 +161,7 @@ LAYERS = [
     ["training", "sharing"],
     ["inference"],
     ["evaluation"],
+    ["discovery"],
     ["review", "demo"],
     ["commands"],
     ["cli"],

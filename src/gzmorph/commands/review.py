@@ -29,6 +29,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--show-model", action="store_true",
                    help="show the model's probabilities by default (reviewers can turn them off)")
     add_data_options(p, ("id_column", "tree"))
+    a = p.add_argument_group("acquisition policy: which galaxies are queued, in which order")
+    a.add_argument("--policy", default="today",
+                   choices=("today", "uncertainty", "bald", "anomaly", "similar", "random"),
+                   help="today: flagged galaxies by reach x (1 - confidence); uncertainty: the whole tree's "
+                        "entropy; bald: disagreement of --members; anomaly: --anomaly-index's score; similar: "
+                        "closest to --seed-galaxy in --embeddings; random")
+    a.add_argument("--members", nargs="+", metavar="FILE", default=(),
+                   help="bald: prediction files of the ensemble members (or TTA views), at least two")
+    a.add_argument("--anomaly-index", metavar="INDEX", help="anomaly: an index of `gzmorph similar --build`")
+    a.add_argument("--embeddings", metavar="EMB.parquet", help="similar: an embedding file of `gzmorph embed`")
+    a.add_argument("--seed-galaxy", nargs="+", metavar="ID", default=(), help="similar: the seed galaxies")
+    a.add_argument("--random-seed", type=int, default=0, help="random: the seed of the order")
     sub = p.add_subparsers(dest="review_action", metavar="ACTION")
     exp = sub.add_parser("export", help="write the answers as vote-fraction labels (a training catalog)")
     exp.add_argument("--db", dest="export_db", required=True, metavar="DB", help="review database")
@@ -46,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from gzmorph.errors import ConfigError
     from gzmorph.options import data_options
     from gzmorph.review.app import serve
+    from gzmorph.review.acquisition import AcquisitionConfig
     from gzmorph.review.server import ReviewConfig
 
     missing = [flag for flag, value in (("--predictions", args.predictions), ("--db", args.db),
@@ -55,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     data = data_options(args)
     cfg = ReviewConfig(predictions=args.predictions, catalog=args.images or args.catalog, db=args.db,
                        host=args.host, port=args.port, token=args.token, show_model=args.show_model,
-                       tree=data.tree, id_column=data.id_column, split=args.split)
+                       tree=data.tree, id_column=data.id_column, split=args.split,
+                       acquisition=AcquisitionConfig(args.policy, tuple(args.members), args.anomaly_index,
+                                                     args.embeddings, tuple(args.seed_galaxy), args.random_seed))
     serve(cfg)
     return 0

@@ -129,26 +129,38 @@ class Ensemble:
         """Resolved run directories, identifying the runs in manifests and weight files."""
         return [str(Path(run.run_dir).resolve()) for run in self.runs]
 
-    def _forward(self, k: int, images: torch.Tensor, geometry: np.ndarray | None = None) -> torch.Tensor:
+    def _forward(self, k: int, images: torch.Tensor, geometry: np.ndarray | None = None,
+                 features: bool = False) -> torch.Tensor:
         # images: uint8 (B, S, S, 3) or float (B, 3, s, s) in [0, 1], on the device
         run, net = self.runs[k], self._nets[k]
+        if features:
+            if not callable(getattr(run.model, "pooled_features", None)):
+                raise ConfigError(f"{run.run_dir}: this network has no feature layer to embed "
+                                  "(an ONNX file?); give a run directory or a model package")
+            net = run.model.pooled_features
         geometry = geometry if self.recentred[k] else None
         n = images.shape[0]
         if self._compiled:
             self._batch = max(self._batch, n)
-        total = torch.zeros(n, self.tree.n_answers, device=images.device)
+        total: torch.Tensor | float = 0.0
         for angle, scale, flip in self.transforms:
             t = aug.place(aug.fixed_transforms(n, angle=angle, scale=scale, flip=flip), geometry).to(images.device)
             crops = aug.render_crops(images, t, run.augment, run.pca)  # (B, 2, 3, 69, 69)
-            if self._compiled and n < self._batch:  # (B, ...) -> (batch, ...): one graph shape
+            if self._compiled and n < self._batch and not features:  # (B, ...) -> (batch, ...): one graph shape
                 crops = torch.cat([crops, crops.new_zeros((self._batch - n, *crops.shape[1:]))])
             with self.runtime.autocast_context():
                 total += net(crops)[:n].float()
         return total / len(self.transforms)
 
     @torch.inference_mode()
-    def predict_runs(self, images: np.ndarray, geometry: np.ndarray | None = None) -> np.ndarray:
+    def predict_runs(self, images: np.ndarray, geometry: np.ndarray | None = None,
+                     features: bool = False) -> np.ndarray:
         """Per-run TTA-averaged probabilities, ``(n_runs, B, n_answers)`` float32.
+
+        ``features=True``: the networks' pooled features before the head instead
+        (``pooled_features`` of :class:`~gzmorph.nn.model.GalaxyNet` and
+        :class:`~gzmorph.nn.symmetric.SymmetricNet`), ``(n_runs, B, F)``; all runs must
+        then have the same feature width.
 
         ``images`` are uint8 ``(B, S, S, 3)``; runs trained at another size than
         ``S`` get the batch resized on the device.  ``geometry`` ``(B, 4)``
@@ -167,7 +179,7 @@ class Ensemble:
                     resized[run.image_size] = F.interpolate(chw, size=(run.image_size,) * 2, mode="bilinear",
                                                             antialias=True, align_corners=False).clamp_(0, 1)
                 source = resized[run.image_size]
-            out.append(self._forward(k, source, geometry))
+            out.append(self._forward(k, source, geometry, features))
         return torch.stack(out).cpu().numpy()
 
     def __call__(self, images: np.ndarray, geometry: np.ndarray | None = None) -> np.ndarray:

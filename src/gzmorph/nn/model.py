@@ -270,13 +270,22 @@ class GalaxyNet(TreeNet):
             return f.mean(0)
         return f.transpose(0, 1).reshape(f.shape[1], -1)  # (B, 16 * F), viewpoint 0 first
 
+    def pooled_features(self, crops: torch.Tensor) -> torch.Tensor:
+        """The merged viewpoint features before the dense head: ``(B, 16 * F)`` or ``(B, F)``.
+
+        What ``gzmorph embed`` stores for this network: the 16 viewpoints' conv features
+        concatenated (or averaged, ``viewpoint_merge="mean"``); invariant only as far as
+        the viewpoints are (turns by multiples of 45 degrees permute them).
+        """
+        # A channels_last model (CUDA fast path) wants NHWC inputs, or cuDNN converts per layer.
+        return self._merge(self._conv_stack(self.as_input(extract_viewpoints(crops))).flatten(1))  # (16B, F) -> merged
+
     def features(self, crops: torch.Tensor) -> torch.Tensor:
         """Last hidden layer ``(B, units)`` (the merged viewpoint features if no dense layer).
 
         Dropout acts as in the module's mode: call in eval mode for analysis.
         """
-        # A channels_last model (CUDA fast path) wants NHWC inputs, or cuDNN converts per layer.
-        h = self._merge(self._conv_stack(self.as_input(extract_viewpoints(crops))).flatten(1))  # (16B, F) -> merged
+        h = self.pooled_features(crops)
         for layer in self.dense:
             h = layer(self.dropout(h))
         return h

@@ -213,12 +213,21 @@ class SymmetricNet(TreeNet):
         self._stages(self.family.enter(images), record=out)
         return {k: self.family.visible(v, len(images)) for k, v in out.items()}
 
-    def features(self, crops: torch.Tensor) -> torch.Tensor:
-        """Last hidden layer ``(B, hidden)`` (the pooled features when ``hidden == 0``)."""
+    def pooled_features(self, crops: torch.Tensor) -> torch.Tensor:
+        """The group-pooled features before the head ``(B, channels[-1])`` (x8 for a rolled ``cyclic``).
+
+        Averaged over space and over the 8 orientations (or copies): exactly invariant to
+        the input's turns by 90 degrees and flips.  What ``gzmorph embed`` stores.
+        """
         self.cfg.check_input(crops.shape[-1])
         h = self._encode(crops[:, 0])
         if self.cfg.crops == 2:
             h = 0.5 * (h + self._encode(crops[:, 1]))
+        return h
+
+    def features(self, crops: torch.Tensor) -> torch.Tensor:
+        """Last hidden layer ``(B, hidden)`` (the pooled features when ``hidden == 0``)."""
+        h = self.pooled_features(crops)
         if self.hidden is not None:
             h = torch.relu(self.hidden(self.dropout(h)))
         return h

@@ -89,12 +89,13 @@ class _Views:
     # ---------------------------------------------------------------- pages
     async def home(self, request: Request) -> Response:
         reviewer, question = self.reviewer(request), self.question_filter(request)
-        queue = build_queue(self.s.predictions, self.s.tree, question)
+        queue = build_queue(self.s.predictions, self.s.tree, question, self.s.scores)
         done = await run_in_threadpool(self.s.store.finished, reviewer) if reviewer else set()
         todo = queue[~queue.index.isin(list(done))]
-        rows = [dict(galaxy=g, priority=r.priority, flagged=r.flagged) for g, r in todo.head(_QUEUE_SHOWN).iterrows()]
+        rows = [dict(galaxy=g, priority=r.priority, flagged=r.flagged, reason=r.reason) for g, r in todo.head(_QUEUE_SHOWN).iterrows()]
         return self.render(request, "queue.html", rows=rows, n_queue=len(queue), n_todo=len(todo),
                            n_done=len(queue) - len(todo), question=question,
+                           policy=self.s.config.acquisition.policy,
                            show_model=request.cookies.get(SHOW_COOKIE, "1" if self.s.config.show_model else "0") == "1",
                            message=request.query_params.get("message"))
 
@@ -116,7 +117,7 @@ class _Views:
         reviewer = self.reviewer(request)
         if reviewer is None:
             return RedirectResponse("/?message=" + quote("Enter your name first."), status_code=303)
-        queue = build_queue(self.s.predictions, self.s.tree, self.question_filter(request))
+        queue = build_queue(self.s.predictions, self.s.tree, self.question_filter(request), self.s.scores)
         started = [g for g in await run_in_threadpool(self.s.store.in_progress, reviewer) if g in queue.index]
         done = await run_in_threadpool(self.s.store.finished, reviewer)
         todo = started or [g for g in queue.index if g not in done]
@@ -140,7 +141,8 @@ class _Views:
     def galaxy_context(self, request: Request, gid: str, answers: dict, order: list[str], current: str | None) -> dict:
         tree, row = self.s.tree, self.s.predictions.loc[gid]
         trail = [(q, tree.question(q), answers[q]) for q in order if q in answers]
-        ctx = dict(gid=gid, answers=answers, trail=trail, current=None, cant_tell=CANT_TELL,
+        reason = None if self.s.scores is None else str(self.s.scores.loc[gid, "reason"])
+        ctx = dict(gid=gid, answers=answers, trail=trail, current=None, cant_tell=CANT_TELL, reason=reason,
                    flagged=[q.name for q in tree.questions if bool(row.get(f"{q.name}_needs_expert", False))],
                    show_model=request.cookies.get(SHOW_COOKIE, "1" if self.s.config.show_model else "0") == "1",
                    first=order[0], position=(order.index(current) + 1 if current else len(order), len(order)))

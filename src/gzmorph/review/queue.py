@@ -52,8 +52,9 @@ def load_predictions(path: str | Path, tree: Tree, id_column: str = "GalaxyID") 
     return frame
 
 
-def build_queue(preds: pd.DataFrame, tree: Tree, question: str | None = None) -> pd.DataFrame:
-    """The flagged galaxies, most doubtful first.
+def build_queue(preds: pd.DataFrame, tree: Tree, question: str | None = None,
+                scores: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The flagged galaxies, most doubtful first; or every galaxy in the order of ``scores``.
 
     Parameters
     ----------
@@ -62,12 +63,17 @@ def build_queue(preds: pd.DataFrame, tree: Tree, question: str | None = None) ->
     tree : Tree
     question : str, optional
         Keep only galaxies flagged on this question (e.g. ``"Q3"``).
+    scores : DataFrame, optional
+        ``priority`` and ``reason`` per galaxy from an acquisition policy
+        (:func:`gzmorph.review.acquisition.acquisition_scores`): every galaxy is queued
+        (flagged or not), in that order.
 
     Returns
     -------
     DataFrame
-        Indexed by galaxy id (text): ``priority`` and ``flagged`` (the flagged
-        question names, comma-separated), sorted by decreasing priority.
+        Indexed by galaxy id (text): ``priority``, ``flagged`` (the flagged question
+        names, comma-separated) and ``reason`` (why it is queued), sorted by decreasing
+        priority.
     """
     names = [q.name for q in tree.questions]
     if question is not None and question not in names:
@@ -79,7 +85,11 @@ def build_queue(preds: pd.DataFrame, tree: Tree, question: str | None = None) ->
     if question is not None:
         keep &= flagged[:, names.index(question)]
     priority = np.where(flagged, np.nan_to_num(doubt, nan=0.0), -np.inf).max(axis=1)
-    out = pd.DataFrame({"priority": priority,
+    reason = [f"flagged; reach x (1 - confidence) = {v:.3f}" for v in priority]
+    if scores is not None:
+        keep = flagged[:, names.index(question)] if question is not None else np.ones(len(preds), bool)
+        priority, reason = scores["priority"].to_numpy(np.float64), scores["reason"].tolist()
+    out = pd.DataFrame({"priority": priority, "reason": reason,
                         "flagged": [",".join(n for n, f in zip(names, row) if f) for row in flagged]},
                        index=preds.index)[keep]
     out["_order"] = np.arange(len(out))  # input order breaks ties (ids are text here)

@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +22,7 @@ import pandas as pd
 from gzmorph.config import Config
 from gzmorph.errors import CatalogError, ConfigError
 from gzmorph.data.catalog import Catalog, open_catalog
+from gzmorph.review.acquisition import AcquisitionConfig, acquisition_scores
 from gzmorph.review.db import ReviewStore
 from gzmorph.review.queue import load_predictions, model_version
 from gzmorph.tree import Tree, get_tree
@@ -58,6 +59,8 @@ class ReviewConfig(Config):
         Id column of the predictions and the catalog.
     split : str
         Split of a Kaggle directory (``"test"``: the unlabelled images).
+    acquisition : AcquisitionConfig
+        The policy ordering the queue (:mod:`gzmorph.review.acquisition`); default today's rule.
     """
 
     predictions: str | Path
@@ -70,6 +73,7 @@ class ReviewConfig(Config):
     tree: str = "gz2"
     id_column: str = "GalaxyID"
     split: str = "test"
+    acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)
 
     def __post_init__(self) -> None:
         if self.token is None:
@@ -112,6 +116,7 @@ class ReviewSession:
     predictions: pd.DataFrame
     images: dict[str, Path]  # galaxy id (text) -> image file, the only files ever served
     model_version: str
+    scores: pd.DataFrame | None = None  # the acquisition policy's priority and reason; None: today's rule
 
 
 def open_session(cfg: ReviewConfig) -> ReviewSession:
@@ -131,7 +136,8 @@ def open_session(cfg: ReviewConfig) -> ReviewSession:
     store = ReviewStore(cfg.db, tree, meta={"catalog": str(Path(cfg.catalog).resolve()), "split": cfg.split,
                                             "id_column": cfg.id_column,
                                             "predictions": str(Path(cfg.predictions).resolve())})
-    return ReviewSession(cfg, tree, store, preds, images, model_version(cfg.predictions))
+    scores = acquisition_scores(preds, tree, cfg.acquisition, cfg.id_column)
+    return ReviewSession(cfg, tree, store, preds, images, model_version(cfg.predictions), scores)
 
 
 class BackgroundServer:

@@ -1,0 +1,1 @@
+"""Discovery: invariant embeddings, similarity search, anomaly ranking (extra ``discovery`` for faiss)."""
