@@ -87,8 +87,8 @@ def claim_run_dir(run_dir: str | Path, resume: bool) -> None:
     """The output guard of training: refuse, before any work, a folder a run may not be written to.
 
     Without ``resume`` the folder must be new, empty, or a run marked by gzmorph that
-    never wrote its ``config.json`` (a start killed at once): a run directory is never
-    reinitialised in place, and no other folder (images, data, another output) is
+    never wrote a checkpoint or a metrics line (a start killed before its first
+    validation): a run directory is never reinitialised in place, and no other folder (images, data, another output) is
     filled.  With ``resume`` there must be a run to resume: ``checkpoints/last.pt``
     and ``config.json``, and a ``best.pt``, when present, must load (an empty or
     corrupt one would otherwise end as a "finished" run with nothing to predict with).
@@ -106,7 +106,9 @@ def claim_run_dir(run_dir: str | Path, resume: bool) -> None:
             except RunError as exc:
                 raise RunError(f"cannot resume {run_dir}: {exc}") from None
         return
-    if claim_folder(run_dir, "run", what="run directory (gzmorph train)") and (run_dir / RUN_FILES["config"]).exists():
+    trained = [RUN_FILES["last"], RUN_FILES["best"], RUN_FILES["metrics"]]
+    if claim_folder(run_dir, "run", what="run directory (gzmorph train)") and \
+            any((run_dir / name).exists() for name in trained):
         raise RunError(f"{run_dir} already holds a run; use --resume to continue it or another --out")
 
 
