@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tree", default="gz2", help="decision tree: 'gz2' or a JSON file")
     add_config_options(parser, EvaluationConfig, rename=RENAME)
     parser.add_argument("--title", default=None, help="title of the HTML report")
+    parser.add_argument("--drop-bad-rows", action="store_true",
+                        help="leave out prediction rows that are not probabilities (empty, non-numeric, outside "
+                             "[0, 1]) instead of refusing the file; counted and listed in dropped_rows.csv")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
                      files=[out, *(out / name for name in OUTPUT_FILES)],
                      folders=[out / name for name in OUTPUT_FOLDERS])
     ev = evaluate(args.predictions, args.labels, out=args.out, tree=get_tree(args.tree),
-                  id_column=args.id_column, title=args.title, **cfg.to_dict())
+                  id_column=args.id_column, title=args.title, drop_bad_rows=args.drop_bad_rows, **cfg.to_dict())
+    if len(ev.dropped_rows):
+        print(f"{len(ev.dropped_rows)} bad prediction rows left out (listed in dropped_rows.csv)")
     print(f"{ev.n_matched} images matched; RMSE {ev.rmse:.4f} over {len(ev.rmse_columns)} answer columns")
     for side, ids in (("predictions", ev.only_in_predictions), ("labels", ev.only_in_labels)):
         if len(ids):

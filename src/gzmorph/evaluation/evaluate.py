@@ -32,7 +32,7 @@ import pandas as pd
 
 from gzmorph.errors import CatalogError
 from gzmorph import config
-from gzmorph.evaluation.inputs import load_labels, load_predictions, match_ids, predicted_columns
+from gzmorph.evaluation.inputs import bad_prediction_rows, load_labels, load_predictions, match_ids, predicted_columns
 from gzmorph.evaluation.metrics import masked_sums, rmse_from_sums
 from gzmorph.tree import GZ2, Tree, agreement, get_tree
 
@@ -123,6 +123,8 @@ class Evaluation:
     triage_curves: pd.DataFrame
     missing_questions: list[str]
     sources: dict[str, str] = field(default_factory=dict)
+    #: Prediction rows left out with ``drop_bad_rows`` (id column, ``reason``): counted, never silent.
+    dropped_rows: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["id", "reason"]))
 
     @property
     def thresholds(self) -> dict[str, float]:
@@ -154,6 +156,7 @@ class Evaluation:
             "n_predictions": self.n_predictions,
             "n_labels": self.n_labels,
             "n_matched": self.n_matched,
+            "n_dropped_rows": int(len(self.dropped_rows)),
             "n_only_in_predictions": int(len(self.only_in_predictions)),
             "n_only_in_labels": int(len(self.only_in_labels)),
             "rmse": None if np.isnan(self.rmse) else float(self.rmse),
@@ -293,6 +296,7 @@ def evaluate(
     n_bins: int = 10,
     min_reach: float = 0.5,
     title: str | None = None,
+    drop_bad_rows: bool = False,
 ) -> Evaluation:
     """Compare predictions with crowd labels; optionally write the files and HTML report.
 
@@ -313,6 +317,10 @@ def evaluate(
         See :class:`EvaluationConfig`.
     title : str, optional
         Title of the HTML report.
+    drop_bad_rows : bool
+        Leave out prediction rows that are not probabilities (an empty or non-numeric
+        cell in a predicted column, a value outside [0, 1]) instead of refusing the
+        file; they are counted (``n_dropped_rows``) and listed in ``dropped_rows.csv``.
 
     Returns
     -------
@@ -327,7 +335,18 @@ def evaluate(
     """
     tree = get_tree(tree)
     config = EvaluationConfig(target_accuracy, n_bins, min_reach)
-    pred_keys, pred_all, pred_src = load_predictions(predictions, tree, id_column)
+    pred_keys, pred_all, pred_src = load_predictions(predictions, tree, id_column, check=not drop_bad_rows)
+    dropped = pd.DataFrame({id_column: pred_keys[:0], "reason": []})
+    if drop_bad_rows:
+        reasons = bad_prediction_rows(pred_all)
+        bad = reasons != ""
+        dropped = pd.DataFrame({id_column: pred_keys[bad], "reason": reasons[bad]})
+        if bad.all():
+            raise CatalogError(f"{pred_src}: every prediction row is bad (e.g. {reasons[0]}); nothing to evaluate")
+        if bad.any():
+            warnings.warn(f"{pred_src}: {int(bad.sum())} prediction rows left out (--drop-bad-rows): "
+                          f"e.g. {pred_keys[bad][0]} ({reasons[bad][0]})", stacklevel=2)
+        pred_keys, pred_all = pred_keys[~bad], pred_all[~bad]
     label_keys, lab_all, lab_src = load_labels(labels, tree, id_column)
     labelled_col = np.isfinite(lab_all).any(axis=0)
     present = set(predicted_columns(predictions, tree))
@@ -350,7 +369,7 @@ def evaluate(
         rmse_columns=[c for j, c in enumerate(tree.columns) if labelled_col[j]],
         n_predictions=len(pred_keys), n_labels=len(label_keys), n_matched=int(pred_rows.size),
         only_in_predictions=only_in_predictions, only_in_labels=only_in_labels,
-        sources={"predictions": pred_src, "labels": lab_src}, **_score(tree, pred, lab, labelled_col, config))
+        sources={"predictions": pred_src, "labels": lab_src}, dropped_rows=dropped, **_score(tree, pred, lab, labelled_col, config))
     if out is not None:
         from gzmorph.evaluation.report import write_outputs  # matplotlib is only needed for the report
 

@@ -206,4 +206,6 @@ def write_outputs(evaluation: "Evaluation", out: str | Path, title: str | None =
         ev.id_column: np.concatenate([ev.only_in_predictions, ev.only_in_labels]).astype(object),
         "present_in": ["predictions"] * len(ev.only_in_predictions) + ["labels"] * len(ev.only_in_labels),
     }).to_csv(out / "unmatched_ids.csv", index=False)
+    if len(ev.dropped_rows):
+        ev.dropped_rows.to_csv(out / "dropped_rows.csv", index=False)
     return write_report(ev, out, **({"title": title} if title else {}))

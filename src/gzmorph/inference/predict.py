@@ -26,12 +26,14 @@ import pandas as pd
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from gzmorph.errors import CatalogError
+from gzmorph.errors import CatalogError, OutputError
 from gzmorph.data.catalog import Catalog
 from gzmorph.data.composite import Stretch, require_survey_extra
 from gzmorph.data.images import DecodeOptions
 from gzmorph.data.source import Source, open_source
-from gzmorph.inference.ensemble import Ensemble, ModelSpec, fit_simplex_weights, load_weights
+from gzmorph.inference.ensemble import (WEIGHTS_KIND, Ensemble, ModelSpec, fit_simplex_weights, is_weights_file,
+                                       load_weights)
+from gzmorph.outputs import refuse_overwrite
 from gzmorph.inference.parts import (check_outputs, chunk_error_table, finished_output, job_manifest, model_files,
                                      single_machine_store)
 from gzmorph.inference.table import (DEFAULT_THRESHOLD, PredictSummary, errors_path, load_thresholds, output_format,
@@ -195,10 +197,13 @@ def _run_chunks(ensemble: Ensemble, src: Source, chunks: list[int], cfg: Predict
         failed: list[tuple[int, str]] = []
         for batch_rows, images, failures, geometry in _iter_batches(stream, len(rows), cfg.batch_size):
             if images is not None:
-                probs.append(ensemble(images) if geometry is None else ensemble(images, geometry))
-                ok_rows += batch_rows
+                p, why = ensemble.predict_checked(images, geometry)
+                good = why == ""  # outputs that are not probabilities become error rows
+                probs.append(p[good])
+                ok_rows += [r for r, g in zip(batch_rows, good) if g]
+                failed += [(r, w) for r, w in zip(batch_rows, why) if w]
                 if geometry is not None:
-                    found.append(geometry[:, 3] > 0)
+                    found.append(geometry[good, 3] > 0)
             failed += failures
             bar.update(len(batch_rows) + len(failures))
         ok = np.asarray(ok_rows, dtype=np.int64)
@@ -420,6 +425,11 @@ def fit_weights(models: Sequence[ModelSpec], catalog: Catalog | Any | str | Path
         when given; pass that file as ``weights`` to :func:`predict`.
     """
     cfg = config or PredictConfig(**options)
+    if out is not None:  # the output guard, before the work: never an input, never a file of another kind
+        refuse_overwrite([catalog, *model_files(models)], files=[out], option="--weights-out")
+        if Path(out).exists() and not is_weights_file(out):
+            raise OutputError(f"--weights-out {out}: exists and is not a weights file written by --weights-out; "
+                              "choose another name")
     ensemble, src = _setup(models, catalog, cfg, None)
     cat = src.catalog
     if not cat.has_labels:
@@ -433,8 +443,11 @@ def fit_weights(models: Sequence[ModelSpec], catalog: Catalog | Any | str | Path
             torch_threads(cfg.threads):
         for batch_rows, images, failures, geometry in _iter_batches(stream, len(cat), cfg.batch_size):
             if images is not None:
-                preds.append(ensemble.predict_runs(images, geometry))
-                rows += batch_rows
+                per = ensemble.predict_runs(images, geometry)  # (R, B, A)
+                good = np.all([ensemble.tree.output_problems(p) == "" for p in per], axis=0)
+                preds.append(per[:, good])  # outputs that are not probabilities are not fitted on
+                rows += [r for r, g in zip(batch_rows, good) if g]
+                n_failed += int((~good).sum())
             n_failed += len(failures)
             bar.update(len(batch_rows) + len(failures))
     if not preds:
@@ -446,7 +459,7 @@ def fit_weights(models: Sequence[ModelSpec], catalog: Catalog | Any | str | Path
     def rmse(p: np.ndarray) -> float:
         return masked_rmse(p, labels)
 
-    record = {"runs": ensemble.names, "weights": w.tolist(), "tta": cfg.tta, "which": cfg.which,
+    record = {"gzmorph": WEIGHTS_KIND, "runs": ensemble.names, "weights": w.tolist(), "tta": cfg.tta, "which": cfg.which,
               "val_catalog": str(catalog if not isinstance(catalog, Catalog) else catalog.source),
               "n_images": len(rows), "n_failed": n_failed, "label_columns": cat.label_columns,
               "rmse": {"runs": [rmse(p) for p in per_run], "uniform": rmse(per_run.mean(axis=0)),

@@ -180,7 +180,8 @@ class ModelActor:
         ok = reasons == ""
         probs = np.full((len(reasons), self.ensemble.tree.n_answers), np.nan, dtype=np.float32)
         if ok.any():
-            probs[ok] = self.ensemble(batch["image"][ok])  # boolean indexing copies: writable for torch
+            # boolean indexing copies: writable for torch; bad outputs become error rows as locally
+            probs[ok], reasons[ok] = self.ensemble.predict_checked(batch["image"][ok])
         return {"row": np.asarray(batch["row"], dtype=np.int64), "probs": probs, "reason": reasons}
 
 
