@@ -112,10 +112,12 @@ def refuse_overwrite(inputs: Iterable[Any], files: Iterable[str | os.PathLike] =
     given = [Path(i) for i in inputs if isinstance(i, (str, os.PathLike)) and str(i)]
     in_dirs = [inp for inp in given if inp.is_dir()]
     outs = [(Path(f), False) for f in files] + [(Path(f), True) for f in folders]
-    for out, is_folder in outs:
+    for out, _ in outs:
         for inp in given:
             if _same(out, inp):
                 raise OutputError(f"{option} {out}: would overwrite the input {inp}; choose another output")
+    for out, is_folder in outs:
+        for inp in given:
             if inp in in_dirs and _inside(out, inp):
                 raise OutputError(f"{option} {out}: lies inside the input folder {inp}, whose files the job "
                                   "reads (writing there could replace them or add files the next job "
