@@ -23,7 +23,7 @@ from gzmorph.errors import CatalogError, RunError
 from gzmorph.inference.ensemble import Ensemble
 from gzmorph.runtime import resolve_device
 from gzmorph.training.recipes import get_preset
-from gzmorph.training.rundir import read_run, save_run
+from gzmorph.training.rundir import load_run, read_run, save_run
 from gzmorph.training.train import train
 from gzmorph.tree import GZ2
 
@@ -229,7 +229,12 @@ def test_issue25_12_divergence_stops_training_and_nan_weights_are_refused(tmp_pa
     """Item 12: `--lr 1e12` logged NaN losses yet ended "finished", and NaN weights predicted a silent 1/3."""
     with pytest.raises(RunError, match="training diverged"):
         train(_tiny_cfg(lr=1e12), tiny_kaggle, tmp_path / "d", device="cpu", workers=0, progress=False)
-    assert not (tmp_path / "d" / "checkpoints" / "best.pt").exists()
+    # Nothing written after the divergence: the metrics and checkpoints hold only finite numbers.
+    records = [json.loads(line) for line in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["train_loss"]) and np.isfinite(r["val_rmse"]) for r in records)
+    for which in ("best", "last"):
+        if (tmp_path / "d" / "checkpoints" / f"{which}.pt").exists():
+            load_run(tmp_path / "d", which, device="cpu")  # refuses non-finite weights
     nan_run = tmp_path / "nan"
     shutil.copytree(run_a, nan_run)
     ckpt = torch.load(nan_run / "checkpoints" / "best.pt", weights_only=True)

@@ -187,12 +187,13 @@ class Tree:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(denom > 0, probs / np.where(denom > 0, denom, 1.0), np.nan)
 
-    def output_problems(self, probs: np.ndarray, tol: float = 1e-3, sum_tol: float = 0.03) -> np.ndarray:
+    def output_problems(self, probs: np.ndarray, tol: float = 0.01, sum_tol: float = 0.03) -> np.ndarray:
         """Why each row of model outputs is not a probability vector of this tree (``""``: it is).
 
         A network's constrained outputs lie in [0, 1] and each question's answers add
-        up to its reach (1 for a root).  ``sum_tol`` allows several times bf16's
-        rounding; a crafted or broken model (a constant 2.0, NaN) is far outside.
+        up to its reach (1 for a root).  ``tol`` and ``sum_tol`` allow a few steps of
+        bf16's rounding (a bf16 step above 1 is 1.0078); a crafted or broken model (a
+        constant 2.0, NaN) is far outside.
 
         Parameters
         ----------
