@@ -127,7 +127,8 @@ def test_tampered_weights_are_refused(package, tmp_path, capsys):
         resolve_model(bad)
     assert str(weights) in str(err.value) and expected in str(err.value) and sha256_file(weights) in str(err.value)
     (tmp_path / "imgs").mkdir()  # the output is never written into an input folder
-    status = main(["predict", "--model", str(bad), "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "p.csv")])
+    status = main(["predict", "--model", str(bad), "--images", str(tmp_path / "imgs"),
+                   "--out", str(tmp_path / "p.csv")])
     assert status == 2 and "refusing to load" in capsys.readouterr().err
     onnx_file = bad / "model.onnx"
     onnx_file.write_bytes(onnx_file.read_bytes() + b"\0")  # the package's ONNX file is checked too

@@ -369,7 +369,8 @@ def evaluate(
         rmse_columns=[c for j, c in enumerate(tree.columns) if labelled_col[j]],
         n_predictions=len(pred_keys), n_labels=len(label_keys), n_matched=int(pred_rows.size),
         only_in_predictions=only_in_predictions, only_in_labels=only_in_labels,
-        sources={"predictions": pred_src, "labels": lab_src}, dropped_rows=dropped, **_score(tree, pred, lab, labelled_col, config))
+        sources={"predictions": pred_src, "labels": lab_src}, dropped_rows=dropped,
+        **_score(tree, pred, lab, labelled_col, config))
     if out is not None:
         from gzmorph.evaluation.report import write_outputs  # matplotlib is only needed for the report
 

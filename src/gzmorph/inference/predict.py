@@ -459,7 +459,8 @@ def fit_weights(models: Sequence[ModelSpec], catalog: Catalog | Any | str | Path
     def rmse(p: np.ndarray) -> float:
         return masked_rmse(p, labels)
 
-    record = {"gzmorph": WEIGHTS_KIND, "runs": ensemble.names, "weights": w.tolist(), "tta": cfg.tta, "which": cfg.which,
+    record = {"gzmorph": WEIGHTS_KIND, "runs": ensemble.names, "weights": w.tolist(), "tta": cfg.tta,
+              "which": cfg.which,
               "val_catalog": str(catalog if not isinstance(catalog, Catalog) else catalog.source),
               "n_images": len(rows), "n_failed": n_failed, "label_columns": cat.label_columns,
               "rmse": {"runs": [rmse(p) for p in per_run], "uniform": rmse(per_run.mean(axis=0)),
