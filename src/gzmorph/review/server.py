@@ -21,6 +21,7 @@ import pandas as pd
 
 from gzmorph.errors import CatalogError, ConfigError
 from gzmorph.data.catalog import Catalog, open_catalog
+from gzmorph.outputs import refuse_overwrite
 from gzmorph.review.db import ReviewStore
 from gzmorph.review.queue import load_predictions, model_version
 from gzmorph.tree import Tree, get_tree
@@ -134,6 +135,8 @@ class ReviewSession:
 
 def open_session(cfg: ReviewConfig) -> ReviewSession:
     """Open the tree, catalog, predictions and database of a review."""
+    # The shared output guard: the database is never an input nor inside an input folder.
+    refuse_overwrite([cfg.predictions, cfg.catalog], files=[cfg.db], option="--db")
     tree = get_tree(cfg.tree)
     catalog = open_review_catalog(cfg.catalog, tree, cfg.id_column, cfg.split)
     images = {str(i): Path(p) for i, p in zip(catalog.ids.tolist(), catalog.paths) if p is not None}
