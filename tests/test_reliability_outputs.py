@@ -213,3 +213,16 @@ def test_issue25_guard_trusts_only_the_markers_it_writes(tmp_path):
     (plain / "config.json").write_text("{}")  # a common file name proves nothing
     with pytest.raises(OutputError, match="not written as a run"):
         claim_run_dir(plain, resume=False)
+
+
+def test_issue25_guard_never_deletes_a_folder_of_error_parts_it_did_not_write(tmp_path, run_a, capsys):
+    """A prediction starting afresh deletes its error-part folder only when that holds its own parts."""
+    images = tmp_path / "imgs"
+    make_images(images, 2)
+    out = tmp_path / "p.csv"
+    foreign = tmp_path / "p.csv.parts.errors"
+    foreign.mkdir()
+    (foreign / "mine.txt").write_text("mine")
+    rc = main(["predict", "--model", str(run_a), "--images", str(images), "--out", str(out), *FAST])
+    assert rc == 2 and "not the error parts" in capsys.readouterr().err
+    assert (foreign / "mine.txt").read_text() == "mine"

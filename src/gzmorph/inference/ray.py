@@ -40,11 +40,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from gzmorph.outputs import refuse_overwrite
 from gzmorph.errors import CatalogError, ConfigError, MissingExtraError, OutputError
 from gzmorph import config
 from gzmorph.data.catalog import Catalog
 from gzmorph.data.source import Source, decode_rows, open_source
-from gzmorph.inference.ensemble import Ensemble, ModelSpec
+from gzmorph.inference.parts import PartStore, chunk_error_table, job_manifest, model_files
 from gzmorph.inference.parts import PartStore, chunk_error_table, job_manifest
 from gzmorph.inference.table import RaySummary, prediction_table
 from gzmorph.inference.predict import PredictConfig, prediction_runtime, resolve_thresholds
@@ -359,6 +360,9 @@ def predict_ray(models: ModelSpec | Sequence[ModelSpec], source: Catalog | str |
     if out.suffix.lower() == ".csv":
         raise OutputError(f"{out}: a Ray job writes a directory of Parquet parts; name it e.g. "
                          f"{out.with_suffix('.parquet').name}")
+    # The shared output guard, before any work: the parts never go into, onto or over an input.
+    refuse_overwrite([source, triage_thresholds, weights, *model_files(models)],
+                     folders=[out, ray_errors_dir(out)])
     t0 = time.monotonic()
     # On the driver the runs only provide metadata and travel to the actors: keep them on the CPU.
     ensemble = Ensemble.load(models, resolve_device("cpu"), cfg.tta, weights, cfg.which, recentre=cfg.recentre)
