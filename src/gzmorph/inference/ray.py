@@ -40,13 +40,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from gzmorph.outputs import refuse_overwrite
 from gzmorph.errors import CatalogError, ConfigError, MissingExtraError, OutputError
+from gzmorph.outputs import refuse_overwrite
 from gzmorph import config
 from gzmorph.data.catalog import Catalog
 from gzmorph.data.source import Source, decode_rows, open_source
+from gzmorph.inference.ensemble import Ensemble, ModelSpec
 from gzmorph.inference.parts import PartStore, chunk_error_table, job_manifest, model_files
-from gzmorph.inference.parts import PartStore, chunk_error_table, job_manifest
 from gzmorph.inference.table import RaySummary, prediction_table
 from gzmorph.inference.predict import PredictConfig, prediction_runtime, resolve_thresholds
 from gzmorph.training.rundir import TrainedModel
