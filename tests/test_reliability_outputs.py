@@ -51,7 +51,8 @@ def test_issue25_01_resume_without_last_checkpoint_refuses_and_keeps_the_run(tmp
     rc = main(["train", "--data", str(tiny_kaggle), "--out", str(run), "--resume", "--max-minutes", "0.05", *FAST])
     assert rc == 2 and "nothing to resume" in capsys.readouterr().err
     # Nor is it reinitialised in place without --resume.
-    rc = main(["train", "--data", str(tiny_kaggle), "--out", str(run), "--preset", "small", *FAST])
+    rc = main(["train", "--data", str(tiny_kaggle), "--out", str(run), "--preset", "small", "--examples", "8",
+               "--batch-size", "4", "--eval-every", "8", *FAST])
     assert rc == 2 and "already holds a run" in capsys.readouterr().err
     assert _digest(run) == before
 
@@ -172,7 +173,8 @@ def test_issue25_14_train_out_must_be_new_or_a_run(tmp_path, tiny_kaggle, capsys
     make_images(folder, 2)
     before = _digest(folder)
     for out, message in ((folder, "not written as a run"), (tiny_kaggle / "images_training_rev1", "input")):
-        rc = main(["train", "--data", str(tiny_kaggle), "--out", str(out), "--preset", "small", *FAST])
+        rc = main(["train", "--data", str(tiny_kaggle), "--out", str(out), "--preset", "small", "--examples", "8",
+                   "--batch-size", "4", "--eval-every", "8", *FAST])
         assert rc == 2 and message in capsys.readouterr().err
     assert _digest(folder) == before
     assert "training_solutions_rev1.csv" in _digest(tiny_kaggle)
