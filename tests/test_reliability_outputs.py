@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -67,6 +68,11 @@ def test_issue25_02_predict_out_inside_a_cache_is_refused(tmp_path, run_a, capsy
     for out in (cache / "catalog.parquet", cache / "new.csv", run_a / "p.csv"):
         rc = main(["predict", "--model", str(run_a), "--cache", str(cache), "--out", str(out), *FAST])
         assert rc == 2 and "inside the input folder" in capsys.readouterr().err
+    # Every file of the input folder counts, also under another name (a hard link outside it).
+    linked = tmp_path / "linked.parquet"
+    os.link(cache / "catalog.parquet", linked)
+    rc = main(["predict", "--model", str(run_a), "--cache", str(cache), "--out", str(linked), *FAST])
+    assert rc == 2 and "is the same file as" in capsys.readouterr().err
     assert _digest(cache) == before
 
 

@@ -79,8 +79,10 @@ def _inode(path: Path) -> tuple[int, int] | None:
 
 def _walk_inodes(folder: Path, wanted: set[tuple[int, int]]) -> Path | None:
     """The first file of ``folder`` (recursively, links followed) whose inode is in ``wanted``."""
-    seen = 0
-    for root, _, names in os.walk(folder, followlinks=True):
+    seen, visited = 0, set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        visited.add(_inode(Path(root)))
+        dirs[:] = [d for d in dirs if _inode(Path(root) / d) not in visited]  # no symlink cycles
         for name in names:
             seen += 1
             if seen > _MAX_WALK:
