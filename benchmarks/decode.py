@@ -1,4 +1,4 @@
-"""Decode throughput of gzmorph.data.images on real JPEGs.
+"""Decode throughput of gzmorph.data.decode and gzmorph.data.pool on real JPEGs.
 
 Measures, on one core (in-process, no pool), images/s for a full-resolution decode, a
 draft (DCT-scaled) decode to 212 px, the default 141 px decode (draft + box resize),
@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gzmorph.data.images import decode, default_workers, iter_decoded
+from gzmorph.data.decode import decode
+from gzmorph.data.pool import default_workers, iter_decoded
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/gz2-kaggle-5k/images_training_rev1"
 
@@ -50,7 +51,7 @@ def _rate(fn, paths: list[str], repeat: int) -> tuple[float, float, float]:
 
 def _parallel_rate(paths: list[str], workers: int, size: int) -> float:
     start = time.perf_counter()
-    n = sum(1 for _, image, _ in iter_decoded(paths, size=size, workers=workers) if image is not None)
+    n = sum(1 for _, image, _, _ in iter_decoded(paths, size=size, workers=workers) if image is not None)
     return n / (time.perf_counter() - start)
 
 

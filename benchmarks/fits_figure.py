@@ -28,7 +28,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from gzmorph.data.composite import STRETCH_PRESETS  # noqa: E402
-from gzmorph.data.images import DecodeOptions, decode_measured  # noqa: E402
+from gzmorph.data.decode import DecodeOptions, decode_measured  # noqa: E402
 from gzmorph.mock import generate  # noqa: E402
 from gzmorph.nn import augment as aug  # noqa: E402
 

@@ -31,11 +31,12 @@ import pandas as pd
 import torch
 
 from gzmorph.inference.ensemble import Ensemble
-from gzmorph.data.images import iter_decoded
+from gzmorph.data.pool import iter_decoded
 from gzmorph.nn.model import GalaxyNet
-from gzmorph.inference.predict import PredictConfig, prediction_runtime, predict_to_file
+from gzmorph.inference.job import prediction_runtime
+from gzmorph.inference.predict import PredictConfig, predict_to_file
 from gzmorph.training.recipes import get_preset
-from gzmorph.training.rundir import save_checkpoint, save_run
+from gzmorph.models.rundir import save_checkpoint, save_run
 from gzmorph.tree import GZ2
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "gz2-kaggle-5k" / "images_training_rev1"
@@ -80,7 +81,7 @@ def bench(args: argparse.Namespace, run_dirs: list[Path], paths: list[str], tta:
     pd.DataFrame({"GalaxyID": [Path(p).stem for p in paths], "path": paths}).to_csv(catalog, index=False)
     out = out_dir / f"pred-{tta}.{args.format}"
     summary = predict_to_file(run_dirs, catalog, out, config=cfg)
-    sample = np.stack([img for _, img, _ in iter_decoded(paths[:net_images], size=ensemble.image_size,
+    sample = np.stack([img for _, img, _, _ in iter_decoded(paths[:net_images], size=ensemble.image_size,
                                                          workers=args.workers)])
     return {
         "tta": tta, "n_transforms": len(ensemble.transforms), "images": len(paths),

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gzmorph.data.images import decode
+from gzmorph.data.decode import decode
 from gzmorph.data.recentre import measure_rgb
 
 

@@ -1,5 +1,6 @@
 """Shared fixtures: small generated datasets (never the real images)."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,10 @@ import torch
 from PIL import Image
 
 from gzmorph.tree import GZ2, TreeConstraint
+
+# Outputs record the date they were written (provenance); a fixed one, the reproducible-builds
+# convention, keeps two runs of one job byte-identical (the resume tests compare bytes).
+os.environ.setdefault("SOURCE_DATE_EPOCH", "1767225600")  # 2026-01-01T00:00:00Z
 
 
 def make_tiny_kaggle(root: Path, n: int = 40, seed: int = 0, side: int = 96) -> Path:

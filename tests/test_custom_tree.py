@@ -20,6 +20,7 @@ TREE = Tree(
 )
 
 
+@pytest.mark.slow
 def test_custom_tree_end_to_end(tmp_path, capsys):
     rng = np.random.default_rng(1)
     images = tmp_path / "images"

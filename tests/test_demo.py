@@ -11,6 +11,8 @@ from gzmorph.mock import generate
 from gzmorph.training.recipes import get_preset
 from gzmorph.training.train import train
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def mock_data(tmp_path_factory):

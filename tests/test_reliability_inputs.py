@@ -23,7 +23,7 @@ from gzmorph.errors import CatalogError, RunError
 from gzmorph.inference.ensemble import Ensemble
 from gzmorph.runtime import resolve_device
 from gzmorph.training.recipes import get_preset
-from gzmorph.training.rundir import load_run, read_run, save_run
+from gzmorph.models.rundir import load_run, read_run, save_run
 from gzmorph.training.train import train
 from gzmorph.tree import GZ2
 
@@ -76,7 +76,7 @@ def test_issue25_07_review_server_answers_only_its_host_and_origin(tmp_path):
     from gzmorph.review.sample import write_sample
     from gzmorph.review.server import ReviewConfig, open_session
 
-    from review_helpers import csrf_of
+    from review.review_helpers import csrf_of  # tests/review, a folder of tests/ (on the path)
 
     preds, imgs = write_sample(tmp_path, n=4, seed=1, size=32)
     session = open_session(ReviewConfig(predictions=preds, catalog=imgs, db=tmp_path / "r.sqlite",
@@ -153,7 +153,7 @@ def _crafted_onnx(path: Path, run: Path, value: float, outputs: int = 1) -> Path
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
-    from gzmorph.sharing.onnx_model import META_KEY
+    from gzmorph.models.onnx import META_KEY
 
     cfg, facts = read_run(run)
     side = cfg.augment.out_size
@@ -193,7 +193,7 @@ def test_issue25_11_model_outputs_that_are_not_probabilities_become_error_rows(t
     """Item 11: a constant 2.0 was written as all-ones rows (Q1 sums to 3); NaN rows were not flagged."""
     pytest.importorskip("onnxruntime")
     from gzmorph.inference.predict import PredictConfig, predict_to_file
-    from gzmorph.sharing.onnx_model import load_onnx
+    from gzmorph.models.onnx import load_onnx
 
     crafted = _crafted_onnx(tmp_path / "c.onnx", run_a, value)
     out = tmp_path / "p.parquet"
@@ -202,13 +202,15 @@ def test_issue25_11_model_outputs_that_are_not_probabilities_become_error_rows(t
     assert len(pd.read_parquet(out)) == 0
     errors = pd.read_csv(tmp_path / "p.parquet.errors.csv")
     assert len(errors) == 4 and errors["reason"].str.contains(reason, regex=False).all()
-    # The Ray actor applies the same check (called here without a cluster).
+    # A Ray actor computes its chunks with the same function (called here without a cluster).
     ray_mod = pytest.importorskip("gzmorph.inference.ray")
-    actor = ray_mod.ModelActor([load_onnx(crafted)], [1.0], PredictConfig(device="cpu", tta="none"), 1)
-    batch = {"row": np.arange(2), "image": np.zeros((2, SIZE, SIZE, 3), np.uint8),
-             "reason": np.array(["", ""], dtype=object)}
-    got = actor(batch)
-    assert all(reason in r for r in got["reason"])
+    from gzmorph.inference.job import PredictionJob
+
+    job = PredictionJob.open([load_onnx(crafted)], images, PredictConfig(device="cpu", tta="none", workers=0),
+                             layout="ray-parts", runtime=resolve_device("cpu"))
+    k, table, errs = ray_mod.ChunkActor(job, "cpu", 1, 0).compute(0)
+    assert k == 0 and table.num_rows == 0 and errs.num_rows == 4
+    assert all(reason in r for r in errs.column("reason").to_pylist())
 
 
 def test_issue25_11_output_check_is_the_tree_rule():
@@ -313,7 +315,8 @@ def test_issue25_14_resume_of_a_run_with_a_corrupt_best_checkpoint_refuses(train
 def test_issue25_14_package_config_is_covered_by_its_digest(tmp_path, run_a):
     """Item 14: an edited crop_fraction, or a weights file of `../other/...`, was accepted."""
     pytest.importorskip("safetensors")
-    from gzmorph.sharing.package import config_digest, export_package, load_package
+    from gzmorph.models.package import config_digest, load_package
+    from gzmorph.sharing.package import export_package
 
     pkg = export_package(run_a, tmp_path / "pkg")
     config = json.loads((pkg / "config.json").read_text())

@@ -20,7 +20,7 @@ from gzmorph.cli import main
 from gzmorph.errors import OutputError, RunError
 from gzmorph.outputs import MARKER, claim_folder
 from gzmorph.runtime import atomic_write
-from gzmorph.training.rundir import claim_run_dir
+from gzmorph.models.rundir import claim_run_dir
 
 from factories import make_images, make_run  # noqa: E402
 

@@ -16,14 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from gzmorph.evaluation.metrics import masked_rmse
+from gzmorph.config import Config
+from gzmorph.metrics import masked_rmse
 from gzmorph.outputs import claim_folder, mark_folder
 
 __all__ = ["DemoConfig", "run_demo"]
 
 
 @dataclass
-class DemoConfig:
+class DemoConfig(Config):
     """Size and time budget of the demo.
 
     The defaults finish in about ten minutes on two CPU cores.

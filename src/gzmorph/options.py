@@ -20,9 +20,11 @@ import typing
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from gzmorph.config import Config, build
 from gzmorph.errors import ConfigError
 
-__all__ = ["FieldDoc", "field_docs", "add_config_options", "config_values", "load_config_file"]
+__all__ = ["FieldDoc", "field_docs", "add_config_options", "config_values", "load_config_file", "DataOptions",
+           "add_data_options", "data_options"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,4 +187,43 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option names to values, got {type(data).__name__}")
     return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataOptions(Config):
+    """What every command that reads data takes, defined once for all of them.
+
+    Parameters
+    ----------
+    id_column : str
+        Id column of catalog files and prediction tables.
+    path_column : str
+        Image path column of catalog files (relative paths: from the catalog's folder).
+    tree : str
+        Decision tree: "gz2" or a JSON file (see Tree.to_dict).
+    device : str
+        "auto", "cpu", "cuda", "cuda:1"...
+    workers : int or None
+        Decoding processes (None: automatic; 0: decode in the main process).
+    """
+
+    id_column: str = "GalaxyID"
+    path_column: str = "path"
+    tree: str = "gz2"
+    device: str = "auto"
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 0:
+            raise ValueError(f"workers must be >= 0 or None, got {self.workers}")
+
+
+def add_data_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, fields: Iterable[str]) -> None:
+    """The options of the :class:`DataOptions` ``fields`` a command uses (``--id-column``...)."""
+    add_config_options(parser, DataOptions, fields=fields)
+
+
+def data_options(args: argparse.Namespace) -> DataOptions:
+    """The :class:`DataOptions` of a command's parsed arguments (defaults for the options it lacks)."""
+    return build(DataOptions, config_values(args, DataOptions))
 

@@ -19,7 +19,7 @@ RENAME = {"n_units": "units", "n_examples": "examples", "n_errors": "errors"}
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from gzmorph.evaluation.analyze import AnalyzeConfig
-    from gzmorph.options import add_config_options
+    from gzmorph.options import add_config_options, add_data_options
 
     parser.add_argument("--model", required=True, metavar="MODEL",
                         help="run directory from `gzmorph train`, model package from `gzmorph export`, or "
@@ -28,22 +28,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the figures and analysis.html")
     parser.add_argument("--labels", default=None, metavar="CATALOG",
                         help="labels for the error figure (default: those that come with IMAGES)")
-    parser.add_argument("--id-column", default="GalaxyID", help="id column of a labels catalog")
     parser.add_argument("--which", choices=["best", "last"], default="best", help="checkpoint to load")
     add_config_options(parser, AnalyzeConfig, rename=RENAME)
-    parser.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
-    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: automatic)")
+    add_data_options(parser, ("id_column", "device", "workers"))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     from gzmorph.config import build
     from gzmorph.evaluation.analyze import AnalyzeConfig, analyze
-    from gzmorph.options import config_values
+    from gzmorph.options import config_values, data_options
 
     cfg = build(AnalyzeConfig, config_values(args, AnalyzeConfig, rename=RENAME))
+    data = data_options(args)
     path = analyze(args.model, args.images, args.out, labels=args.labels, config=cfg, which=args.which,
-                   device=args.device, id_column=args.id_column, workers=args.workers,
+                   device=data.device, id_column=data.id_column, workers=data.workers,
                    progress=not args.no_progress)
     print(f"analysis: {path}")
     return 0

@@ -21,14 +21,13 @@ RENAME = {"n_bins": "bins"}
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from gzmorph.evaluation.evaluate import EvaluationConfig
-    from gzmorph.options import add_config_options
+    from gzmorph.options import add_config_options, add_data_options
 
     parser.add_argument("--predictions", required=True, metavar="FILE", help="prediction CSV or Parquet file")
     parser.add_argument("--labels", required=True, metavar="CATALOG",
                         help="labelled catalog: Kaggle directory or CSV/Parquet file")
     parser.add_argument("--out", required=True, metavar="REPORT_DIR", help="folder for the report and tables")
-    parser.add_argument("--id-column", default="GalaxyID", help="id column of the predictions and the catalog")
-    parser.add_argument("--tree", default="gz2", help="decision tree: 'gz2' or a JSON file")
+    add_data_options(parser, ("id_column", "tree"))
     add_config_options(parser, EvaluationConfig, rename=RENAME)
     parser.add_argument("--title", default=None, help="title of the HTML report")
     parser.add_argument("--drop-bad-rows", action="store_true",
@@ -42,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from gzmorph.evaluation.report import OUTPUT_FILES, OUTPUT_FOLDERS
     from gzmorph.runtime import refuse_overwrite
     from gzmorph.evaluation.evaluate import EvaluationConfig, evaluate
-    from gzmorph.options import config_values
+    from gzmorph.options import config_values, data_options
     from gzmorph.tree import get_tree
 
     cfg = build(EvaluationConfig, config_values(args, EvaluationConfig, rename=RENAME))
@@ -50,8 +49,9 @@ def run(args: argparse.Namespace) -> int:
     refuse_overwrite([args.predictions, args.labels, Path(args.labels) / KAGGLE_LABELS],
                      files=[out, *(out / name for name in OUTPUT_FILES)],
                      folders=[out / name for name in OUTPUT_FOLDERS])
-    ev = evaluate(args.predictions, args.labels, out=args.out, tree=get_tree(args.tree),
-                  id_column=args.id_column, title=args.title, drop_bad_rows=args.drop_bad_rows, **cfg.to_dict())
+    data = data_options(args)
+    ev = evaluate(args.predictions, args.labels, out=args.out, tree=get_tree(data.tree),
+                  id_column=data.id_column, title=args.title, drop_bad_rows=args.drop_bad_rows, **cfg.to_dict())
     if len(ev.dropped_rows):
         print(f"{len(ev.dropped_rows)} bad prediction rows left out (listed in dropped_rows.csv)")
     print(f"{ev.n_matched} images matched; RMSE {ev.rmse:.4f} over {len(ev.rmse_columns)} answer columns")

@@ -32,11 +32,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gzmorph.errors import ConfigError
+    from gzmorph.models.hub import parse_ref
+    from gzmorph.models.package import read_package_config
+    from gzmorph.models.resolve import model_inputs, resolve_model
     from gzmorph.outputs import claim_file, refuse_overwrite
-    from gzmorph.sharing.hub import parse_ref, push
+    from gzmorph.sharing.hub import push
     from gzmorph.sharing.onnx_model import export_onnx
-    from gzmorph.sharing.package import export_package, read_package_config
-    from gzmorph.sharing.resolve import model_inputs, resolve_model
+    from gzmorph.sharing.package import export_package
 
     ref = parse_ref(args.push) if args.push else None
     if args.push and ref is None:

@@ -14,7 +14,9 @@ DESCRIPTION = (
     "Predict every image of a folder, catalog or cache with one or more trained runs (averaged), "
     "streaming the rows to OUT (.csv: the Kaggle submission columns; .parquet: plus per question "
     "the most likely answer, its confidence, the reach probability and whether an expert should "
-    "look). Images that cannot be decoded are listed in <OUT>.errors.csv and the job goes on. "
+    "look; .fits, .ecsv, .vot: the Parquet columns as an astropy table with units, descriptions and "
+    "provenance). --keep-columns/--keep-all carry the catalog's own columns into every output. "
+    "Images that cannot be decoded are listed in <OUT>.errors.csv and the job goes on. "
     "A killed job restarted with --resume continues where it stopped and writes the same file. "
     "With --ray the job runs on a Ray cluster (pip install 'gzmorph[ray]'): OUT becomes a directory "
     "of Parquet parts, the error rows go to <OUT>.errors/, and --resume likewise computes only "
@@ -39,9 +41,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--images", metavar="DIR", help="folder of images (ids = file names without suffix)")
     src.add_argument("--catalog", metavar="FILE",
-                     help="CSV/Parquet catalog with id and path columns, or a Kaggle directory")
+                     help="CSV/Parquet catalog with id and path columns, a folder written by `gzmorph cutouts`, "
+                          "or a Kaggle directory")
     src.add_argument("--cache", metavar="CACHE", help="cache written by `gzmorph prepare`")
-    p.add_argument("--out", metavar="FILE", help="output file, .csv or .parquet")
+    p.add_argument("--out", metavar="FILE",
+                   help="output file: .csv, .parquet, or .fits/.ecsv/.vot (an astropy table with units, "
+                        "descriptions and provenance)")
+    keep = p.add_mutually_exclusive_group()
+    keep.add_argument("--keep-columns", metavar="COLS",
+                      help="columns of the --catalog to carry into every output after the id, e.g. ra,dec,z")
+    keep.add_argument("--keep-all", action="store_true", help="carry every column of the --catalog")
     add_config_options(p, PredictConfig, fields=PREDICT_FIELDS)
     add_survey_options(p)
     p.add_argument("--triage-thresholds", metavar="FILE",
@@ -105,7 +114,12 @@ def _predict_on_ray(args: argparse.Namespace, source: str, cfg: PredictConfig,
     rcfg = build(RayConfig, {**config_values(args, RayConfig, fields=RAY_FIELDS, prefix="ray_"),
                              "address": args.ray or None})
     return predict_ray(args.model, source, args.out, config=cfg, ray_config=rcfg, weights=weights,
-                       triage_thresholds=args.triage_thresholds, resume=args.resume)
+                       triage_thresholds=args.triage_thresholds, resume=args.resume,
+                       keep_columns=_kept(args), keep_all=args.keep_all)
+
+
+def _kept(args: argparse.Namespace) -> list[str] | None:
+    return [c.strip() for c in args.keep_columns.split(",") if c.strip()] if args.keep_columns else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
         summary = _predict_on_ray(args, source, cfg, weights)
     else:
         summary = predict_to_file(args.model, source, args.out, config=cfg, weights=weights,
-                                  triage_thresholds=args.triage_thresholds, resume=args.resume)
+                                  triage_thresholds=args.triage_thresholds, resume=args.resume,
+                                  keep_columns=_kept(args), keep_all=args.keep_all)
     print(summary.message())
     if summary.n_inputs > summary.n_resumed:
         print(f"{summary.images_per_second:.1f} images/s")

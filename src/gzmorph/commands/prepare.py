@@ -15,17 +15,15 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from gzmorph.data.images import DEFAULT_SIZE  # light import: keeps `gzmorph --help` fast
+    from gzmorph.data.decode import DEFAULT_SIZE  # light import: keeps `gzmorph --help` fast
+    from gzmorph.options import add_data_options
 
     parser.add_argument("data", metavar="DATA", help="Kaggle directory, catalog file or image folder")
     parser.add_argument("--out", metavar="CACHE", default=None,
                         help="cache directory (None: DATA_cache<SIZE> next to DATA, DATA_test_cache<SIZE> for --split test)")
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="side of the cached images in pixels")
-    parser.add_argument("--workers", type=int, default=None, help="decoding processes (None: all cores)")
     parser.add_argument("--split", choices=["train", "test"], default="train", help="Kaggle layout: which images")
-    parser.add_argument("--id-column", default="GalaxyID", help="id column of a catalog file")
-    parser.add_argument("--path-column", default="path", help="image path column of a catalog file")
-    parser.add_argument("--tree", default="gz2", help="decision tree: 'gz2' or a JSON file")
+    add_data_options(parser, ("workers", "id_column", "path_column", "tree"))
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a cache of a different catalog or size at CACHE")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -50,21 +48,23 @@ def run(args: argparse.Namespace) -> int:
     from gzmorph.data.cache import prepare
     from gzmorph.data.catalog import open_catalog
     from gzmorph.data.composite import require_survey_extra
-    from gzmorph.data.images import DecodeOptions
+    from gzmorph.data.decode import DecodeOptions
+    from gzmorph.options import data_options
     from gzmorph.runtime import refuse_overwrite
     from gzmorph.tree import get_tree
 
+    data = data_options(args)
     out = Path(args.out) if args.out else default_out(args.data, args.split, args.size)
     # prepare clears a cache folder it replaces: it must not be (or hold) the data.
     refuse_overwrite([args.data], folders=[out])
     # Bad catalogs and settings raise; gzmorph.cli reports them in one line (exit 2).
-    catalog = open_catalog(args.data, tree=get_tree(args.tree), split=args.split,
-                           id_column=args.id_column, path_column=args.path_column)
+    catalog = open_catalog(args.data, tree=get_tree(data.tree), split=args.split,
+                           id_column=data.id_column, path_column=data.path_column)
     print(f"{len(catalog)} images from {catalog.source} -> {out} at {args.size}x{args.size} px")
     options = DecodeOptions(survey_stretch(args), args.recentre)
     if options.stretch is not None or options.recentre:
         require_survey_extra()
-    cache = prepare(catalog, out, size=args.size, workers=args.workers,
+    cache = prepare(catalog, out, size=args.size, workers=data.workers,
                     progress=not args.no_progress, overwrite=args.overwrite, options=options)
     n_failed = len(cache) - int(cache.ok.sum())
     found = "" if cache.geometry is None else \

@@ -15,6 +15,8 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from gzmorph.options import add_data_options
+
     p.add_argument("--predictions", metavar="FILE", help="prediction Parquet (or CSV) from `gzmorph predict`")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--images", metavar="DIR", help="folder of the predicted images (ids = file stems)")
@@ -29,8 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", help="shared secret every request must carry (default: $GZMORPH_REVIEW_TOKEN)")
     p.add_argument("--show-model", action="store_true",
                    help="show the model's probabilities by default (reviewers can turn them off)")
-    p.add_argument("--id-column", default="GalaxyID", help="id column of the predictions and the catalog")
-    p.add_argument("--tree", default="gz2", help="decision tree: 'gz2' or a JSON file")
+    add_data_options(p, ("id_column", "tree"))
     sub = p.add_subparsers(dest="review_action", metavar="ACTION")
     exp = sub.add_parser("export", help="write the answers as vote-fraction labels (a training catalog)")
     exp.add_argument("--db", dest="export_db", required=True, metavar="DB", help="review database")
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(frame)} galaxies, {n_votes} reviews -> {args.out}")
         return 0
     from gzmorph.errors import ConfigError
+    from gzmorph.options import data_options
     from gzmorph.review.app import serve
     from gzmorph.review.server import ReviewConfig
 
@@ -54,9 +56,10 @@ def run(args: argparse.Namespace) -> int:
                                         ("--images or --catalog", args.images or args.catalog)) if not value]
     if missing:
         raise ConfigError(f"missing {', '.join(missing)}")
+    data = data_options(args)
     cfg = ReviewConfig(predictions=args.predictions, catalog=args.images or args.catalog, db=args.db,
                        host=args.host, port=args.port, token=args.token, show_model=args.show_model,
-                       tree=args.tree, id_column=args.id_column, split=args.split,
+                       tree=data.tree, id_column=data.id_column, split=args.split,
                        allowed_hosts=tuple(args.allow_host))
     serve(cfg)
     return 0

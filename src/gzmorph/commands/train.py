@@ -12,26 +12,19 @@ OVERRIDES = ("examples", "batch_size", "lr", "eval_every", "image_size", "val_fr
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from gzmorph.options import add_config_options
-    from gzmorph.training.recipes import PRESETS, TrainConfig
+    from gzmorph.options import add_config_options, add_data_options
+    from gzmorph.models.trainconfig import TrainConfig
+    from gzmorph.training.recipes import PRESETS
 
     p.add_argument("--data", required=True, help="Kaggle directory, CSV/Parquet catalog, or cache from `gzmorph prepare`")
-    p.add_argument("--id-column", default="GalaxyID", help="id column of a CSV/Parquet catalog")
-    p.add_argument("--path-column", default="path", help="image path column of a CSV/Parquet catalog")
+    add_data_options(p, ("id_column", "path_column"))
     p.add_argument("--out", required=True, help="run directory to write (config, metrics, checkpoints)")
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="model + training recipe (default: paper, or with --init-from that run's configuration)")
-    # TrainConfig documents only some fields in comments: the rest of the help is here.
-    add_config_options(p, TrainConfig, fields=OVERRIDES, keep_defaults="the preset's", help={
-        "examples": "training examples (lr milestones scale with it)",
-        "batch_size": "examples per optimizer step",
-        "lr": "learning rate",
-        "image_size": "side of the decoded images in pixels",
-        "val_fraction": "held-out fraction (the last by id unless --split-seed)",
-        "seed": "random seed"})
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_config_options(p, TrainConfig, fields=OVERRIDES, keep_defaults="the preset's")
+    add_data_options(p, ("device",))
     p.add_argument("--gpus", type=int, default=1, help="train on K GPUs of this machine with DistributedDataParallel (with --device cpu: K gloo processes)")
-    p.add_argument("--workers", type=int, help="JPEG decoding processes (default: all cores)")
+    add_data_options(p, ("workers",))
     p.add_argument("--max-minutes", type=float, help="stop cleanly (checkpoint written) after this wall time")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--new-data", action="store_true",
@@ -48,9 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _init_config(init_from: str):
     """The configuration of the model fine-tuning starts from (run directory, package or Hub model)."""
-    from gzmorph.sharing.resolve import model_kind, resolve_model
-    from gzmorph.sharing.hub import parse_ref
-    from gzmorph.training.rundir import run_config
+    from gzmorph.models.resolve import model_kind, resolve_model
+    from gzmorph.models.hub import parse_ref
+    from gzmorph.models.rundir import run_config
     from pathlib import Path
 
     if parse_ref(init_from) is None and model_kind(Path(init_from)) == "run":
@@ -62,7 +55,7 @@ def _resume_config(out: str):
     """The stored configuration of the run to resume (train refuses a folder without one)."""
     from gzmorph.errors import RunError
     from gzmorph.training.recipes import get_preset
-    from gzmorph.training.rundir import run_config
+    from gzmorph.models.rundir import run_config
 
     try:
         return run_config(out)
@@ -72,8 +65,10 @@ def _resume_config(out: str):
 
 def run(args: argparse.Namespace) -> int:
     from gzmorph.config import build
-    from gzmorph.options import config_values
-    from gzmorph.training.recipes import TrainConfig, get_preset
+    from gzmorph.models.trainconfig import TrainConfig
+    from gzmorph.options import config_values, data_options
+    from gzmorph.training.options import RunOptions
+    from gzmorph.training.recipes import get_preset
     from gzmorph.training.train import train
 
     overrides = config_values(args, TrainConfig, fields=OVERRIDES, drop_none=True)
@@ -90,10 +85,13 @@ def run(args: argparse.Namespace) -> int:
     cfg = build(TrainConfig, {**base.to_dict(), **overrides})
     if args.recentre is not None:
         cfg = build(TrainConfig, {**cfg.to_dict(), "augment": {**cfg.augment.to_dict(), "recentre": args.recentre}})
-    result = train(cfg, args.data, args.out, device=args.device, resume=args.resume, workers=args.workers,
-                   max_minutes=args.max_minutes, progress=not args.no_progress, processes=args.gpus,
-                   id_column=args.id_column, path_column=args.path_column,
-                   new_data=args.new_data, stretch=survey_stretch(args))
+    data = data_options(args)
+    options = build(RunOptions, {"device": data.device, "resume": args.resume, "workers": data.workers,
+                                 "max_minutes": args.max_minutes, "progress": not args.no_progress,
+                                 "processes": args.gpus, "id_column": data.id_column,
+                                 "path_column": data.path_column, "new_data": args.new_data,
+                                 "stretch": survey_stretch(args)})
+    result = train(cfg, args.data, args.out, options)
     state = "finished" if result["finished"] else "stopped (resume with --resume)"
     print(f"{state} after {result['examples']:,} examples in {result['seconds']:.0f}s: "
           f"best validation RMSE {result['best_val_rmse']:.4f} -> {args.out}")

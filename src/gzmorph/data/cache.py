@@ -38,7 +38,8 @@ import pandas as pd
 
 from gzmorph.errors import ConfigError
 from gzmorph.data.catalog import Catalog, CatalogError
-from gzmorph.data.images import DEFAULT_SIZE, DecodeOptions, iter_decoded, iter_measured
+from gzmorph.data.decode import DEFAULT_SIZE, DecodeOptions
+from gzmorph.data.pool import iter_decoded
 from gzmorph.outputs import claim_folder, mark_folder
 from gzmorph.runtime import atomic_write, write_json
 from gzmorph.tree import Tree
@@ -95,6 +96,11 @@ class ImageCache:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def __reduce__(self) -> tuple:
+        # Sent to another process (a Ray actor) as its path, reopened there: the pixels stay
+        # memory-mapped instead of being copied, and the cache keeps its own tree.
+        return (ImageCache.open, (str(Path(self.root).resolve()),))
 
     @property
     def ok_index(self) -> np.ndarray:
@@ -276,7 +282,7 @@ def prepare(
     size : int
         Side of the cached images in pixels.
     workers : int or None
-        Decoding processes (see :func:`gzmorph.data.images.iter_decoded`).
+        Decoding processes (see :func:`gzmorph.data.pool.iter_decoded`).
     progress : bool
         Show a tqdm progress bar.
     overwrite : bool
@@ -310,8 +316,7 @@ def prepare(
     last = time.monotonic()
     try:
         paths = catalog.paths[todo]
-        stream = (iter_measured(paths, size=size, workers=workers, options=options) if options.recentre else
-                  ((i, im, r, None) for i, im, r in iter_decoded(paths, size=size, workers=workers, options=options)))
+        stream = iter_decoded(paths, size=size, workers=workers, options=options)
         for k, (i, image, reason, geom) in enumerate(stream, 1):
             row = int(todo[i])
             if image is None:

@@ -8,6 +8,8 @@ Three sources are read by :func:`open_catalog`:
 * a catalog file (CSV or Parquet) with an id column, an image path column (relative
   paths are resolved against the catalog's folder) and any subset of the tree's answer
   columns; other columns are ignored;
+* a folder written by ``gzmorph cutouts`` (its ``catalog.parquet``, id column from its
+  ``cutouts.json`` unless the given one is in the table);
 * a plain directory of images (``.jpg``, ``.jpeg``, ``.png``, ``.tif``, FITS cutouts; not recursive), ids =
   file stems, no labels.  (Caches are opened by :mod:`gzmorph.data.source`.)
 
@@ -40,6 +42,8 @@ KAGGLE_LABELS = "training_solutions_rev1.csv"
 KAGGLE_TRAIN_DIR = "images_training_rev1"
 KAGGLE_TEST_DIR = "images_test_rev1"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", *FITS_SUFFIXES)
+# A folder written by `gzmorph cutouts` (gzmorph.cutouts.folder; data cannot import it).
+CUTOUTS_MANIFEST, CUTOUTS_CATALOG = "cutouts.json", "catalog.parquet"
 
 
 def _image_stem(name: str) -> str | None:
@@ -140,7 +144,7 @@ def _scan_images(folder: Path) -> dict[str, Path]:
 
     Every entry with an image suffix is an input, whatever its type: a broken
     symlink, a FIFO or a folder becomes an error row when it is decoded
-    (:func:`gzmorph.data.images.decode` says why), never a silent omission.
+    (:func:`gzmorph.data.decode.decode` says why), never a silent omission.
     """
     found: dict[str, Path] = {}
     ignored: list[str] = []
@@ -196,6 +200,22 @@ def _open_kaggle_train(root: Path, tree: Tree, id_column: str, require_images: b
                       f"open the folder itself to predict them", LabelWarning, stacklevel=user_stacklevel())
     catalog.paths = np.asarray([str(found[k]) for k in keys], dtype=object)
     return catalog
+
+
+def _open_cutouts(folder: Path, tree: Tree, id_column: str, path_column: str) -> Catalog:
+    """The catalogue of a folder written by ``gzmorph cutouts`` (the fetched rows)."""
+    import json
+
+    table = folder / CUTOUTS_CATALOG
+    if not table.is_file():
+        raise CatalogError(f"{folder}: a cutouts job that has not finished (no {CUTOUTS_CATALOG}); "
+                           "run `gzmorph cutouts ... --resume` first")
+    import pyarrow.parquet as pq
+
+    if id_column not in pq.read_schema(table).names:  # the folder's own id column (e.g. "objid")
+        id_column = json.loads((folder / CUTOUTS_MANIFEST).read_text())["id_column"]
+    ids, paths, labels = read_catalog_table(table, tree, id_column, path_column)
+    return Catalog(ids, paths, labels, tree, id_column, str(table))
 
 
 def _is_kaggle(folder: Path) -> bool:
@@ -257,6 +277,8 @@ def open_catalog(
     elif (path / "cache.json").is_file():  # gzmorph.data.cache.CACHE_META
         raise CatalogError(f"{path}: a cache written by `gzmorph prepare`; open it with "
                            "gzmorph.data.source.open_source")
+    elif (path / CUTOUTS_MANIFEST).is_file():
+        catalog = _open_cutouts(path, tree, id_column, path_column)
     elif _is_kaggle(path):
         if split == "train":
             catalog = _open_kaggle_train(path, tree, id_column, require_images)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from gzmorph import config
+from gzmorph.config import Config
 from gzmorph.errors import ConfigError, MissingExtraError
 
 __all__ = ["Stretch", "STRETCH_PRESETS", "SurveyOptions", "resolve_stretch", "make_composite",
@@ -44,7 +44,7 @@ def require_survey_extra() -> None:
 
 
 @dataclass(frozen=True)
-class Stretch:
+class Stretch(Config):
     """How the bands of a cutout become an RGB composite (picklable: sent to decoding workers).
 
     Parameters
@@ -79,13 +79,6 @@ class Stretch:
             raise ValueError(f"q and soft must be positive, got q={self.q}, soft={self.soft}")
         if not math.isfinite(self.minimum):
             raise ValueError(f"minimum must be finite, got {self.minimum}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return config.to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Stretch":
-        return config.from_dict(cls, d)
 
 
 #: Per-survey composites: the bands, their balance and the stretch in the survey's units.
@@ -164,7 +157,7 @@ def make_composite(planes: np.ndarray, stretch: Stretch) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class SurveyOptions:
+class SurveyOptions(Config):
     """The command-line view of a :class:`Stretch`: a preset and what to change in it.
 
     Parameters

@@ -24,7 +24,7 @@ applies ``BSCALE``/``BZERO`` to integer data).  What happens to bad data (tested
 * the sky level (positive or negative pedestal) is the band's median and is
   subtracted;
 * a band that is constant (all zeros: no data) is an error, and so is a missing band;
-* every error is an :class:`~gzmorph.data.images.ImageError` naming the file, which a
+* every error is an :class:`~gzmorph.data.decode.ImageError` naming the file, which a
   long job turns into an error row.
 
 The header's pixel scale (``PIXSCALE``, else ``CD1_1``/``CD1_2``, else ``CDELT1``, in

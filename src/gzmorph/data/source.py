@@ -4,10 +4,10 @@ Every job (training, prediction on one machine or on Ray, analysis, evaluation's
 opens its input with :func:`open_source` and gets a :class:`Source`: the
 :class:`~gzmorph.data.catalog.Catalog` (ids, image paths, NaN-masked labels) and the
 pixels, either decoded from the image files or read from a memory-mapped
-:class:`~gzmorph.data.cache.ImageCache`.  :meth:`Source.stream` yields rows one by one
-(bounded memory, for prediction); :meth:`Source.load` decodes a set of rows into one
-array (training, analysis).  Either way an undecodable row is a recorded
-``(row, reason)``, never an exception.
+:class:`~gzmorph.data.cache.ImageCache`.  :meth:`Source.stream` yields rows one by one as
+:class:`~gzmorph.data.decode.Item` (bounded memory, for prediction); :meth:`Source.load`
+decodes a set of rows into one array (training, analysis).  Either way an undecodable
+row is a recorded ``(row, reason)``, never an exception.
 """
 
 from __future__ import annotations
@@ -20,32 +20,21 @@ import numpy as np
 
 from gzmorph.data.cache import ImageCache, is_cache
 from gzmorph.data.catalog import Catalog, open_catalog
-from gzmorph.data.images import DecodeOptions, iter_measured, load_measured
+from gzmorph.data.decode import DecodeOptions, Item
+from gzmorph.data.pool import iter_decoded, load_images
 from gzmorph.errors import CatalogError
 from gzmorph.tree import GZ2, Tree
 
-__all__ = ["Source", "open_source", "decode_rows", "measure_rows", "CACHE_FAILED"]
+__all__ = ["Source", "open_source", "decode_rows", "CACHE_FAILED", "Item"]
 
 CACHE_FAILED = "failed when the cache was prepared"
-
-# (row, image (S, S, 3) uint8 or None, failure reason or None)
-Item = tuple[int, "np.ndarray | None", "str | None"]
-# ... and the geometry (4,) of gzmorph.data.recentre, or None without recentring
-Measured = tuple[int, "np.ndarray | None", "str | None", "np.ndarray | None"]
-
-
-def measure_rows(paths: Sequence[str | None], rows: np.ndarray, size: int, workers: int | None,
-                 options: DecodeOptions | None = None) -> Iterator[Measured]:
-    """Decode ``paths`` (the images of ``rows``) in order: ``(row, image, reason, geometry)``."""
-    for i, image, reason, geometry in iter_measured(paths, size=size, workers=workers, options=options):
-        yield int(rows[i]), image, reason, geometry
 
 
 def decode_rows(paths: Sequence[str | None], rows: np.ndarray, size: int, workers: int | None,
                 options: DecodeOptions | None = None) -> Iterator[Item]:
-    """Decode ``paths`` (the images of ``rows``) in order: ``(row, image, reason)``."""
-    for row, image, reason, _ in measure_rows(paths, rows, size, workers, options):
-        yield row, image, reason
+    """Decode ``paths`` (the images of catalog ``rows``) in order, one :class:`Item` per row."""
+    for item in iter_decoded(paths, size=size, workers=workers, options=options):
+        yield item._replace(row=int(rows[item.row]))
 
 
 @dataclass
@@ -98,38 +87,32 @@ class Source:
     def _cache_reasons(self) -> dict[str, str]:
         return {str(k): r for k, r in self.cache.errors} if self.cache is not None else {}
 
-    def stream(self, rows: np.ndarray | None = None, size: int | None = None,
-               workers: int | None = None) -> Iterator[Item]:
-        """``(row, image, reason)`` for ``rows`` (default all) in order; ``image`` None on failure.
+    def _options(self, recentre: bool) -> DecodeOptions:
+        options = self.options or DecodeOptions()
+        return options if recentre == options.recentre else DecodeOptions(options.stretch, recentre)
+
+    def stream(self, rows: np.ndarray | None = None, size: int | None = None, workers: int | None = None,
+               recentre: bool = False) -> Iterator[Item]:
+        """One :class:`Item` per row of ``rows`` (default all), in order.
 
         Files are decoded at ``size`` (by ``workers`` processes, bounded look-ahead); a
-        cache is read at its own size.
-        """
-        for row, image, reason, _ in self.stream_measured(rows, size, workers, recentre=False):
-            yield row, image, reason
-
-    def stream_measured(self, rows: np.ndarray | None = None, size: int | None = None,
-                        workers: int | None = None, recentre: bool = False) -> Iterator[Measured]:
-        """:meth:`stream` with the geometry of each image (``recentre``; else None).
-
-        Files are measured as they are decoded; a cache gives the geometry it was
-        prepared with, or (prepared without) is measured on its pixels here.
+        cache is read at its own size.  With ``recentre`` every item carries its
+        geometry: files are measured as they are decoded; a cache gives the geometry
+        it was prepared with, or (prepared without) is measured on its pixels here.
         """
         rows = np.arange(len(self)) if rows is None else np.asarray(rows, dtype=np.int64)
         self._require_paths()
+        size = self._check_size(size)  # a cache at another size is refused, as by load
         if self.cache is None:
-            options = self.options or DecodeOptions()
-            if recentre != options.recentre:
-                options = DecodeOptions(options.stretch, recentre)
-            yield from measure_rows(self.catalog.paths[rows], rows, self._check_size(size), workers, options)
+            yield from decode_rows(self.catalog.paths[rows], rows, size, workers, self._options(recentre))
             return
         reasons = self._cache_reasons()
         for row in rows:
             if self.cache.ok[row]:
                 image = np.asarray(self.cache.images[row])
-                yield int(row), image, None, self._cached_geometry(int(row), image) if recentre else None
+                yield Item(int(row), image, None, self._cached_geometry(int(row), image) if recentre else None)
             else:
-                yield int(row), None, reasons.get(str(self.catalog.ids[row]), CACHE_FAILED), None
+                yield Item(int(row), None, reasons.get(str(self.catalog.ids[row]), CACHE_FAILED))
 
     def _cached_geometry(self, row: int, image: np.ndarray) -> np.ndarray:
         if self.cache.geometry is not None:
@@ -139,7 +122,8 @@ class Source:
         return measure_rgb(image).geometry()
 
     def load(self, size: int | None, rows: np.ndarray | None = None, workers: int | None = None,
-             progress: bool = True) -> tuple[np.ndarray, list[tuple[int, str]]]:
+             progress: bool = True, recentre: bool = False
+             ) -> tuple[np.ndarray, list[tuple[int, str]], np.ndarray | None]:
         """Decode ``rows`` (default all) into one array.
 
         Returns
@@ -148,23 +132,15 @@ class Source:
             Zeros where a row failed.
         failed : list of (int, str)
             Positions in ``rows`` that failed, with the reason.
+        geometry : ndarray, shape (len(rows), 4), or None
+            With ``recentre``.
         """
-        images, failed, _ = self.load_measured(size, rows, workers, progress, recentre=False)
-        return images, failed
-
-    def load_measured(self, size: int | None, rows: np.ndarray | None = None, workers: int | None = None,
-                      progress: bool = True, recentre: bool = False
-                      ) -> tuple[np.ndarray, list[tuple[int, str]], np.ndarray | None]:
-        """:meth:`load` plus the ``(len(rows), 4)`` geometry with ``recentre`` (else None)."""
         rows = np.arange(len(self)) if rows is None else np.asarray(rows, dtype=np.int64)
         self._require_paths()
         size = self._check_size(size)
         if self.cache is None:
-            options = self.options or DecodeOptions()
-            if recentre != options.recentre:
-                options = DecodeOptions(options.stretch, recentre)
-            return load_measured(self.catalog.paths[rows], size=size, workers=workers, progress=progress,
-                                 options=options)
+            return load_images(self.catalog.paths[rows], size=size, workers=workers, progress=progress,
+                               options=self._options(recentre))
         reasons = self._cache_reasons()
         failed = [(i, reasons.get(str(self.catalog.ids[r]), CACHE_FAILED))
                   for i, r in enumerate(rows) if not self.cache.ok[r]]

@@ -1,4 +1,4 @@
-"""Reading and validating catalog tables (CSV or Parquet) for :mod:`gzmorph.data.catalog`.
+"""Reading and validating catalog tables (CSV, Parquet; FITS, ECSV, VOTable with astropy) for :mod:`gzmorph.data.catalog`.
 
 Every check names the file and the offending line (CSV, the header being line 1) or
 row (Parquet, counting from 0): a wrong or missing header, empty or duplicate ids,
@@ -147,6 +147,15 @@ def _read_table(path: Path, id_column: str) -> pd.DataFrame:
             return pd.read_parquet(path)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several unrelated types
             raise CatalogError(f"{path}: cannot read Parquet ({type(exc).__name__}: {exc})") from None
+    from gzmorph.data.tablefile import ASTROPY_FORMATS, TABLE_FORMATS, read_table_file, table_format
+
+    try:
+        fmt = table_format(path)
+    except CatalogError:
+        raise CatalogError(f"{path}: unsupported catalog format {suffix!r}; use one of "
+                           f"{', '.join(TABLE_FORMATS)}") from None
+    if fmt in ASTROPY_FORMATS:  # FITS binary table, ECSV, VOTable (astropy)
+        return read_table_file(path).frame
     raise CatalogError(f"{path}: unsupported catalog format {suffix!r}; use .csv or .parquet")
 
 

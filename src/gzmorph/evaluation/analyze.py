@@ -28,14 +28,14 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from gzmorph.config import Config
 from gzmorph.errors import CatalogError, ConfigError
-from gzmorph import config
 from gzmorph.nn import augment as aug
 from gzmorph.evaluation.html import render
 from gzmorph.evaluation.inputs import id_keys, load_labels, match_ids
 from gzmorph.outputs import claim_folder, mark_folder, refuse_overwrite
 from gzmorph.runtime import resolve_device, write_json
-from gzmorph.evaluation.metrics import masked_sums, rmse_from_sums
+from gzmorph.metrics import masked_sums, rmse_from_sums
 from gzmorph.tree import Tree
 from gzmorph.nn.model import GalaxyNet
 from gzmorph.nn.viewpoints import N_VIEWPOINTS, extract_viewpoints
@@ -44,7 +44,7 @@ __all__ = ["AnalyzeConfig", "analyze", "plot_filters", "plot_activations", "plot
 
 
 @dataclass(frozen=True)
-class AnalyzeConfig:
+class AnalyzeConfig(Config):
     """Settings of :func:`analyze`.
 
     Parameters
@@ -83,13 +83,6 @@ class AnalyzeConfig:
         if self.viewpoint not in range(N_VIEWPOINTS):
             raise ValueError(f"viewpoint must be in 0..{N_VIEWPOINTS - 1}, got {self.viewpoint}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return config.to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "AnalyzeConfig":
-        return config.from_dict(cls, d)
-
 
 @dataclass
 class _Inputs:
@@ -122,7 +115,7 @@ def _load_inputs(images: Any, tree: Tree, size: int, cfg: AnalyzeConfig, workers
         return _Inputs(catalog.ids[rows], np.asarray(source.cache.images[rows]),
                        catalog.labels[rows].astype(np.float64), catalog.source, len(catalog), skipped)
     rows = _sample(len(catalog), cfg)
-    decoded, failed = source.load(size, rows=rows, workers=workers, progress=progress)
+    decoded, failed, _ = source.load(size, rows=rows, workers=workers, progress=progress)
     keep = np.ones(len(rows), dtype=bool)
     keep[[i for i, _ in failed]] = False
     skipped = [(catalog.ids[rows[i]], reason) for i, reason in failed]
@@ -363,7 +356,7 @@ def analyze(run_dir: str | Path, images: Any, out: str | Path, labels: Any = Non
     """
     from dataclasses import replace
 
-    from gzmorph.sharing.resolve import resolve_model
+    from gzmorph.models.resolve import resolve_model
 
     cfg = replace(config or AnalyzeConfig(), **settings)
     out = Path(out)

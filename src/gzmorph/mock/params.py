@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from gzmorph import config
+from gzmorph.config import Config
 
 __all__ = ["GalaxyParams", "sample_params", "KINDS", "ODD_FEATURES", "BULGE_SHAPES", "WINDINGS", "ARTIFACTS"]
 
@@ -37,7 +37,7 @@ _ARMS_P = (0.12, 0.38, 0.18, 0.14, 0.10, 0.08)
 
 
 @dataclass(frozen=True)
-class GalaxyParams:
+class GalaxyParams(Config):
     """True parameters of one mock galaxy; every visible property the labels use.
 
     ``kind`` picks the renderer (``KINDS``); ``odd`` the odd feature of question 8
@@ -119,13 +119,6 @@ class GalaxyParams:
         if self.disk_h <= 0:
             return 0.0
         return float(np.clip((math.cos(math.radians(self.inclination)) - 0.15) / 0.3, 0.0, 1.0))
-
-    def to_dict(self) -> dict[str, Any]:
-        return config.to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "GalaxyParams":
-        return config.from_dict(cls, d)
 
 
 def _common(rng: np.random.Generator, r_med: float = 22.0) -> dict[str, Any]:

@@ -34,13 +34,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gzmorph import config
+from gzmorph.config import Config
 
 __all__ = [
     "AugmentConfig",
@@ -56,7 +55,7 @@ __all__ = [
 
 
 @dataclass
-class AugmentConfig:
+class AugmentConfig(Config):
     """Crop geometry and the random perturbation of training examples.
 
     Parameters
@@ -114,13 +113,6 @@ class AugmentConfig:
             raise ValueError(f"brightness_std must be >= 0, got {self.brightness_std}")
         if not math.isfinite(self.second_crop_angle):
             raise ValueError(f"second_crop_angle must be finite, got {self.second_crop_angle}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return config.to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "AugmentConfig":
-        return config.from_dict(cls, d)
 
 
 @dataclass

@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gzmorph.config import Config
 from gzmorph import config
+from gzmorph.nn.head import TreeNet
 from gzmorph.nn.symmetric import SymmetricConfig, SymmetricNet
 from gzmorph.tree import GZ2, Tree, TreeConstraint
 from gzmorph.nn.viewpoints import N_VIEWPOINTS, PART_SIZE, extract_viewpoints
@@ -35,9 +37,8 @@ _MERGES = ("concat", "mean")
 _INITS = ("paper", "kaiming")
 
 
-
 @dataclass
-class ModelConfig:
+class ModelConfig(Config):
     """Architecture of a :class:`GalaxyNet`.
 
     Parameters
@@ -114,13 +115,6 @@ class ModelConfig:
         """Length of one viewpoint's feature vector (512 in the paper)."""
         return self.conv_channels[-1] * self.spatial_sizes()[-1][1] ** 2
 
-    def to_dict(self) -> dict[str, Any]:
-        return config.to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        return config.from_dict(cls, d)
-
 
 _PAPER = ModelConfig()
 
@@ -151,14 +145,11 @@ def build_model(cfg: "ModelConfig | SymmetricConfig", tree: Tree = GZ2) -> nn.Mo
 
 
 def to_channels_last(model: nn.Module) -> nn.Module:
-    """NHWC activations and weights, for training and prediction alike.
+    """Put a network in channels-last mode (:meth:`gzmorph.nn.head.TreeNet.to_channels_last`).
 
-    The symmetric nets hold 5-D weight banks that ``Module.to(memory_format=...)``
-    refuses, so they convert their own 4-D parts.
+    Anything else (an onnxruntime network) holds no torch convolution and is returned as it is.
     """
-    if isinstance(model, SymmetricNet):
-        return model.to_channels_last()
-    return model.to(memory_format=torch.channels_last)
+    return model.to_channels_last() if isinstance(model, TreeNet) else model
 
 
 def get_model_config(spec: str | dict | ModelConfig) -> ModelConfig:
@@ -202,7 +193,7 @@ class Dense(nn.Module):
         return y.view(y.shape[0], self.units, self.pieces).amax(-1)  # (B, units * pieces) -> (B, units)
 
 
-class GalaxyNet(nn.Module):
+class GalaxyNet(TreeNet):
     """The network: 16 viewpoints -> shared conv stack -> dense layers -> tree constraint.
 
     Parameters
@@ -252,8 +243,7 @@ class GalaxyNet(nn.Module):
             else:
                 nn.init.kaiming_normal_(layer.linear.weight, nonlinearity="relu")
             layer.linear.bias.fill_(0.01 if paper else 0.0)
-        self.output.weight.normal_(0.0, 0.01)
-        self.output.bias.fill_(0.1)
+        self.init_output()
 
     @property
     def first_layer_weight(self) -> torch.Tensor:
@@ -261,14 +251,16 @@ class GalaxyNet(nn.Module):
         return self.convs[0].conv.weight
 
     # ---------------------------------------------------------------- forward
-    def _conv_stack(self, x: torch.Tensor) -> torch.Tensor:
-        if self.convs[0].conv.weight.is_contiguous(memory_format=torch.channels_last):
-            # A channels_last model (CUDA fast path) wants NHWC inputs, or cuDNN converts per layer.
-            x = x.contiguous(memory_format=torch.channels_last)
-        for layer, pool in zip(self.convs, self._pool):
+    def _conv_stack(self, x: torch.Tensor, record: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The one conv loop; with ``record``, every conv (after ReLU) and pooling output is kept."""
+        for i, (layer, pool) in enumerate(zip(self.convs, self._pool), start=1):
             x = torch.relu(layer(x))
+            if record is not None:
+                record[f"conv{i}"] = x
             if pool:
                 x = F.max_pool2d(x, 2)
+                if record is not None:
+                    record[f"pool{i}"] = x
         return x
 
     def _merge(self, f: torch.Tensor) -> torch.Tensor:
@@ -283,19 +275,11 @@ class GalaxyNet(nn.Module):
 
         Dropout acts as in the module's mode: call in eval mode for analysis.
         """
-        h = self._merge(self._conv_stack(extract_viewpoints(crops)).flatten(1))  # (16B, F) -> merged
+        # A channels_last model (CUDA fast path) wants NHWC inputs, or cuDNN converts per layer.
+        h = self._merge(self._conv_stack(self.as_input(extract_viewpoints(crops))).flatten(1))  # (16B, F) -> merged
         for layer in self.dense:
             h = layer(self.dropout(h))
         return h
-
-    def forward(self, crops: torch.Tensor, constrain: bool = True) -> torch.Tensor:
-        """Answer probabilities ``(B, n_answers)`` from a crops batch ``(B, 2, 3, 69, 69)``.
-
-        ``constrain=False`` clips the raw outputs to [0, 1] instead of applying the
-        tree's constraint (the paper's first 10k training examples).
-        """
-        out = self.output(self.dropout(self.features(crops))).float()
-        return self.constraint(out) if constrain else out.clamp(0.0, 1.0)
 
     def conv_activations(self, viewpoints: torch.Tensor) -> dict[str, torch.Tensor]:
         """Outputs of every conv layer (after ReLU) and pooling layer, in order.
@@ -310,11 +294,7 @@ class GalaxyNet(nn.Module):
             ``{"conv1": (V, 32, 40, 40), "pool1": (V, 32, 20, 20), "conv2": ...}``.
         """
         out: dict[str, torch.Tensor] = {}
-        x = viewpoints
-        for i, (layer, pool) in enumerate(zip(self.convs, self._pool), start=1):
-            x = out[f"conv{i}"] = torch.relu(layer(x))
-            if pool:
-                x = out[f"pool{i}"] = F.max_pool2d(x, 2)
+        self._conv_stack(viewpoints, record=out)
         return out
 
 

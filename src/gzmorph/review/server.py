@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from gzmorph.config import Config
 from gzmorph.errors import CatalogError, ConfigError
 from gzmorph.data.catalog import Catalog, open_catalog
 from gzmorph.outputs import refuse_overwrite
@@ -33,7 +34,7 @@ TOKEN_ENV = "GZMORPH_REVIEW_TOKEN"
 
 
 @dataclass
-class ReviewConfig:
+class ReviewConfig(Config):
     """Settings of a review server.
 
     Parameters

@@ -11,11 +11,11 @@ run would, without saving RNG states.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +23,24 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
-from gzmorph.data.composite import Stretch
 from gzmorph.errors import RunError
-from gzmorph.evaluation.metrics import masked_mse, masked_sums
+from gzmorph.metrics import masked_mse, masked_sums
 from gzmorph.nn import augment as aug
 from gzmorph.nn.model import build_model, to_channels_last
-from gzmorph.sharing.resolve import resolve_model
-from gzmorph.runtime import Runtime, atomic_write, load_checkpoint, refuse_overwrite, resolve_device, seed_everything
+from gzmorph.models.resolve import resolve_model
+from gzmorph.runtime import Runtime, load_checkpoint, refuse_overwrite, resolve_device, seed_everything
 from gzmorph.training.averaging import WeightAverage
 from gzmorph.training.distributed import Dist, all_sum, launch, setup
-from gzmorph.training.recipes import PRESETS, TrainConfig, get_preset
-from gzmorph.training.rundir import (RUN_FILES, TrainedModel, claim_run_dir, init_weights, load_run, read_run,
-                                      save_checkpoint, save_run)
+from gzmorph.models.trainconfig import TrainConfig
+from gzmorph.training.options import RunOptions
+from gzmorph.training.recipes import PRESETS, get_preset
+from gzmorph.models.metrics_log import append_metrics, read_metrics, truncate_metrics
+from gzmorph.models.rundir import (RUN_FILES, TrainedModel, claim_run_dir, init_weights, load_run, read_run,
+                                   save_checkpoint, save_run)
 from gzmorph.training.trainset import load_training_data
 from gzmorph.tree import get_tree
 
-__all__ = ["TrainConfig", "PRESETS", "get_preset", "train", "load_run", "TrainedModel"]
+__all__ = ["RunOptions", "train", "learning_rate"]
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -116,37 +118,22 @@ def question_rmse(sq: torch.Tensor, count: torch.Tensor, tree: Any) -> dict[str,
     return out
 
 
-def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | None = "auto",
-          resume: bool = False, workers: int | None = None, max_minutes: float | None = None,
-          progress: bool = True, processes: int = 1, id_column: str = "GalaxyID",
-          path_column: str = "path", new_data: bool = False, stretch: Stretch | None = None) -> dict[str, Any]:
+def train(cfg: TrainConfig, data: str | Path, out: str | Path, options: RunOptions | None = None,
+          **kwargs: Any) -> dict[str, Any]:
     """Train a network and write a run directory.
 
     Parameters
     ----------
     cfg : TrainConfig
+        What is trained.
     data : path
         Kaggle directory, CSV/Parquet catalog or image cache (``gzmorph prepare``).
     out : path
         Run directory: ``config.json``, ``metrics.jsonl``, ``checkpoints/{last,best}.pt``.
-    device : str
-        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-    resume : bool
-        Continue from ``checkpoints/last.pt`` (the stored config wins).
-    max_minutes : float, optional
-        Wall-time budget; the run stops cleanly (checkpoint written) when it is spent.
-    processes : int
-        Data-parallel processes (DDP) started here, one per GPU on CUDA (gloo on the
-        CPU).  Under ``torchrun`` leave it at 1: the group comes from the environment.
-    id_column, path_column : str
-        Columns of a CSV/Parquet catalog given as ``data``.
-    new_data : bool
-        Let ``resume`` continue on data other than the run's (path or ids/labels
-        differ; recorded in ``config.json`` as ``data_history``); without it such a
-        resume raises :class:`~gzmorph.errors.RunError`.
-    stretch : Stretch, optional
-        Colour composite of FITS cutouts in ``data`` (:mod:`gzmorph.data.composite`);
-        recorded in ``config.json`` so that prediction with the run uses it too.
+    options : RunOptions, optional
+        How the run is carried out (device, resume, workers, time budget, DDP
+        processes, catalog columns, FITS composite), or its fields as keyword
+        arguments (``device="cpu", workers=0``...).
 
     Returns
     -------
@@ -154,13 +141,14 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
         ``step``, ``examples``, ``best_val_rmse``, ``last_val_rmse``, ``seconds``, ``finished`` and,
         when trained in this process, ``model`` (the network after the last step).
     """
+    opts = options or RunOptions(**kwargs)
+    device, resume, workers, progress = opts.device, opts.resume, opts.workers, opts.progress
+    stretch = opts.stretch
     out = Path(out)
     refuse_overwrite([data], folders=[out])  # the run's files must never replace the data
     claim_run_dir(out, resume)  # before any work and before starting processes
-    if processes > 1:
-        launch(train, processes, cfg, data, out, device=device, resume=resume, workers=workers,
-               max_minutes=max_minutes, progress=progress, id_column=id_column, path_column=path_column,
-               new_data=new_data, stretch=stretch)
+    if opts.processes > 1:
+        launch(train, opts.processes, cfg, data, out, replace(opts, processes=1))
         return _result_from_run(out)
     last_path = out / RUN_FILES["last"]
     if resume:
@@ -185,14 +173,14 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
     # Store the tree itself, so the run stays loadable when a tree file moves.
     cfg = cfg.override(tree=tree.to_dict())
     ds = load_training_data(data, cfg, tree, out, workers=workers, progress=progress and d.is_main,
-                            id_column=id_column, path_column=path_column, stretch=stretch)
+                            id_column=opts.id_column, path_column=opts.path_column, stretch=stretch)
     facts = {"pca": ds.pca, "source": str(data), "source_path": _resolved(data),
              "fingerprint": ds.fingerprint, "n_train": len(ds.train_images), "n_val": len(ds.val_images),
              "label_columns": ds.label_columns, "processes": d.world, "n_unlabelled_dropped": ds.n_unlabelled,
              **({"stretch": stretch.to_dict()} if stretch is not None else {}),
              **({"n_not_recentred": ds.n_not_recentred} if cfg.augment.recentre else {})}
     if ckpt is not None:
-        facts["data_history"] = _resumed_data(out, facts, int(ckpt["step"]), new_data)
+        facts["data_history"] = _resumed_data(out, facts, int(ckpt["step"]), opts.new_data)
     model = build_model(cfg.model, tree).to(rt.device)
     if rt.channels_last:
         model = to_channels_last(model)
@@ -212,39 +200,21 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
         ema.model.load_state_dict(ckpt["ema"])
     if d.is_main:
         save_run(out, cfg, {**facts, **({"init": init} if init else {})})
-        truncate_metrics(out / RUN_FILES["metrics"], step)
+        truncate_metrics(out, step)
     fwd: torch.nn.Module = model
     if d.enabled:
         # The only buffers are the tree's constant index tensors: nothing to broadcast.
         fwd = DDP(model, device_ids=[rt.device.index] if rt.is_cuda else None, broadcast_buffers=False)
     if cfg.compile == "always" or (cfg.compile == "cuda" and rt.is_cuda):
         fwd = torch.compile(fwd)
-    return _loop(cfg, model, fwd, optimizer, ds, rt, d, out, step, best, max_minutes, progress and d.is_main, ema)
+    return _loop(cfg, model, fwd, optimizer, ds, rt, d, out, step, best, opts.max_minutes, progress and d.is_main,
+                 ema)
 
 
 def _resolved(data: Any) -> str:
     # A path given as data, resolved (the same data from another working directory);
     # an opened catalog or cache is described by its str.
     return str(Path(data).resolve()) if isinstance(data, (str, os.PathLike)) else str(data)
-
-
-def truncate_metrics(path: Path, step: int) -> None:
-    """Keep the metrics lines up to ``step`` (the checkpoint a run starts from).
-
-    A kill between writing a line and its checkpoint leaves lines of steps the
-    resumed run computes again; without this they would appear twice.  A half
-    written last line is dropped too.
-    """
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if int(json.loads(line)["step"]) <= step:
-                kept.append(line + "\n")
-        except (ValueError, KeyError, TypeError):
-            continue
-    atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))
 
 
 def _resumed_data(out: Path, facts: dict[str, Any], step: int, new_data: bool) -> list[dict[str, Any]]:
@@ -275,8 +245,7 @@ def _resumed_data(out: Path, facts: dict[str, Any], step: int, new_data: bool) -
 def _result_from_run(out: Path) -> dict[str, Any]:
     """The summary of a run written by other processes (rank 0's checkpoint and metrics)."""
     ckpt = load_checkpoint(out / RUN_FILES["last"])
-    lines = (out / RUN_FILES["metrics"]).read_text().splitlines()
-    last = json.loads(lines[-1]) if lines else {}
+    last = (read_metrics(out) or [{}])[-1]
     cfg = TrainConfig.from_dict(ckpt["config"])
     return {"step": int(ckpt["step"]), "examples": int(ckpt["step"]) * cfg.batch_size,
             "best_val_rmse": float(ckpt["best_val_rmse"]), "last_val_rmse": last.get("val_rmse", math.nan),
@@ -293,7 +262,6 @@ def _loop(cfg, model, fwd, optimizer, ds, rt: Runtime, d: Dist, out: Path, step:
     eval_steps = max(1, cfg.eval_every // cfg.batch_size)
     t0, running, n_running, last_val = time.monotonic(), 0.0, 0, math.nan
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
-    metrics = open(out / RUN_FILES["metrics"], "a") if d.is_main else None
     try:
         while step < cfg.steps:
             loss = _train_step(cfg, model, fwd, optimizer, images, labels, ds.pca, rt, d, step, ds.train_geometry)
@@ -318,8 +286,7 @@ def _loop(cfg, model, fwd, optimizer, ds, rt: Runtime, d: Dist, out: Path, step:
                 running, n_running = 0.0, 0
                 _refuse_divergence(record, model, step, out)  # before a checkpoint keeps the broken weights
                 if d.is_main:
-                    metrics.write(json.dumps(record) + "\n")
-                    metrics.flush()
+                    append_metrics(out, record)
                     if last_val < best:
                         save_checkpoint(out / RUN_FILES["best"], model, step, cfg, optimizer, last_val, ema and ema.model)
                     save_checkpoint(out / RUN_FILES["last"], model, step, cfg, optimizer, min(best, last_val),
@@ -330,8 +297,6 @@ def _loop(cfg, model, fwd, optimizer, ds, rt: Runtime, d: Dist, out: Path, step:
             if timeout:
                 break
     finally:
-        if metrics is not None:
-            metrics.close()
         bar.close()
     return {"step": step, "examples": step * cfg.batch_size, "best_val_rmse": best, "last_val_rmse": last_val,
             "seconds": time.monotonic() - t0, "finished": step >= cfg.steps, "model": model}

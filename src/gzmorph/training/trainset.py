@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,12 +12,12 @@ import torch
 
 from gzmorph.data.catalog import Catalog, train_val_split
 from gzmorph.data.composite import Stretch, require_survey_extra
-from gzmorph.data.images import DecodeOptions
+from gzmorph.data.decode import DecodeOptions
 from gzmorph.errors import CatalogError
 from gzmorph.data.source import Source, open_source
 from gzmorph.nn import augment as aug
-from gzmorph.training.recipes import TrainConfig
-from gzmorph.training.rundir import RUN_FILES
+from gzmorph.models.trainconfig import TrainConfig
+from gzmorph.models.rundir import write_skipped
 from gzmorph.tree import Tree
 
 __all__ = ["TrainingData", "load_training_data", "data_fingerprint"]
@@ -54,12 +53,8 @@ def ids_text(ids: np.ndarray) -> str:
 
 def _record_skips(source: Source, failed: list[tuple[int, str]], out: Path) -> None:
     cat = source.catalog
-    with open(out / RUN_FILES["skipped"], "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow([cat.id_column, "path", "reason"])
-        for row, reason in failed:
-            w.writerow([cat.ids[row], cat.paths[row] or "", reason])
-    print(f"skipped {len(failed)} undecodable images (listed in {out / RUN_FILES['skipped']})")
+    path = write_skipped(out, cat.id_column, [(cat.ids[row], cat.paths[row] or "", reason) for row, reason in failed])
+    print(f"skipped {len(failed)} undecodable images (listed in {path})")
 
 
 def _check_validation(val: Catalog, catalog: Catalog, cfg: TrainConfig) -> None:
@@ -87,8 +82,8 @@ def load_training_data(data: Any, cfg: TrainConfig, tree: Tree, out: Path, worke
                          options=DecodeOptions(stretch) if stretch is not None else None)
     if not source.catalog.has_labels:
         source.catalog.require_labels()  # raises: no answer column of the tree has a value
-    images, failed, geometry = source.load_measured(cfg.image_size, workers=workers, progress=progress,
-                                                    recentre=cfg.augment.recentre)
+    images, failed, geometry = source.load(cfg.image_size, workers=workers, progress=progress,
+                                           recentre=cfg.augment.recentre)
     out.mkdir(parents=True, exist_ok=True)
     keep = np.ones(len(source), dtype=bool)
     if failed:

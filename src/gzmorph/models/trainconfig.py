@@ -1,0 +1,153 @@
+"""The configuration of a training run: what a run directory and a model package store.
+
+It sits in the model layer because every reader of a trained model (run directory,
+model package, ONNX metadata) rebuilds the network and its preprocessing from it;
+the named presets that fill it in are :mod:`gzmorph.training.recipes`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from gzmorph.config import Config
+from gzmorph.data.decode import DEFAULT_SIZE
+from gzmorph.nn.augment import AugmentConfig
+from gzmorph.nn.model import ModelConfig, model_config_from_dict
+from gzmorph.nn.symmetric import SymmetricConfig
+from gzmorph.runtime import PRECISIONS
+
+__all__ = ["TrainConfig"]
+
+
+@dataclass
+class TrainConfig(Config):
+    """Everything that defines a training run.
+
+    Counts are in *examples* (images drawn, with augmentation) as in the paper, so a
+    recipe means the same at any batch size.
+
+    Parameters
+    ----------
+    model : ModelConfig or SymmetricConfig
+        The network (:data:`gzmorph.nn.model.MODEL_PRESETS`, :data:`gzmorph.nn.symmetric.SYMMETRIC_PRESETS`).
+    augment : AugmentConfig
+        Crops, augmentation and recentring (:mod:`gzmorph.nn.augment`).
+    tree : str or dict
+        Decision tree: "gz2", a JSON file, or the tree itself (stored resolved in runs).
+    optimizer : {"nesterov", "adamw"}
+        Nesterov momentum SGD (the paper) or AdamW.
+    lr : float
+        Peak learning rate.
+    momentum : float
+        Momentum of the SGD optimizer.
+    weight_decay : float
+        Weight decay (decoupled with AdamW).
+    batch_size : int
+        Examples per optimizer step.
+    examples : int
+        Training examples in all; the learning-rate schedule scales with it.
+    schedule : {"step", "cosine"}
+        Learning rate divided by lr_decay at each of lr_milestones (the paper), or
+        cosine decay after a linear warmup.
+    lr_milestones : tuple of float
+        Fractions of examples where the step schedule divides the learning rate
+        (the paper: 18M and 23M of 25M).
+    lr_decay : float
+        Factor of each step of the step schedule.
+    warmup_examples : int
+        Examples of linear warmup of the learning rate.
+    clip_examples : int
+        Examples during which outputs are clipped to [0, 1] instead of tree-constrained.
+    grad_clip : float or None
+        Gradient norm clipping; None: off.
+    eval_every : int
+        Examples between validations (and writes of last.pt).
+    val_fraction : float
+        Held-out fraction (the last by id unless split_seed).
+    split_seed : int or None
+        Seed of a random validation split; None: sorted by id, the last fraction held out.
+    image_size : int
+        Side of the decoded images in pixels.
+    eval_batch_size : int
+        Images per validation forward pass.
+    seed : int
+        Random seed (weights, batches, augmentation).
+    compile : {"off", "cuda", "always"}
+        torch.compile of the training step: never, on CUDA only, or always.
+    precision : {"auto", "fast", "fp32", "bf16"}
+        "auto": bf16 on CUDA only; "fast": also on CPUs with AVX512-BF16/AMX; or forced.
+    ema_decay : float
+        Weights averaged with this decay per step for validation, best.pt and
+        prediction; 0: off.
+    init_from : str or None
+        Run directory, model package or hf:ORG/NAME whose best weights start this run
+        (fine-tuning).
+    """
+
+    model: ModelConfig | SymmetricConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    tree: str | dict = "gz2"
+    optimizer: str = "nesterov"
+    lr: float = 0.04
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 16
+    examples: int = 25_000_000
+    schedule: str = "step"
+    lr_milestones: tuple[float, ...] = (18 / 25, 23 / 25)
+    lr_decay: float = 0.1
+    warmup_examples: int = 0
+    clip_examples: int = 10_000
+    grad_clip: float | None = None
+    eval_every: int = 100_000
+    val_fraction: float = 0.1
+    split_seed: int | None = None
+    image_size: int = DEFAULT_SIZE
+    eval_batch_size: int = 256
+    seed: int = 0
+    compile: str = "off"
+    precision: str = "auto"
+    ema_decay: float = 0.0
+    init_from: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = model_config_from_dict(self.model)
+        if not isinstance(self.model, (ModelConfig, SymmetricConfig)):
+            raise ValueError(f"model must be a model configuration (a mapping of its settings), not {self.model!r}")
+        if isinstance(self.compile, bool):  # run directories before 0.2 stored a flag meaning "on CUDA"
+            self.compile = "cuda" if self.compile else "off"
+        if self.compile not in ("off", "cuda", "always"):
+            raise ValueError(f"compile must be 'off', 'cuda' or 'always', not {self.compile!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if isinstance(self.augment, dict):
+            self.augment = AugmentConfig.from_dict(self.augment)
+        if not isinstance(self.augment, AugmentConfig):
+            raise ValueError(f"augment must be a mapping of augmentation settings, not {self.augment!r}")
+        self.lr_milestones = tuple(float(m) for m in self.lr_milestones)
+        if self.optimizer not in ("nesterov", "adamw"):
+            raise ValueError(f"optimizer must be 'nesterov' or 'adamw', not {self.optimizer!r}")
+        if self.schedule not in ("step", "cosine"):
+            raise ValueError(f"schedule must be 'step' or 'cosine', not {self.schedule!r}")
+        for name in ("lr", "batch_size", "examples", "eval_every", "image_size", "eval_batch_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if any(not 0 < m < 1 for m in self.lr_milestones) or list(self.lr_milestones) != sorted(self.lr_milestones):
+            raise ValueError(f"lr_milestones must be increasing fractions in (0, 1): {self.lr_milestones}")
+        if self.clip_examples < 0 or self.warmup_examples < 0:
+            raise ValueError("clip_examples and warmup_examples must be >= 0")
+
+    @property
+    def steps(self) -> int:
+        return max(1, self.examples // self.batch_size)
+
+
+    def override(self, **changes: Any) -> "TrainConfig":
+        """A copy with the given (non-None) fields changed, validated again."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
