@@ -15,7 +15,8 @@ that gzmorph did not create, unless the user says so with an explicit flag.**
   file name (``truth.csv``, ``config.json``) is taken as proof of ownership.
 - :func:`claim_file` refuses an existing file unless the caller's flag allows it.
 - :func:`temporary_path` gives a unique hidden temporary name, created by the same
-  call, so a write never first deletes someone else's ``.X.tmp``.
+  call, so a write never first deletes someone else's ``.X.tmp``; :func:`atomic_write`
+  writes a file through one (re-exported by :mod:`gzmorph.runtime`).
 
 This module imports nothing above :mod:`gzmorph.errors`, so every layer can use it.
 """
@@ -26,12 +27,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from gzmorph.errors import OutputError
 
 __all__ = ["MARKER", "refuse_overwrite", "mark_folder", "folder_kind", "claim_folder", "claim_file",
-           "temporary_path", "temporary_folder"]
+           "temporary_path", "temporary_folder", "atomic_write"]
 
 #: Marker file of a folder gzmorph created (hidden: image-folder readers skip it).
 MARKER = ".gzmorph.json"
@@ -218,3 +219,22 @@ def temporary_path(path: str | os.PathLike, folder: bool = False) -> Path:
 def temporary_folder(path: str | os.PathLike) -> Path:
     """:func:`temporary_path` as a directory (a package written beside its final name)."""
     return temporary_path(path, folder=True)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` for a temporary file beside ``path``, then rename it over ``path``.
+
+    A job killed mid-write leaves the previous file (or none), never half a file.  The
+    temporary name is ``.<name>.<random>.tmp``, unique and created by this call
+    (:func:`temporary_path`): never a file of someone else, and hidden,
+    so readers of a folder of Parquet parts skip one left behind by a killed job.
+    """
+    path = Path(path)
+    tmp = temporary_path(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from gzmorph.errors import ConfigError, RunError
-from gzmorph.outputs import refuse_overwrite, temporary_path
+from gzmorph.outputs import atomic_write, refuse_overwrite  # re-exported: their home is the torch-free outputs
 
 __all__ = ["Runtime", "resolve_device", "cpu_has_native_bf16", "PRECISIONS", "seed_everything", "atomic_write",
            "atomic_save", "load_checkpoint", "write_json", "refuse_overwrite"]
@@ -91,25 +91,6 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` for a temporary file beside ``path``, then rename it over ``path``.
-
-    A job killed mid-write leaves the previous file (or none), never half a file.  The
-    temporary name is ``.<name>.<random>.tmp``, unique and created by this call
-    (:func:`gzmorph.outputs.temporary_path`): never a file of someone else, and hidden,
-    so readers of a folder of Parquet parts skip one left behind by a killed job.
-    """
-    path = Path(path)
-    tmp = temporary_path(path)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:

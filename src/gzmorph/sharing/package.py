@@ -1,24 +1,8 @@
-"""Writing the model package of a run (the format and its reader: :mod:`gzmorph.models.package`).
+"""Writing the model package of a run: :func:`export_package`.
 
-A package holds::
-
-    model.safetensors   the weights of one checkpoint (the averaged weights when the run
-                        trained with ``ema_decay``: what prediction from the run uses)
-    config.json         everything needed to rebuild and feed the network (see below)
-    README.md           the model card (:mod:`gzmorph.sharing.card`)
-    model.onnx          optional (``export --onnx``): the same network for onnxruntime
-    triage_thresholds.json  optional: the triage thresholds given at export
-
-``config.json`` (format ``"gzmorph-model"``, version :data:`PACKAGE_VERSION`) keeps the
-run's resolved training configuration under ``"train"`` (the authority when loading:
-model, tree, augmentation and image size, so any new preprocessing field of
-:class:`~gzmorph.models.trainconfig.TrainConfig` travels without a change here), and a
-readable summary for other tools: ``"model"``, ``"tree"``, ``"preprocessing"`` (image
-size, crop geometry, colour PCA, the test-time averaging levels), ``"data"`` (facts
-about the training data), ``"weights"`` (file, SHA-256, checkpoint, step) and
-``"versions"``.  Loading refuses weights whose SHA-256 differs from the recorded one, a
-``config.json`` whose content differs from its ``config_sha256`` (version 2), and file
-entries that are not plain names inside the package.
+The format (``model.safetensors``, ``config.json`` with its ``config_sha256``,
+``README.md``, optional ``model.onnx`` and ``triage_thresholds.json``) and its reader,
+which checks the digests, are :mod:`gzmorph.models.package`.
 """
 
 from __future__ import annotations
