@@ -154,6 +154,7 @@ def test_function_imports_have_no_cycle_either():
 # layers below it, never a layer above it or a peer package of its own layer.
 LAYERS = [
     ["errors"],
+    ["outputs"],  # the output-path guard: imports only errors, used by runtime and every writer
     ["config", "runtime", "tree", "metrics"],
     ["data", "options"],
     ["nn", "mock", "cutouts"],
@@ -196,6 +197,6 @@ def test_no_import_runs_upward_or_sideways():
 def test_the_layer_rule_sees_the_arrows_the_model_layer_removed():
     before = {"gzmorph.training.train": {"gzmorph.sharing.resolve", "gzmorph.evaluation.metrics"},
               "gzmorph.sharing.package": {"gzmorph.training.rundir"}, "gzmorph.inference.job": {"gzmorph.data.source"}}
-    assert upward(before) == ["gzmorph.sharing.package (5) imports gzmorph.training.rundir (5)",
-                              "gzmorph.training.train (5) imports gzmorph.evaluation.metrics (7)",
-                              "gzmorph.training.train (5) imports gzmorph.sharing.resolve (5)"]
+    assert upward(before) == ["gzmorph.sharing.package (6) imports gzmorph.training.rundir (6)",
+                              "gzmorph.training.train (6) imports gzmorph.evaluation.metrics (8)",
+                              "gzmorph.training.train (6) imports gzmorph.sharing.resolve (6)"]

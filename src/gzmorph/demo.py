@@ -18,6 +18,7 @@ import numpy as np
 
 from gzmorph.config import Config
 from gzmorph.metrics import masked_rmse
+from gzmorph.outputs import claim_folder, mark_folder
 
 __all__ = ["DemoConfig", "run_demo"]
 
@@ -105,7 +106,7 @@ def run_demo(out: str | Path = "gzmorph-demo", cfg: DemoConfig | None = None, pr
     print(f"[2/5] training preset {cfg.preset!r} for at most {cfg.minutes:g} minutes -> {run}")
     # A rerun continues an interrupted demo (train starts afresh if no checkpoint was written).
     result = train(train_cfg, data, run, device=cfg.device, workers=cfg.workers, max_minutes=cfg.minutes,
-                   progress=progress, resume=(run / "config.json").exists())
+                   progress=progress, resume=(run / "checkpoints" / "last.pt").exists())
     times["train"] = time.monotonic() - t
 
     # Score galaxies the run never saw: not the validation split that picked best.pt.
@@ -118,6 +119,8 @@ def run_demo(out: str | Path = "gzmorph-demo", cfg: DemoConfig | None = None, pr
 
     t = time.monotonic()
     print(f"[4/5] filters, activations and extreme examples -> {report / 'analysis'}")
+    claim_folder(report, "report")  # the report folder evaluate fills below (the output guard's marker)
+    mark_folder(report, "report")
     analyze(run, test_cat, report / "analysis", labels=test_labels, device=cfg.device, workers=cfg.workers,
             progress=progress, max_images=500)
     times["analyze"] = time.monotonic() - t

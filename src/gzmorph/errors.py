@@ -7,7 +7,8 @@ shows its traceback.  Each type also derives from the built-in error it refines,
 
 from __future__ import annotations
 
-__all__ = ["GzmorphError", "ConfigError", "CatalogError", "RunError", "OutputError", "MissingExtraError"]
+__all__ = ["GzmorphError", "ConfigError", "CatalogError", "RunError", "OutputError", "MissingExtraError",
+           "InputNotFoundError"]
 
 
 class GzmorphError(Exception):
@@ -32,3 +33,7 @@ class OutputError(GzmorphError, ValueError):
 
 class MissingExtraError(GzmorphError, ImportError):
     """An optional extra (e.g. ``gzmorph[ray]``) is needed but not installed."""
+
+
+class InputNotFoundError(GzmorphError, FileNotFoundError):
+    """A file or folder given as input does not exist (the message names it)."""

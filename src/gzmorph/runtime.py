@@ -10,12 +10,13 @@ import random
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
-from gzmorph.errors import ConfigError, OutputError, RunError
+from gzmorph.errors import ConfigError, RunError
+from gzmorph.outputs import atomic_write, refuse_overwrite  # re-exported: their home is the torch-free outputs
 
 __all__ = ["Runtime", "resolve_device", "cpu_has_native_bf16", "PRECISIONS", "seed_everything", "atomic_write",
            "atomic_save", "load_checkpoint", "write_json", "refuse_overwrite"]
@@ -92,25 +93,6 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` for a temporary file beside ``path``, then rename it over ``path``.
-
-    A job killed mid-write leaves the previous file (or none), never half a file.  The
-    temporary name is ``.<name>.tmp``: hidden, so readers of a folder of Parquet parts
-    skip one left behind by a killed job.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def atomic_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` atomically: a job killed mid-write leaves the previous checkpoint intact."""
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
@@ -149,38 +131,6 @@ def write_json(obj: Any, path: str | Path) -> None:
     """Write JSON atomically (rename over the target)."""
     text = json.dumps(obj, indent=2, default=str) + "\n"
     atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
-def _same(a: Path, b: Path) -> bool:
-    # realpath catches symlinks and relative spellings, samefile hard links.
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-def refuse_overwrite(inputs: Iterable[Any], files: Iterable[str | Path] = (),
-                     folders: Iterable[str | Path] = (), option: str = "--out") -> None:
-    """Raise :class:`OutputError` when an output would replace or hold an input.
-
-    Called before any work, so a wrong ``--out`` loses nothing.  ``files`` are the
-    exact paths a command writes (output and side files); ``folders`` are
-    directories it creates, fills or clears: an input equal to one or inside one is
-    refused.
-    """
-    given = [Path(i) for i in inputs if isinstance(i, (str, os.PathLike))]  # not opened objects
-    for out in map(Path, files):
-        for inp in given:
-            if _same(out, inp):
-                raise OutputError(f"{option} {out}: would overwrite the input {inp}; choose another output")
-    for folder in map(Path, folders):
-        real = Path(os.path.realpath(folder))
-        for inp in given:
-            if _same(folder, inp) or real in Path(os.path.realpath(inp)).parents:
-                raise OutputError(f"{option} {folder}: is or holds the input {inp}, which writing there "
-                                  "could replace or delete; choose another output")
 
 
 def cpu_cores() -> int:

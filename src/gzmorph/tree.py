@@ -187,6 +187,44 @@ class Tree:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(denom > 0, probs / np.where(denom > 0, denom, 1.0), np.nan)
 
+    def output_problems(self, probs: np.ndarray, tol: float = 0.01, sum_tol: float = 0.03) -> np.ndarray:
+        """Why each row of model outputs is not a probability vector of this tree (``""``: it is).
+
+        A network's constrained outputs lie in [0, 1] and each question's answers add
+        up to its reach (1 for a root).  ``tol`` and ``sum_tol`` allow a few steps of
+        bf16's rounding (a bf16 step above 1 is 1.0078); a crafted or broken model (a
+        constant 2.0, NaN) is far outside.
+
+        Parameters
+        ----------
+        probs : array, shape (N, n_answers)
+
+        Returns
+        -------
+        array of str (object), shape (N,)
+            Non-finite values first, then values outside ``[-tol, 1 + tol]``, then sums.
+        """
+        p = np.asarray(probs, dtype=np.float64)  # (N, A)
+        out = np.full(len(p), "", dtype=object)
+        finite = np.isfinite(p)
+        clean = np.where(finite, p, 0.0)
+        sums = np.zeros((len(p), self.n_questions))
+        np.add.at(sums.T, self._question_of, clean.T)  # (N, Q)
+        sum_bad = np.abs(sums - self.reach(clean)) > sum_tol
+        range_bad = (clean < -tol) | (clean > 1 + tol)
+        for i in np.flatnonzero(sum_bad.any(axis=1) | range_bad.any(axis=1) | ~finite.all(axis=1)):
+            if not finite[i].all():
+                j = int(np.flatnonzero(~finite[i])[0])
+                out[i] = f"model output not finite ({self.columns[j]} = {p[i, j]})"
+            elif range_bad[i].any():
+                j = int(np.flatnonzero(range_bad[i])[0])
+                out[i] = f"model output outside [0, 1] ({self.columns[j]} = {p[i, j]:.4g})"
+            else:
+                q = int(np.flatnonzero(sum_bad[i])[0])
+                out[i] = (f"model outputs break the tree: {self.questions[q].name} sums to {sums[i, q]:.4g}, "
+                          f"not {self.reach(clean[i:i + 1])[0, q]:.4g}")
+        return out
+
     # ----------------------------------------------------------- serialisation
     def to_dict(self) -> dict[str, Any]:
         return {

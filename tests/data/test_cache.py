@@ -15,6 +15,7 @@ import gzmorph.data.cache as cache_mod
 from gzmorph.data.cache import ImageCache, is_cache, prepare
 from gzmorph.commands import prepare as prepare_cmd
 from gzmorph.data.catalog import Catalog, CatalogError, open_catalog
+from gzmorph.errors import OutputError
 from gzmorph.data.source import open_source
 from gzmorph.data.decode import decode
 from gzmorph.tree import GZ2
@@ -130,7 +131,7 @@ def test_other_catalog_is_refused_unless_overwrite(catalog: Catalog, tmp_path: P
     assert cache.images.shape == (3, SIZE + 1, SIZE + 1, 3)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
-    with pytest.raises(CatalogError, match="not a gzmorph cache"):
+    with pytest.raises(OutputError, match="not written as a cache"):
         prepare(catalog, tmp_path / "other", size=SIZE, workers=0, progress=False)
 
 

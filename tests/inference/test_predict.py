@@ -229,8 +229,9 @@ def test_resume_after_kill_gives_identical_file(runs, images, tmp_path, monkeypa
     assert not killed.exists() and sorted(p.name for p in parts.glob("part-*")) == ["part-000000.parquet"]
 
     forwards = []
-    real_call = Ensemble.__call__
-    monkeypatch.setattr(Ensemble, "__call__", lambda self, x: forwards.append(len(x)) or real_call(self, x))
+    real_call = Ensemble.predict_runs  # every prediction goes through it (predict_checked)
+    monkeypatch.setattr(Ensemble, "predict_runs",
+                        lambda self, x, g=None: forwards.append(len(x)) or real_call(self, x, g))
     summary = predict_to_file(runs, folder, killed, resume=True, **opts)
     assert summary.n_resumed == 4 and sum(forwards) == 6  # chunk 0 was not recomputed
     assert killed.read_bytes() == whole.read_bytes()

@@ -144,8 +144,9 @@ def test_cli_with_a_catalog_of_string_ids(cluster, data, tmp_path, capsys):
     np.testing.assert_allclose(got[GZ2.columns].to_numpy(), single[GZ2.columns].to_numpy(), rtol=0, atol=1e-6)
 
     base = ["predict", "--model", str(run), "--ray"]
-    assert main([*base, "--cache", str(tmp_path), "--out", str(out)]) == 2
-    assert "no images" in capsys.readouterr().err  # tmp_path is no cache
+    (tmp_path / "empty").mkdir()  # (not tmp_path itself: an output is never inside an input folder)
+    assert main([*base, "--cache", str(tmp_path / "empty"), "--out", str(out)]) == 2
+    assert "no images" in capsys.readouterr().err  # an empty folder is no cache
     assert main([*base, "--images", str(images), "--out", str(tmp_path / "p.csv")]) == 2
     assert "directory of Parquet parts" in capsys.readouterr().err
 

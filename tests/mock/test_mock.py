@@ -138,7 +138,7 @@ def _digest(folder) -> dict[str, str]:
 def test_generate_kaggle_layout(tmp_path):
     out = generate(tmp_path / "gz", n=5, n_test=2, seed=3, progress=False)
     assert sorted(p.name for p in out.iterdir()) == [
-        "images_test_rev1", "images_training_rev1", "mock.json", "test_solutions_rev1.csv",
+        ".gzmorph.json", "images_test_rev1", "images_training_rev1", "test_solutions_rev1.csv",
         "training_solutions_rev1.csv", "truth.csv"]
     table = pd.read_csv(out / "training_solutions_rev1.csv")
     assert list(table.columns) == ["GalaxyID"] + GZ2.columns
@@ -168,7 +168,7 @@ def test_generate_replaces_a_previous_mock_only(tmp_path):
     assert len(list((out / "images_training_rev1").glob("*.jpg"))) == 3
     assert not list((out / "images_test_rev1").glob("*.jpg"))
     assert not (out / "test_solutions_rev1.csv").exists()
-    (out / "truth.csv").unlink()  # as if a run was interrupted: mock.json still marks the folder
+    (out / "truth.csv").unlink()  # as if a run was interrupted: its marker still marks the folder
     generate(out, n=2, seed=0, progress=False, size=48)
     assert (out / "truth.csv").is_file() and len(list((out / "images_training_rev1").glob("*.jpg"))) == 2
     (tmp_path / "mine").mkdir()

@@ -17,10 +17,13 @@ def setup(tmp_path_factory):
     return preds, images, root
 
 
+BASE = "http://127.0.0.1:8000"  # a bound host name: the host guard refuses others
+
+
 def make_client(setup, db_name="r.sqlite", **kw) -> tuple[TestClient, object]:
     preds, images, root = setup
     session = open_session(ReviewConfig(predictions=preds, catalog=images, db=root / db_name, **kw))
-    return TestClient(create_app(session), follow_redirects=False), session
+    return TestClient(create_app(session), base_url=BASE, follow_redirects=False), session
 
 
 def login(client: TestClient, name: str = "ann") -> str:
@@ -79,7 +82,7 @@ def test_bad_or_missing_csrf_is_refused(setup):
         assert client.post(f"/galaxy/{gid}/answer", data=data).status_code == 403
         assert client.post(f"/galaxy/{gid}/skip", data=data).status_code == 403
     # A token from another browser session does not fit this one.
-    other = TestClient(client.app, follow_redirects=False)
+    other = TestClient(client.app, base_url=BASE, follow_redirects=False)
     foreign = csrf_of(other.get("/").text)
     assert client.post(f"/galaxy/{gid}/answer", data={"csrf": foreign, "question": "Q1",
                                                       "answer": "Class1.1"}).status_code == 403

@@ -131,7 +131,9 @@ def test_tampered_weights_are_refused(package, tmp_path, capsys):
     with pytest.raises(RunError) as err:
         resolve_model(bad)
     assert str(weights) in str(err.value) and expected in str(err.value) and sha256_file(weights) in str(err.value)
-    status = main(["predict", "--model", str(bad), "--images", str(tmp_path), "--out", str(tmp_path / "p.csv")])
+    (tmp_path / "imgs").mkdir()  # the output is never written into an input folder
+    status = main(["predict", "--model", str(bad), "--images", str(tmp_path / "imgs"),
+                   "--out", str(tmp_path / "p.csv")])
     assert status == 2 and "refusing to load" in capsys.readouterr().err
     onnx_file = bad / "model.onnx"
     onnx_file.write_bytes(onnx_file.read_bytes() + b"\0")  # the package's ONNX file is checked too

@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_options(parser, ("id_column", "tree"))
     add_config_options(parser, EvaluationConfig, rename=RENAME)
     parser.add_argument("--title", default=None, help="title of the HTML report")
+    parser.add_argument("--drop-bad-rows", action="store_true",
+                        help="leave out prediction rows that are not probabilities (empty, non-numeric, outside "
+                             "[0, 1]) instead of refusing the file; counted and listed in dropped_rows.csv")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
                      folders=[out / name for name in OUTPUT_FOLDERS])
     data = data_options(args)
     ev = evaluate(args.predictions, args.labels, out=args.out, tree=get_tree(data.tree),
-                  id_column=data.id_column, title=args.title, **cfg.to_dict())
+                  id_column=data.id_column, title=args.title, drop_bad_rows=args.drop_bad_rows, **cfg.to_dict())
+    if len(ev.dropped_rows):
+        print(f"{len(ev.dropped_rows)} bad prediction rows left out (listed in dropped_rows.csv)")
     print(f"{ev.n_matched} images matched; RMSE {ev.rmse:.4f} over {len(ev.rmse_columns)} answer columns")
     for side, ids in (("predictions", ev.only_in_predictions), ("labels", ev.only_in_labels)):
         if len(ids):

@@ -27,16 +27,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--push", metavar="hf:ORG/NAME[@REVISION]",
                    help="upload the package to this Hugging Face Hub repository (created when missing)")
     p.add_argument("--private", action="store_true", help="with --push: create the repository private")
+    p.add_argument("--overwrite", action="store_true", help="with --format onnx: replace an existing --out file")
 
 
 def run(args: argparse.Namespace) -> int:
     from gzmorph.errors import ConfigError
     from gzmorph.models.hub import parse_ref
     from gzmorph.models.package import read_package_config
+    from gzmorph.models.resolve import model_inputs, resolve_model
+    from gzmorph.outputs import claim_file, refuse_overwrite
     from gzmorph.sharing.hub import push
     from gzmorph.sharing.onnx_model import export_onnx
     from gzmorph.sharing.package import export_package
-    from gzmorph.models.resolve import resolve_model
 
     ref = parse_ref(args.push) if args.push else None
     if args.push and ref is None:
@@ -47,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
                               "(a package can hold model.onnx: --onnx)")
         if not args.out.lower().endswith(".onnx"):
             raise ConfigError(f"--out {args.out}: name the ONNX file *.onnx")
+        # Before the work: an existing file only with --overwrite, never a folder or a model input.
+        claim_file(args.out, overwrite=args.overwrite)
+        refuse_overwrite(model_inputs(args.run), files=[args.out])
         # A package or a Hub model converts too (an ONNX file does not: "exported" again).
         result = export_onnx(resolve_model(args.run, args.which, device="cpu", purpose="exported again"), args.out)
         print(f"ONNX model -> {result['path']} (checked; largest difference from torch "

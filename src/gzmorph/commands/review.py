@@ -25,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", metavar="DB", help="review database (SQLite; created when missing)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind; any non-loopback address needs --token")
     p.add_argument("--port", type=int, default=8000, help="port to listen on")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="another host name browsers may use for this server (a proxy's name; repeatable); "
+                        "requests naming any other host are refused")
     p.add_argument("--token", help="shared secret every request must carry (default: $GZMORPH_REVIEW_TOKEN)")
     p.add_argument("--show-model", action="store_true",
                    help="show the model's probabilities by default (reviewers can turn them off)")
@@ -45,13 +48,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     exp = sub.add_parser("export", help="write the answers as vote-fraction labels (a training catalog)")
     exp.add_argument("--db", dest="export_db", required=True, metavar="DB", help="review database")
     exp.add_argument("--out", required=True, metavar="FILE", help="labels file to write (.csv or .parquet)")
+    exp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.review_action == "export":
         from gzmorph.review.export import export_labels
 
-        frame = export_labels(args.export_db, args.out)
+        frame = export_labels(args.export_db, args.out, overwrite=args.overwrite)
         n_votes = frame["n_reviewers"].sum()
         print(f"{len(frame)} galaxies, {n_votes} reviews -> {args.out}")
         return 0
@@ -70,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
                        host=args.host, port=args.port, token=args.token, show_model=args.show_model,
                        tree=data.tree, id_column=data.id_column, split=args.split,
                        acquisition=AcquisitionConfig(args.policy, tuple(args.members), args.anomaly_index,
-                                                     args.embeddings, tuple(args.seed_galaxy), args.random_seed))
+                                                     args.embeddings, tuple(args.seed_galaxy), args.random_seed),
+                       allowed_hosts=tuple(args.allow_host))
     serve(cfg)
     return 0

@@ -51,6 +51,18 @@ def _init_config(init_from: str):
     return resolve_model(init_from, "best", device="cpu", purpose="fine-tuned").config
 
 
+def _resume_config(out: str):
+    """The stored configuration of the run to resume (train refuses a folder without one)."""
+    from gzmorph.errors import RunError
+    from gzmorph.training.recipes import get_preset
+    from gzmorph.models.rundir import run_config
+
+    try:
+        return run_config(out)
+    except RunError:
+        return get_preset("paper")  # nothing to resume: train() says so
+
+
 def run(args: argparse.Namespace) -> int:
     from gzmorph.config import build
     from gzmorph.models.trainconfig import TrainConfig
@@ -60,8 +72,14 @@ def run(args: argparse.Namespace) -> int:
     from gzmorph.training.train import train
 
     overrides = config_values(args, TrainConfig, fields=OVERRIDES, drop_none=True)
-    # With --init-from and no --preset, fine-tuning continues that run's configuration.
-    base = _init_config(args.init_from) if args.init_from and not args.preset else get_preset(args.preset or "paper")
+    # With --init-from and no --preset, fine-tuning continues that run's configuration;
+    # --resume without --preset continues the run's own (only the values given here are new).
+    if args.resume and not args.preset:
+        base = _resume_config(args.out)
+    elif args.init_from and not args.preset:
+        base = _init_config(args.init_from)
+    else:
+        base = get_preset(args.preset or "paper")
     from gzmorph.commands.predict import survey_stretch
 
     cfg = build(TrainConfig, {**base.to_dict(), **overrides})

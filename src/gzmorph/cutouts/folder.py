@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from gzmorph.errors import CatalogError, OutputError
+from gzmorph.outputs import atomic_write
 
 __all__ = ["CutoutFolder", "MANIFEST", "CATALOG", "ERRORS", "CUTOUT_COLUMNS", "FORMAT"]
 
@@ -46,16 +47,6 @@ CUTOUT_COLUMNS = {
 # Settings that must be equal for a resumed job to continue an existing folder.
 _SAME = ("input_sha256", "service", "base", "params", "size", "pixscale", "bands", "id_column", "ra_column",
          "dec_column")
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class CutoutFolder:
@@ -107,7 +98,7 @@ class CutoutFolder:
 
     def write_manifest(self) -> None:
         text = json.dumps(self.manifest, indent=2, default=str) + "\n"
-        _atomic(self.root / MANIFEST, lambda tmp: tmp.write_text(text))
+        atomic_write(self.root / MANIFEST, lambda tmp: tmp.write_text(text))
 
     def close(self) -> None:
         self._db.close()
@@ -177,7 +168,7 @@ class CutoutFolder:
         errors = pd.DataFrame({"row": bad, self.manifest["id_column"]: ids[bad], "ra": ra[bad], "dec": dec[bad],
                                "reason": journal.loc[bad, "reason"].to_numpy(),
                                "attempts": journal.loc[bad, "attempts"].to_numpy()})
-        _atomic(self.root / ERRORS, lambda tmp: errors.to_csv(tmp, index=False))
+        atomic_write(self.root / ERRORS, lambda tmp: errors.to_csv(tmp, index=False))
         self.write_manifest()
         return len(ok), len(bad)
 
@@ -193,4 +184,4 @@ class CutoutFolder:
             fields.append(f.with_metadata(meta) if meta else f)
         schema = pa.schema(fields, metadata={**(table.schema.metadata or {}),
                                              b"gzmorph_cutouts": json.dumps(self.manifest, default=str).encode()})
-        _atomic(self.root / CATALOG, lambda tmp: pq.write_table(table.cast(schema), tmp))
+        atomic_write(self.root / CATALOG, lambda tmp: pq.write_table(table.cast(schema), tmp))

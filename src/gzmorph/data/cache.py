@@ -40,6 +40,7 @@ from gzmorph.errors import ConfigError
 from gzmorph.data.catalog import Catalog, CatalogError
 from gzmorph.data.decode import DEFAULT_SIZE, DecodeOptions
 from gzmorph.data.pool import iter_decoded
+from gzmorph.outputs import claim_folder, mark_folder
 from gzmorph.runtime import atomic_write, write_json
 from gzmorph.tree import Tree
 
@@ -203,25 +204,20 @@ def _same_catalog(root: Path, meta: dict, catalog: Catalog, size: int, options: 
                 and np.array_equal(index["path"].to_numpy(dtype=object), catalog.paths))
 
 
-def _only_cache_files(root: Path) -> bool:
-    """True for an empty folder or the leftovers of a prepare killed while laying out."""
-    names = {CACHE_META, _IMAGES, _INDEX, _PROGRESS, _ERRORS, _GEOMETRY}
-    return all(p.name in names or p.name.endswith(".tmp") for p in root.iterdir())
-
-
 def _start(catalog: Catalog, root: Path, size: int, overwrite: bool, options: DecodeOptions
            ) -> tuple[np.memmap, np.ndarray, np.ndarray | None]:
     """Open an existing cache of the same catalog for resuming, or lay out a new one."""
-    meta = _read_meta(root)
+    # The shared output guard: only a new/empty folder or one marked as a cache by an
+    # earlier prepare is written; --overwrite replaces a cache, never a user's folder.
+    ours = claim_folder(root, "cache", what="cache (gzmorph prepare)")
+    meta = _read_meta(root) if ours else None
     if meta is not None and not _same_catalog(root, meta, catalog, size, options):
         if not overwrite:
             raise CatalogError(f"{root}: holds a cache of another catalog or size (or decode options) "
                                f"({meta.get('source')}, size {meta.get('size')}, options {meta.get('options')}); "
                                "choose another output or pass overwrite=True (--overwrite)")
         meta = None
-    elif root.exists() and meta is None and not overwrite and not _only_cache_files(root):
-        raise CatalogError(f"{root}: exists, is not empty and is not a gzmorph cache; choose another output")
-    root.mkdir(parents=True, exist_ok=True)
+    mark_folder(root, "cache")
     shape = (len(catalog), size, size, 3)
     geometry = None
     if meta is None:

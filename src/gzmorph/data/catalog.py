@@ -10,7 +10,7 @@ Three sources are read by :func:`open_catalog`:
   columns; other columns are ignored;
 * a folder written by ``gzmorph cutouts`` (its ``catalog.parquet``, id column from its
   ``cutouts.json`` unless the given one is in the table);
-* a plain directory of images (``.jpg``, ``.jpeg``, ``.png``, FITS cutouts; not recursive), ids =
+* a plain directory of images (``.jpg``, ``.jpeg``, ``.png``, ``.tif``, FITS cutouts; not recursive), ids =
   file stems, no labels.  (Caches are opened by :mod:`gzmorph.data.source`.)
 
 Labels are ``float32 (N, tree.n_answers)`` in tree order with ``NaN`` wherever the source
@@ -41,7 +41,7 @@ __all__ = ["Catalog", "CatalogError", "LabelWarning", "open_catalog", "train_val
 KAGGLE_LABELS = "training_solutions_rev1.csv"
 KAGGLE_TRAIN_DIR = "images_training_rev1"
 KAGGLE_TEST_DIR = "images_test_rev1"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", *FITS_SUFFIXES)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", *FITS_SUFFIXES)
 # A folder written by `gzmorph cutouts` (gzmorph.cutouts.folder; data cannot import it).
 CUTOUTS_MANIFEST, CUTOUTS_CATALOG = "cutouts.json", "catalog.parquet"
 
@@ -147,14 +147,20 @@ def _scan_images(folder: Path) -> dict[str, Path]:
     (:func:`gzmorph.data.decode.decode` says why), never a silent omission.
     """
     found: dict[str, Path] = {}
+    ignored: list[str] = []
     base = folder.resolve()  # once, not per file: Kaggle folders hold ~60k images
     for entry in sorted(folder.iterdir()):
         stem = _image_stem(entry.name)
+        if stem is None and not entry.name.startswith(".") and not entry.is_dir():
+            ignored.append(entry.name)
         if stem is not None:
             if stem in found:
                 raise CatalogError(f"{folder}: duplicate ids: {found[stem].name} and {entry.name} "
                                    f"share the id {stem!r}")
             found[stem] = base / entry.name
+    if ignored:  # counted, never dropped silently
+        warnings.warn(f"{folder}: {len(ignored)} files without an image suffix ({', '.join(IMAGE_SUFFIXES)}) "
+                      f"ignored, e.g. {', '.join(ignored[:3])}", stacklevel=3)
     return found
 
 

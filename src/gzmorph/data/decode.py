@@ -43,6 +43,10 @@ DEFAULT_SIZE = 141
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 _RESAMPLE = Image.Resampling.BOX
+
+#: Smallest image side (pixels, of the square centre) that is predicted: a 3x3 or 8x8
+#: "cutout" blown up to the network's field holds no morphology, so it is an error row.
+MIN_IMAGE_SIDE = 16
 _HIGH_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
@@ -148,6 +152,7 @@ def _decode_fits(path: str | Path, size: int | None, options: DecodeOptions) -> 
     except FitsError as exc:
         raise ImageError(path, exc.reason) from None
     planes = _square_planes(planes)  # (3, S, S): the centre square, as for JPEGs
+    _check_side(path, planes.shape[1])
     placement = measure(planes.sum(axis=0)) if options.recentre else None
     out = Image.fromarray(make_composite(planes, options.stretch))
     if size is not None and out.size != (size, size):
@@ -210,6 +215,7 @@ def decode(path: str | Path, size: int | None = DEFAULT_SIZE, options: DecodeOpt
     _check_regular_file(path)
     try:
         with Image.open(path) as im:
+            _check_side(path, min(im.size))  # the native size, from the header (before any draft)
             if size is not None:
                 # Only JPEGs implement draft; it picks the largest power-of-two
                 # reduction that keeps both sides >= size, so no detail is lost.
@@ -231,6 +237,12 @@ def decode(path: str | Path, size: int | None = DEFAULT_SIZE, options: DecodeOpt
         raise ImageError(path, reason) from None
     # Pillow may hand back a read-only view of its buffer; callers write into batches.
     return np.ascontiguousarray(arr) if arr.flags.writeable else arr.copy()
+
+
+def _check_side(path: str | Path, side: int) -> None:
+    if side < MIN_IMAGE_SIDE:
+        raise ImageError(path, f"{side} pixels across: smaller than the {MIN_IMAGE_SIDE}-pixel minimum "
+                               "(too small to show a galaxy's morphology)")
 
 
 def _check_regular_file(path: str | Path) -> None:

@@ -91,8 +91,11 @@ def _cube_names(header, n: int) -> list[str] | None:
     if "BANDS" in header:
         text = str(header["BANDS"]).strip()
         names = [b.strip().lower() for b in text.split(",")] if "," in text else list(text.lower())
-        if len(names) == n:
-            return names
+        if len(names) != n:
+            # The header names the planes, but not all of them: guessing would use an unnamed plane
+            # as a requested band.
+            raise FitsError(f"the header's BANDS = {text!r} names {len(names)} bands for a cube of {n} planes")
+        return names
     for start in (0, 1):
         keys = [f"BAND{start + k}" for k in range(n)]
         if all(k in header for k in keys):

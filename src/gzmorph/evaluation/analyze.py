@@ -33,6 +33,7 @@ from gzmorph.errors import CatalogError, ConfigError
 from gzmorph.nn import augment as aug
 from gzmorph.evaluation.html import render
 from gzmorph.evaluation.inputs import id_keys, load_labels, match_ids
+from gzmorph.outputs import claim_folder, mark_folder, refuse_overwrite
 from gzmorph.runtime import resolve_device, write_json
 from gzmorph.metrics import masked_sums, rmse_from_sums
 from gzmorph.tree import Tree
@@ -359,7 +360,10 @@ def analyze(run_dir: str | Path, images: Any, out: str | Path, labels: Any = Non
 
     cfg = replace(config or AnalyzeConfig(), **settings)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    # The shared output guard: never among the images, a run or the labels, nor in a user's folder.
+    refuse_overwrite([run_dir, images, labels], folders=[out])
+    claim_folder(out, "analysis", what="analysis (gzmorph analyze)")
+    mark_folder(out, "analysis")
     dev = resolve_device(device).device
     trained = resolve_model(run_dir, which=which, device=dev, purpose="analyzed")
     inputs = _load_inputs(images, trained.tree, trained.image_size, cfg, workers, id_column, progress)

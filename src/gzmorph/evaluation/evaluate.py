@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from gzmorph.errors import CatalogError
-from gzmorph.evaluation.inputs import load_labels, load_predictions, match_ids, predicted_columns
+from gzmorph.evaluation.inputs import bad_prediction_rows, load_labels, load_predictions, match_ids, predicted_columns
 from gzmorph.evaluation.results import Evaluation, EvaluationConfig
 from gzmorph.metrics import masked_sums, rmse_from_sums
 from gzmorph.tree import GZ2, Tree, agreement, get_tree
@@ -185,6 +185,7 @@ def evaluate(
     n_bins: int = 10,
     min_reach: float = 0.5,
     title: str | None = None,
+    drop_bad_rows: bool = False,
 ) -> Evaluation:
     """Compare predictions with crowd labels; optionally write the files and HTML report.
 
@@ -205,6 +206,10 @@ def evaluate(
         See :class:`EvaluationConfig`.
     title : str, optional
         Title of the HTML report.
+    drop_bad_rows : bool
+        Leave out prediction rows that are not probabilities (an empty or non-numeric
+        cell in a predicted column, a value outside [0, 1]) instead of refusing the
+        file; they are counted (``n_dropped_rows``) and listed in ``dropped_rows.csv``.
 
     Returns
     -------
@@ -219,7 +224,18 @@ def evaluate(
     """
     tree = get_tree(tree)
     config = EvaluationConfig(target_accuracy, n_bins, min_reach)
-    pred_keys, pred_all, pred_src = load_predictions(predictions, tree, id_column)
+    pred_keys, pred_all, pred_src = load_predictions(predictions, tree, id_column, check=not drop_bad_rows)
+    dropped = pd.DataFrame({id_column: pred_keys[:0], "reason": []})
+    if drop_bad_rows:
+        reasons = bad_prediction_rows(pred_all)
+        bad = reasons != ""
+        dropped = pd.DataFrame({id_column: pred_keys[bad], "reason": reasons[bad]})
+        if bad.all():
+            raise CatalogError(f"{pred_src}: every prediction row is bad (e.g. {reasons[0]}); nothing to evaluate")
+        if bad.any():
+            warnings.warn(f"{pred_src}: {int(bad.sum())} prediction rows left out (--drop-bad-rows): "
+                          f"e.g. {pred_keys[bad][0]} ({reasons[bad][0]})", stacklevel=2)
+        pred_keys, pred_all = pred_keys[~bad], pred_all[~bad]
     label_keys, lab_all, lab_src = load_labels(labels, tree, id_column)
     labelled_col = np.isfinite(lab_all).any(axis=0)
     present = set(predicted_columns(predictions, tree))
@@ -242,7 +258,8 @@ def evaluate(
         rmse_columns=[c for j, c in enumerate(tree.columns) if labelled_col[j]],
         n_predictions=len(pred_keys), n_labels=len(label_keys), n_matched=int(pred_rows.size),
         only_in_predictions=only_in_predictions, only_in_labels=only_in_labels,
-        sources={"predictions": pred_src, "labels": lab_src}, **_score(tree, pred, lab, labelled_col, config))
+        sources={"predictions": pred_src, "labels": lab_src}, dropped_rows=dropped,
+        **_score(tree, pred, lab, labelled_col, config))
     if out is not None:
         from gzmorph.evaluation.report import write_outputs  # matplotlib is only needed for the report
 

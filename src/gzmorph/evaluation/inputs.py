@@ -37,15 +37,18 @@ def read_table(path: str | Path, id_column: str | None = None) -> pd.DataFrame:
     raise CatalogError(f"{path}: unknown table format (expected .csv or .parquet)")
 
 
-def _answer_matrix(table: pd.DataFrame, tree: Tree, source: str) -> np.ndarray:
-    """``(N, n_answers)`` float64 in tree order; NaN for absent columns and values."""
+def _answer_matrix(table: pd.DataFrame, tree: Tree, source: str, strict: bool = True) -> np.ndarray:
+    """``(N, n_answers)`` float64 in tree order; NaN for absent columns and values.
+
+    A cell that is not a number raises, or with ``strict`` off becomes NaN (a bad row).
+    """
     out = np.full((len(table), tree.n_answers), np.nan)
     for j, col in enumerate(tree.columns):
         if col not in table.columns:
             continue
         values = pd.to_numeric(table[col], errors="coerce")
         bad = np.flatnonzero(values.isna().to_numpy() & table[col].notna().to_numpy())
-        if bad.size:
+        if bad.size and strict:
             raise CatalogError(f"{source}: row {int(bad[0])} (file line {int(bad[0]) + 2}), column "
                              f"{col!r}: {table[col].iloc[bad[0]]!r} is not a number")
         out[:, j] = values.to_numpy(dtype=np.float64)
@@ -71,6 +74,18 @@ def _check_no_empty_ids(ids: pd.Series, source: str, csv: bool) -> None:
 
 #: Slack on [0, 1] for predicted probabilities (float rounding of clipped values).
 PROBABILITY_TOLERANCE = 1e-6
+
+
+def bad_prediction_rows(values: np.ndarray) -> np.ndarray:
+    """Why each row of a prediction matrix cannot be scored (``""``: it can).
+
+    The rules of :func:`_check_probabilities`: an empty (NaN) cell in a predicted
+    column, or a value outside [0, 1].
+    """
+    predicted = ~np.isnan(values).all(axis=0)
+    empty = (np.isnan(values) & predicted).any(axis=1)
+    outside = ((values < -PROBABILITY_TOLERANCE) | (values > 1 + PROBABILITY_TOLERANCE)).any(axis=1)
+    return np.where(empty, "empty or not a number", np.where(outside, "outside [0, 1]", "")).astype(object)
 
 
 def _check_probabilities(values: np.ndarray, tree: Tree, source: str, csv: bool) -> None:
@@ -112,7 +127,13 @@ def predicted_columns(predictions: Any, tree: Tree) -> list[str]:
     return [c for c in tree.columns if c in columns]
 
 
-def load_predictions(predictions: Any, tree: Tree, id_column: str) -> tuple[np.ndarray, np.ndarray, str]:
+def load_predictions(predictions: Any, tree: Tree, id_column: str, check: bool = True
+                     ) -> tuple[np.ndarray, np.ndarray, str]:
+    """Ids (join keys), ``(N, n_answers)`` predictions and the source's name.
+
+    With ``check`` off, bad cells are not refused (non-numbers become NaN): the caller
+    drops the rows :func:`bad_prediction_rows` names, and says so.
+    """
     source = "predictions" if isinstance(predictions, pd.DataFrame) else str(predictions)
     table = predictions if isinstance(predictions, pd.DataFrame) else read_table(predictions, id_column)
     if id_column not in table.columns:
@@ -127,8 +148,9 @@ def load_predictions(predictions: Any, tree: Tree, id_column: str) -> tuple[np.n
         ids = parse_ids_text([str(v) for v in ids])
     keys = id_keys(ids)
     _check_unique(keys, source)
-    values = _answer_matrix(table, tree, source)
-    _check_probabilities(values, tree, source, csv=source.lower().endswith(".csv"))
+    values = _answer_matrix(table, tree, source, strict=check)
+    if check:
+        _check_probabilities(values, tree, source, csv=source.lower().endswith(".csv"))
     return keys, values, source
 
 

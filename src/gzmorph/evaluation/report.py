@@ -186,10 +186,13 @@ def write_outputs(evaluation: Evaluation, out: str | Path, title: str | None = N
     ``triage_curves.csv``, ``unmatched_ids.csv`` (ids present on one side only, with
     ``present_in``), ``plots/*.png`` and ``report.html``.
     """
+    from gzmorph.outputs import claim_folder, mark_folder
     from gzmorph.runtime import write_json
 
     ev, out = evaluation, Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    # The shared output guard: a new/empty folder or an earlier report, never a user's folder.
+    claim_folder(out, "report", what="evaluation report (gzmorph evaluate)")
+    mark_folder(out, "report")
     write_json(ev.to_metrics(), out / "metrics.json")
     write_json(ev.thresholds_dict(), out / "triage_thresholds.json")
     tables = {"per_question": ev.per_question, "precision_recall": ev.precision_recall, "triage": ev.triage,
@@ -200,4 +203,6 @@ def write_outputs(evaluation: Evaluation, out: str | Path, title: str | None = N
         ev.id_column: np.concatenate([ev.only_in_predictions, ev.only_in_labels]).astype(object),
         "present_in": ["predictions"] * len(ev.only_in_predictions) + ["labels"] * len(ev.only_in_labels),
     }).to_csv(out / "unmatched_ids.csv", index=False)
+    if len(ev.dropped_rows):
+        ev.dropped_rows.to_csv(out / "dropped_rows.csv", index=False)
     return write_report(ev, out, **({"title": title} if title else {}))

@@ -77,6 +77,8 @@ class Evaluation:
     triage_curves: pd.DataFrame
     missing_questions: list[str]
     sources: dict[str, str] = field(default_factory=dict)
+    #: Prediction rows left out with ``drop_bad_rows`` (id column, ``reason``): counted, never silent.
+    dropped_rows: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["id", "reason"]))
 
     @property
     def thresholds(self) -> dict[str, float]:
@@ -108,6 +110,7 @@ class Evaluation:
             "n_predictions": self.n_predictions,
             "n_labels": self.n_labels,
             "n_matched": self.n_matched,
+            "n_dropped_rows": int(len(self.dropped_rows)),
             "n_only_in_predictions": int(len(self.only_in_predictions)),
             "n_only_in_labels": int(len(self.only_in_labels)),
             "rmse": None if np.isnan(self.rmse) else float(self.rmse),

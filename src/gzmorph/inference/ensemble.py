@@ -32,7 +32,7 @@ from gzmorph.models.rundir import TrainedModel
 from gzmorph.runtime import Runtime
 from gzmorph.tree import Tree
 
-__all__ = ["ModelSpec", "Ensemble", "fit_simplex_weights", "load_weights"]
+__all__ = ["ModelSpec", "Ensemble", "fit_simplex_weights", "load_weights", "is_weights_file", "WEIGHTS_KIND"]
 
 ModelSpec = str | Path | TrainedModel
 
@@ -182,10 +182,45 @@ class Ensemble:
             out.append(self._forward(k, source, geometry, features))
         return torch.stack(out).cpu().numpy()
 
+    @property
+    def answer_weights(self) -> np.ndarray:
+        """``(n_runs, n_answers)``: each answer's weights over the runs trained on it (summing to 1).
+
+        An answer some run never saw a label for is averaged over the others only (its
+        output there is an untrained guess); an answer no run trained on keeps the
+        plain weights, and is then treated as for a single run (NaN in Parquet).
+        """
+        trained = np.stack([np.isin(self.tree.columns, self.tree.columns if run.label_columns is None
+                                    else list(run.label_columns)) for run in self.runs])  # (R, A)
+        w = self.weights[:, None] * trained
+        total = w.sum(axis=0)
+        return np.where(total > 0, w / np.where(total > 0, total, 1.0), self.weights[:, None])
+
+    def combine(self, per_run: np.ndarray) -> np.ndarray:
+        """The ensemble's ``(B, n_answers)`` float32 from per-run outputs ``(n_runs, B, n_answers)``."""
+        return np.einsum("ra,rba->ba", self.answer_weights, per_run).astype(np.float32)
+
     def __call__(self, images: np.ndarray, geometry: np.ndarray | None = None) -> np.ndarray:
-        """Ensemble probabilities ``(B, n_answers)`` float32 of uint8 images ``(B, S, S, 3)``."""
+        """Ensemble probabilities ``(B, n_answers)`` float32 of uint8 images ``(B, S, S, 3)`` (unchecked)."""
+        return self.combine(self.predict_runs(images, geometry))  # (R, B, A) -> (B, A)
+
+    def predict_checked(self, images: np.ndarray, geometry: np.ndarray | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities ``(B, n_answers)`` and, per image, why they are not a result (``""``: they are).
+
+        The one check of model outputs, for local and Ray prediction alike: a run
+        whose output for an image is not finite, leaves [0, 1] or breaks the tree's
+        sums (:meth:`Tree.output_problems`) makes that image an error row, never a
+        result (and so never a "confident" answer).
+        """
         per_run = self.predict_runs(images, geometry)  # (R, B, A)
-        return np.tensordot(self.weights, per_run, axes=1).astype(np.float32)
+        reasons = np.full(per_run.shape[1], "", dtype=object)
+        for k in range(len(self.runs) - 1, -1, -1):  # the first run's reason is kept
+            why = self.tree.output_problems(per_run[k])
+            bad = why != ""
+            prefix = f"{self.runs[k].run_dir}: " if len(self.runs) > 1 else ""
+            reasons[bad] = [prefix + w for w in why[bad]]
+        return self.combine(per_run), reasons
 
 
 # ------------------------------------------------------------------ weights
@@ -232,6 +267,18 @@ def fit_simplex_weights(per_run: np.ndarray, labels: np.ndarray, iterations: int
             break
         w, t = w_next, t_next
     return w
+
+
+#: The mark of a weights file written by ``fit_weights`` (the only kind ``--weights-out`` replaces).
+WEIGHTS_KIND = "ensemble-weights"
+
+
+def is_weights_file(path: str | Path) -> bool:
+    """Whether ``path`` is an ensemble weights file gzmorph wrote (JSON carrying :data:`WEIGHTS_KIND`)."""
+    try:
+        return json.loads(Path(path).read_text()).get("gzmorph") == WEIGHTS_KIND
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def load_weights(path: str | Path, run_dirs: Sequence[str | Path]) -> list[float]:

@@ -300,10 +300,13 @@ class PredictionJob:
         failed: list[tuple[int, str]] = []
         for rows, images, failures, geometry in iter_batches(items, len(self.rows(k)), self.config.batch_size):
             if images is not None:
-                probs.append(ensemble(images) if geometry is None else ensemble(images, geometry))
-                ok_rows += rows
+                p, why = ensemble.predict_checked(images, geometry)
+                good = why == ""  # outputs that are not probabilities become error rows
+                probs.append(p[good])
+                ok_rows += [r for r, g in zip(rows, good) if g]
+                failed += [(r, w) for r, w in zip(rows, why) if w]
                 if geometry is not None:
-                    found.append(geometry[:, 3] > 0)
+                    found.append(geometry[good, 3] > 0)
             failed += failures
             if progress is not None:
                 progress(len(rows) + len(failures))

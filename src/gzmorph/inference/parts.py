@@ -24,6 +24,7 @@ manifest and refuses one with other settings.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -143,6 +144,9 @@ class PartStore:
         if self.dir.exists() and any(self.dir.iterdir()) and not path.is_file():
             raise OutputError(f"{self.dir}: not empty and not a gzmorph output (no {MANIFEST}); "
                               "choose another output")
+        if not _only_parts(self.errors_dir):  # it is deleted on a fresh start: only if it holds our parts
+            raise OutputError(f"{self.errors_dir}: not empty and not the error parts of a gzmorph job; "
+                              "move it or choose another output")
         if resume and path.is_file():
             changed = _changed(json.loads(path.read_text()), self.manifest)
             if changed:
@@ -260,6 +264,16 @@ class PartStore:
         """Delete the part and error directories (after a successful :meth:`assemble`)."""
         shutil.rmtree(self.dir, ignore_errors=True)
         shutil.rmtree(self.errors_dir, ignore_errors=True)
+
+
+def _only_parts(folder: Path) -> bool:
+    """Whether ``folder`` is missing or holds only what a part store writes (parts, hidden temporaries)."""
+    if not folder.exists():
+        return True
+    if not folder.is_dir():
+        return False
+    return all(re.fullmatch(r"part-\d{6}\.parquet", p.name) or (p.name.startswith(".") and p.name.endswith(".tmp"))
+               for p in folder.iterdir())
 
 
 def single_machine_store(out: str | Path, manifest: Mapping[str, Any], resume: bool) -> PartStore:

@@ -26,11 +26,12 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from gzmorph.data.catalog import Catalog
-from gzmorph.errors import CatalogError
+from gzmorph.errors import CatalogError, OutputError
 from gzmorph.metrics import masked_rmse
 from gzmorph.inference.config import PredictConfig
-from gzmorph.inference.ensemble import ModelSpec, fit_simplex_weights
+from gzmorph.inference.ensemble import WEIGHTS_KIND, ModelSpec, fit_simplex_weights, is_weights_file
 from gzmorph.inference.job import PredictionJob, decode_workers, iter_batches
+from gzmorph.outputs import refuse_overwrite
 from gzmorph.inference.parts import (check_outputs, errors_path, finished_output, model_files, output_format,
                                      single_machine_store)
 from gzmorph.inference.science import catalog_file, output_extras
@@ -157,6 +158,11 @@ def fit_weights(models: Sequence[ModelSpec], catalog: Catalog | Any | str | Path
         when given; pass that file as ``weights`` to :func:`predict`.
     """
     cfg = config or PredictConfig(**options)
+    if out is not None:  # the output guard, before the work: never an input, never a file of another kind
+        refuse_overwrite([catalog, *model_files(models)], files=[out], option="--weights-out")
+        if Path(out).exists() and not is_weights_file(out):
+            raise OutputError(f"--weights-out {out}: exists and is not a weights file written by --weights-out; "
+                              "choose another name")
     job = PredictionJob.open(models, catalog, cfg)
     ensemble, cat = job.ensemble, job.source.catalog
     if not cat.has_labels:
@@ -169,8 +175,11 @@ def fit_weights(models: Sequence[ModelSpec], catalog: Catalog | Any | str | Path
             torch_threads(cfg.threads):
         for batch_rows, images, failures, geometry in iter_batches(stream, len(cat), cfg.batch_size):
             if images is not None:
-                preds.append(ensemble.predict_runs(images, geometry))
-                rows += batch_rows
+                per = ensemble.predict_runs(images, geometry)  # (R, B, A)
+                good = np.all([ensemble.tree.output_problems(p) == "" for p in per], axis=0)
+                preds.append(per[:, good])  # outputs that are not probabilities are not fitted on
+                rows += [r for r, g in zip(batch_rows, good) if g]
+                n_failed += int((~good).sum())
             n_failed += len(failures)
             bar.update(len(batch_rows) + len(failures))
     if not preds:
@@ -182,7 +191,8 @@ def fit_weights(models: Sequence[ModelSpec], catalog: Catalog | Any | str | Path
     def rmse(p: np.ndarray) -> float:
         return masked_rmse(p, labels)
 
-    record = {"runs": ensemble.names, "weights": w.tolist(), "tta": cfg.tta, "which": cfg.which,
+    record = {"gzmorph": WEIGHTS_KIND, "runs": ensemble.names, "weights": w.tolist(), "tta": cfg.tta,
+              "which": cfg.which,
               "val_catalog": str(catalog if not isinstance(catalog, Catalog) else catalog.source),
               "n_images": len(rows), "n_failed": n_failed, "label_columns": cat.label_columns,
               "rmse": {"runs": [rmse(p) for p in per_run], "uniform": rmse(per_run.mean(axis=0)),

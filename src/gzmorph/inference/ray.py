@@ -44,9 +44,10 @@ from gzmorph.errors import ConfigError, MissingExtraError, OutputError
 from gzmorph.inference.config import PredictConfig
 from gzmorph.inference.ensemble import ModelSpec
 from gzmorph.inference.job import PredictionJob, prediction_runtime
-from gzmorph.inference.parts import SCIENCE_SUFFIXES, PartStore, ray_errors_dir
+from gzmorph.inference.parts import SCIENCE_SUFFIXES, PartStore, model_files, ray_errors_dir
 from gzmorph.inference.science import output_extras
 from gzmorph.inference.summary import RaySummary
+from gzmorph.outputs import refuse_overwrite
 from gzmorph.runtime import resolve_device
 
 __all__ = ["RayConfig", "RaySummary", "predict_ray", "ray_errors_dir", "ChunkActor", "INSTALL_HINT"]
@@ -237,6 +238,9 @@ def predict_ray(models: ModelSpec | Sequence[ModelSpec], source: Catalog | Any |
     if out.suffix.lower() in (".csv", *SCIENCE_SUFFIXES):
         raise OutputError(f"{out}: a Ray job writes a directory of Parquet parts; name it e.g. "
                          f"{out.with_suffix('.parquet').name}")
+    # The shared output guard, before any work: the parts never go into, onto or over an input.
+    refuse_overwrite([source, triage_thresholds, weights, *model_files(models)],
+                     folders=[out, ray_errors_dir(out)])
     t0 = time.monotonic()
     # On the driver the runs only provide metadata and travel to the actors: keep them on the CPU.
     job = PredictionJob.open(models, source, cfg, weights, triage_thresholds, layout="ray-parts",

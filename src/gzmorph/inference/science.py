@@ -302,7 +302,8 @@ def write_science(table: pa.Table, path: str | Path, docs: Mapping[str, tuple[st
             elif fmt == "votable":
                 _write_votable(astro, tmp, meta)
             else:
-                astro.write(tmp, format=fmt)
+                # tmp is the empty file atomic_write just created for this call (a unique name)
+                astro.write(tmp, format=fmt, overwrite=True)
 
     try:
         atomic_write(path, write)

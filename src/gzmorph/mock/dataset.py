@@ -29,23 +29,23 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from gzmorph.errors import ConfigError, OutputError
+from gzmorph.errors import ConfigError
 from gzmorph import __version__
 from gzmorph.mock.labels import crowd_labels, visibility
 from gzmorph.mock.params import GalaxyParams, sample_params
 from gzmorph.mock.render import render_galaxy
-from gzmorph.runtime import atomic_write, cpu_cores, torch_threads, write_json
+from gzmorph.outputs import claim_folder, mark_folder
+from gzmorph.runtime import atomic_write, cpu_cores, torch_threads
 from gzmorph.tree import GZ2
 
 __all__ = ["generate", "galaxy_rng", "TRAIN_DIR", "TEST_DIR", "LABELS_FILE", "TEST_LABELS_FILE", "TRUTH_FILE",
-           "MARKER_FILE", "TRAIN_ID_START", "TEST_ID_START"]
+           "TRAIN_ID_START", "TEST_ID_START"]
 
 TRAIN_DIR = "images_training_rev1"
 TEST_DIR = "images_test_rev1"
 LABELS_FILE = "training_solutions_rev1.csv"
 TEST_LABELS_FILE = "test_solutions_rev1.csv"
 TRUTH_FILE = "truth.csv"
-MARKER_FILE = "mock.json"
 TRAIN_ID_START = 100_000
 TEST_ID_START = 900_000
 _STREAMS = {"params": 0, "render": 1, "labels": 2}
@@ -97,27 +97,24 @@ def _single_torch_thread() -> contextlib.AbstractContextManager:
 def _prepare_out(out: Path, keep: dict[str, set[str]], has_test: bool, meta: dict) -> None:
     """Create the folders; in a previous mock dataset, remove images this run does not write.
 
-    Only a folder marked as a mock (``mock.json``, written first, or ``truth.csv``) is
-    cleaned, so a real Kaggle folder given by mistake is never touched.
+    Only a folder marked as a mock dataset by the shared output guard
+    (:func:`gzmorph.outputs.claim_folder`: the marker is written first, before any image)
+    is cleaned; a folder recognised by a common file name (a real Kaggle folder holding
+    a ``truth.csv``) is refused, never touched.
     """
-    if out.exists() and any(out.iterdir()):
-        if not ((out / MARKER_FILE).is_file() or (out / TRUTH_FILE).is_file()):
-            raise OutputError(
-                f"{out} is not empty and holds no mock dataset ({MARKER_FILE} missing): "
-                "choose a new or empty folder"
-            )
+    if claim_folder(out, "dataset", what="mock dataset (gzmorph mock)"):
         for folder, names in keep.items():
             if (out / folder).is_dir():
                 for f in (out / folder).iterdir():
                     # Stale images of a larger run, and temporaries of an interrupted one.
-                    if (f.suffix in (".jpg", ".fits") and f.name not in names) or f.name.endswith((".jpg.tmp",
-                                                                                                   ".fits.tmp")):
+                    stale_tmp = f.name.startswith(".") and f.name.endswith(".tmp")
+                    if (f.suffix in (".jpg", ".fits") and f.name not in names) or stale_tmp:
                         f.unlink()
         if not has_test:
             (out / TEST_LABELS_FILE).unlink(missing_ok=True)
+    mark_folder(out, "dataset", **meta)
     for folder in keep:
         (out / folder).mkdir(parents=True, exist_ok=True)
-    write_json(meta, out / MARKER_FILE)
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:

@@ -73,6 +73,21 @@ class OnnxNet(torch.nn.Module):
         return state
 
 
+def _check_graph(session: Any, path: Path, n_answers: int) -> None:
+    """Refuse a graph that is not the exported network: one 5-D input, one output of ``n_answers`` columns."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    problem = None
+    if [i.name for i in inputs] != [INPUT] or len(inputs[0].shape) != 5:
+        problem = f"inputs {[(i.name, i.shape) for i in inputs]}, expected one 5-D {INPUT!r}"
+    elif [o.name for o in outputs] != [OUTPUT]:
+        problem = f"outputs {[o.name for o in outputs]}, expected exactly one {OUTPUT!r}"
+    elif len(outputs[0].shape) != 2 or outputs[0].shape[1] not in (n_answers, None) and \
+            not isinstance(outputs[0].shape[1], str):
+        problem = f"output shape {outputs[0].shape}, expected (batch, {n_answers})"
+    if problem:
+        raise RunError(f"{path}: not a network exported by gzmorph ({problem})")
+
+
 def is_onnx(path: str | Path) -> bool:
     """Whether ``path`` is an ``.onnx`` file."""
     path = Path(path)
@@ -99,6 +114,8 @@ def load_onnx(path: str | Path, data: bytes | None = None) -> TrainedModel:
         cfg = TrainConfig.from_dict(stored["train"])
     except (ValueError, TypeError, KeyError) as exc:
         raise RunError(f"{path}: unreadable gzmorph metadata ({exc})") from None
-    return TrainedModel(model=net.eval(), tree=get_tree(cfg.tree), augment=cfg.augment, pca=stored.get("pca") or {},
+    tree = get_tree(cfg.tree)
+    _check_graph(net._get_session(), path, tree.n_answers)
+    return TrainedModel(model=net.eval(), tree=tree, augment=cfg.augment, pca=stored.get("pca") or {},
                         image_size=cfg.image_size, config=cfg, step=int(stored.get("step", 0)), run_dir=path,
                         label_columns=stored.get("label_columns"), stretch=stored.get("stretch"))

@@ -16,7 +16,9 @@ model, tree, augmentation and image size, so any new preprocessing field of
 readable summary for other tools: ``"model"``, ``"tree"``, ``"preprocessing"`` (image
 size, crop geometry, colour PCA, the test-time averaging levels), ``"data"`` (facts
 about the training data), ``"weights"`` (file, SHA-256, checkpoint, step) and
-``"versions"``.  Loading refuses weights whose SHA-256 differs from the recorded one.
+``"versions"``.  Loading refuses weights whose SHA-256 differs from the recorded one, a
+``config.json`` whose content differs from its ``config_sha256`` (version 2), and file
+entries that are not plain names inside the package.
 
 Written by :func:`gzmorph.sharing.package.export_package`.
 """
@@ -32,17 +34,17 @@ import torch
 
 from gzmorph.errors import RunError
 from gzmorph.models.extra import require
-from gzmorph.models.rundir import TrainedModel
+from gzmorph.models.rundir import TrainedModel, check_finite
 from gzmorph.models.trainconfig import TrainConfig
 from gzmorph.nn.model import build_model
 from gzmorph.runtime import resolve_device
 from gzmorph.tree import get_tree
 
 __all__ = ["PACKAGE_FORMAT", "PACKAGE_VERSION", "PACKAGE_FILES", "is_package", "sha256_file",
-           "read_package_config", "verify_file", "load_package"]
+           "read_package_config", "verify_file", "load_package", "config_digest"]
 
 PACKAGE_FORMAT = "gzmorph-model"
-PACKAGE_VERSION = 1
+PACKAGE_VERSION = 2  # 2: config.json carries config_sha256, the digest of its own content
 PACKAGE_FILES = {"weights": "model.safetensors", "config": "config.json", "card": "README.md",
                  "onnx": "model.onnx", "thresholds": "triage_thresholds.json"}
 
@@ -66,8 +68,14 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def config_digest(config: dict[str, Any]) -> str:
+    """SHA-256 of a package configuration (canonical JSON, without its own ``config_sha256``)."""
+    body = {k: v for k, v in config.items() if k != "config_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def read_package_config(package: str | Path) -> dict[str, Any]:
-    """The ``config.json`` of a package, checked for its format and version."""
+    """The ``config.json`` of a package, checked for its format, version, digest and sections."""
     path = Path(package) / PACKAGE_FILES["config"]
     try:
         config = json.loads(path.read_text())
@@ -78,12 +86,22 @@ def read_package_config(package: str | Path) -> dict[str, Any]:
     if not isinstance(config.get("version"), int) or config["version"] > PACKAGE_VERSION:
         raise RunError(f"{path}: package version {config.get('version')!r} is newer than this gzmorph reads "
                        f"({PACKAGE_VERSION}); upgrade gzmorph")
+    if config["version"] >= 2 and config.get("config_sha256") != config_digest(config):
+        raise RunError(f"{path}: its content does not match its config_sha256 (edited or damaged after export); "
+                       "refusing to load it")
+    for section in ("weights", "preprocessing", "train"):
+        if not isinstance(config.get(section), dict):
+            raise RunError(f"{path}: no {section!r} section; not a complete gzmorph model package configuration")
     return config
 
 
 def verify_file(package: Path, entry: dict[str, Any]) -> Path:
     """The file ``entry["file"]`` of a package, after checking its recorded SHA-256."""
-    path = package / entry["file"]
+    name = entry.get("file") if isinstance(entry, dict) else None
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+        raise RunError(f"{package / PACKAGE_FILES['config']}: file entry {name!r} is not a plain file name inside "
+                       "the package; refused")
+    path = package / name
     if not path.is_file():
         raise RunError(f"{path}: missing from the model package {package}")
     actual = sha256_file(path)
@@ -107,7 +125,9 @@ def load_package(package: str | Path, device: str | torch.device | None = "auto"
     tree = get_tree(cfg.tree)
     model = build_model(cfg.model, tree)
     try:
-        model.load_state_dict(safetensors_torch.load_file(str(path)))
+        state = safetensors_torch.load_file(str(path))
+        check_finite(state, path)
+        model.load_state_dict(state)
     except (RuntimeError, OSError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise RunError(f"{path}: its weights do not fit the network of {package / PACKAGE_FILES['config']} "

@@ -28,11 +28,12 @@ from gzmorph.errors import RunError
 from gzmorph.nn import augment as aug
 from gzmorph.nn.model import build_model
 from gzmorph.models.trainconfig import TrainConfig
+from gzmorph.outputs import claim_folder, folder_kind, mark_folder
 from gzmorph.runtime import atomic_save, load_checkpoint, resolve_device, write_json
 from gzmorph.tree import Tree, get_tree
 
-__all__ = ["RUN_FILES", "RUN_FORMAT", "save_run", "read_run", "run_config", "write_skipped", "save_checkpoint", "TrainedModel",
-           "load_run", "init_weights"]
+__all__ = ["RUN_FILES", "RUN_FORMAT", "save_run", "read_run", "run_config", "write_skipped", "save_checkpoint",
+           "TrainedModel", "load_run", "init_weights", "claim_run_dir", "check_finite"]
 
 RUN_FILES = {
     "config": "config.json",
@@ -56,6 +57,7 @@ def save_run(run_dir: str | Path, cfg: TrainConfig, data: dict[str, Any]) -> Pat
         Facts about the data: ``pca`` (needed to predict), ``source``, ``n_train``,
         ``n_val``, ``label_columns``, ``processes``...
     """
+    mark_folder(run_dir, "run")  # the output guard's proof that gzmorph made this folder
     path = Path(run_dir) / RUN_FILES["config"]
     write_json({"format": RUN_FORMAT, "train": cfg.to_dict(), "data": dict(data)}, path)
     return path
@@ -83,6 +85,43 @@ def read_run(run_dir: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
         return TrainConfig.from_dict({k: v for k, v in stored.items() if k not in facts}), data
     except (ValueError, TypeError, KeyError) as exc:
         raise RunError(f"{path}: not a valid run configuration ({exc})") from None
+
+
+def claim_run_dir(run_dir: str | Path, resume: bool) -> None:
+    """The output guard of training: refuse, before any work, a folder a run may not be written to.
+
+    Without ``resume`` the folder must be new, empty, or a run marked by gzmorph that
+    never wrote a checkpoint or a metrics line (a start killed before its first
+    validation): a run directory is never reinitialised in place, and no other folder (images, data, another output) is
+    filled.  With ``resume`` there must be a run to resume: ``checkpoints/last.pt``
+    and ``config.json``, and a ``best.pt``, when present, must load (an empty or
+    corrupt one would otherwise end as a "finished" run with nothing to predict with).
+    """
+    run_dir = Path(run_dir)
+    if resume:
+        if not (run_dir / RUN_FILES["last"]).is_file() or not (run_dir / RUN_FILES["config"]).is_file():
+            raise RunError(f"cannot resume {run_dir}: it holds no {RUN_FILES['last']} and {RUN_FILES['config']}, "
+                           "so there is nothing to resume; start a new run without --resume in a new folder")
+        if folder_kind(run_dir) not in (None, "run"):
+            raise RunError(f"cannot resume {run_dir}: it is a gzmorph {folder_kind(run_dir)}, not a run")
+        if (run_dir / RUN_FILES["best"]).exists():
+            try:
+                load_checkpoint(run_dir / RUN_FILES["best"])
+            except RunError as exc:
+                raise RunError(f"cannot resume {run_dir}: {exc}") from None
+        return
+    trained = [RUN_FILES["last"], RUN_FILES["best"], RUN_FILES["metrics"]]
+    if claim_folder(run_dir, "run", what="run directory (gzmorph train)") and \
+            any((run_dir / name).exists() for name in trained):
+        raise RunError(f"{run_dir} already holds a run; use --resume to continue it or another --out")
+
+
+def check_finite(state: dict[str, Any], path: str | Path) -> None:
+    """Refuse weights holding NaN or infinity (a diverged run): they would predict a silent constant."""
+    for name, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise RunError(f"{path}: the weights {name} hold NaN or infinite values (the training diverged); "
+                           "refused")
 
 
 def write_skipped(run_dir: str | Path, id_column: str, rows: list[tuple[Any, Any, str]]) -> Path:
@@ -153,6 +192,7 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     model = build_model(cfg.model, tree).to(dev)
     try:
         # A run trained with weight averaging predicts with the averaged weights.
+        check_finite(ckpt.get("ema", ckpt["model"]), path)
         model.load_state_dict(ckpt.get("ema", ckpt["model"]))
     except (RuntimeError, TypeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

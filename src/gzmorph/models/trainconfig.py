@@ -114,6 +114,8 @@ class TrainConfig(Config):
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             self.model = model_config_from_dict(self.model)
+        if not isinstance(self.model, (ModelConfig, SymmetricConfig)):
+            raise ValueError(f"model must be a model configuration (a mapping of its settings), not {self.model!r}")
         if isinstance(self.compile, bool):  # run directories before 0.2 stored a flag meaning "on CUDA"
             self.compile = "cuda" if self.compile else "off"
         if self.compile not in ("off", "cuda", "always"):
@@ -124,6 +126,8 @@ class TrainConfig(Config):
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if isinstance(self.augment, dict):
             self.augment = AugmentConfig.from_dict(self.augment)
+        if not isinstance(self.augment, AugmentConfig):
+            raise ValueError(f"augment must be a mapping of augmentation settings, not {self.augment!r}")
         self.lr_milestones = tuple(float(m) for m in self.lr_milestones)
         if self.optimizer not in ("nesterov", "adamw"):
             raise ValueError(f"optimizer must be 'nesterov' or 'adamw', not {self.optimizer!r}")

@@ -33,8 +33,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from gzmorph.review.queue import build_queue
-from gzmorph.review.security import SESSION_COOKIE, TokenGate, check_csrf, csrf_token
-from gzmorph.review.server import ReviewConfig, ReviewSession, open_session
+from gzmorph.review.security import SESSION_COOKIE, HostGuard, TokenGate, check_csrf, csrf_token
+from gzmorph.review.server import ReviewConfig, ReviewSession, open_session, served_hosts
 from gzmorph.review.walk import CANT_TELL, AnswerError, next_question, reached_questions
 
 __all__ = ["create_app", "serve", "REVIEWER_COOKIE"]
@@ -201,7 +201,10 @@ def create_app(session: ReviewSession) -> Starlette:
         Route("/image/{gid}", v.image),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    middleware = [Middleware(TokenGate, token=session.config.token)] if session.config.token else []
+    # The host guard runs first: a request for another host name never reaches the token gate or a page.
+    middleware = [Middleware(HostGuard, hosts=served_hosts(session.config))]
+    if session.config.token:
+        middleware.append(Middleware(TokenGate, token=session.config.token))
     return Starlette(routes=routes, middleware=middleware)
 
 

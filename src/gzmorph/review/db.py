@@ -29,7 +29,7 @@ from typing import Iterator
 
 import pandas as pd
 
-from gzmorph.errors import ConfigError
+from gzmorph.errors import ConfigError, InputNotFoundError
 from gzmorph.review.walk import check_answer, is_complete, next_question, prune
 from gzmorph.tree import Tree
 
@@ -86,11 +86,17 @@ class ReviewStore:
     def __init__(self, path: str | Path, tree: Tree, meta: dict[str, str] | None = None) -> None:
         self.path = Path(path)
         self.tree = tree
-        if self.path.parent and not self.path.parent.exists():
-            raise FileNotFoundError(f"{self.path}: folder {self.path.parent} does not exist")
-        with self._connect() as con:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(_SCHEMA)
+        if self.path.parent and not self.path.parent.is_dir():
+            raise InputNotFoundError(f"{self.path}: folder {self.path.parent} does not exist")
+        if self.path.exists() and not self.path.is_file():
+            raise ConfigError(f"{self.path}: is a directory, not a review database file")
+        try:
+            with self._connect() as con:
+                con.execute("PRAGMA journal_mode=WAL")
+                con.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:  # "file is not a database": someone else's file
+            raise ConfigError(f"{self.path}: not a review database (SQLite: {exc}); give a new file name or "
+                              "a database written by `gzmorph review`") from None
         stored = self.meta().get("tree")
         tree_json = json.dumps(tree.to_dict(), sort_keys=True)
         if stored is not None and json.loads(stored) != tree.to_dict():
@@ -108,7 +114,7 @@ class ReviewStore:
 
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such review database")
+            raise InputNotFoundError(f"{path}: no such review database")
         with sqlite3.connect(path) as con:
             try:
                 row = con.execute("SELECT value FROM meta WHERE key='tree'").fetchone()

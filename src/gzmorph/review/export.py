@@ -23,7 +23,9 @@ import numpy as np
 import pandas as pd
 
 from gzmorph.errors import CatalogError, OutputError
+from gzmorph.outputs import claim_file, refuse_overwrite
 from gzmorph.review.db import ReviewStore
+from gzmorph.runtime import atomic_write
 from gzmorph.review.walk import CANT_TELL
 from gzmorph.tree import Tree
 
@@ -73,7 +75,8 @@ def _id_sort_key(galaxy: str):
     return (0, int(galaxy), "") if galaxy.lstrip("-").isdigit() else (1, 0, galaxy)
 
 
-def export_labels(db: str | Path, out: str | Path | None = None, catalog=None) -> pd.DataFrame:
+def export_labels(db: str | Path, out: str | Path | None = None, catalog=None, overwrite: bool = False
+                  ) -> pd.DataFrame:
     """Write the expert labels of a review database as a catalog CSV (or Parquet).
 
     Parameters
@@ -85,6 +88,9 @@ def export_labels(db: str | Path, out: str | Path | None = None, catalog=None) -
     catalog : Catalog, optional
         Where the images are; by default the catalog recorded in the database is
         opened again (it gives the ``path`` column).
+    overwrite : bool
+        Replace an existing ``out`` (never one of the review's inputs: the database,
+        its predictions file or its catalog).
 
     Returns
     -------
@@ -94,6 +100,10 @@ def export_labels(db: str | Path, out: str | Path | None = None, catalog=None) -
     """
     store = ReviewStore.open_existing(db)
     meta = store.meta()
+    if out is not None:  # the shared output guard, before any work
+        inputs = [db, meta.get("predictions"), meta.get("catalog")]
+        refuse_overwrite([i for i in inputs if i], files=[out])
+        claim_file(out, overwrite=overwrite)
     id_column = meta.get("id_column", "GalaxyID")
     table = store.table()
     if table.empty:
@@ -117,9 +127,9 @@ def export_labels(db: str | Path, out: str | Path | None = None, catalog=None) -
     if out is not None:
         out = Path(out)
         if out.suffix.lower() in (".parquet", ".pq"):
-            frame.to_parquet(out, index=False)
+            atomic_write(out, lambda tmp: frame.to_parquet(tmp, index=False))
         elif out.suffix.lower() == ".csv":
-            frame.to_csv(out, index=False, float_format="%.6g")
+            atomic_write(out, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g"))
         else:
             raise OutputError(f"{out}: labels file must end in .csv or .parquet")
     return frame

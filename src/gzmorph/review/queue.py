@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gzmorph.errors import CatalogError, ConfigError
+from gzmorph.errors import CatalogError, ConfigError, InputNotFoundError
 from gzmorph.inference.parts import manifest_path
 from gzmorph.inference.table import load_thresholds, prediction_table
 from gzmorph.tree import Tree
@@ -35,7 +35,7 @@ def load_predictions(path: str | Path, tree: Tree, id_column: str = "GalaxyID") 
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such prediction file")
+        raise InputNotFoundError(f"{path}: no such prediction file")
     frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") or path.is_dir() else pd.read_csv(path)
     if id_column not in frame:
         raise CatalogError(f"{path}: no id column {id_column!r} (columns: {list(frame.columns)[:6]}...)")

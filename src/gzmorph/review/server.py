@@ -22,13 +22,14 @@ import pandas as pd
 from gzmorph.config import Config
 from gzmorph.errors import CatalogError, ConfigError
 from gzmorph.data.catalog import Catalog, open_catalog
+from gzmorph.outputs import refuse_overwrite
 from gzmorph.review.acquisition import AcquisitionConfig, acquisition_scores
 from gzmorph.review.db import ReviewStore
 from gzmorph.review.queue import load_predictions, model_version
 from gzmorph.tree import Tree, get_tree
 
 __all__ = ["ReviewConfig", "ReviewSession", "open_session", "open_review_catalog", "BackgroundServer",
-           "TOKEN_ENV"]
+           "TOKEN_ENV", "served_hosts"]
 
 TOKEN_ENV = "GZMORPH_REVIEW_TOKEN"
 
@@ -48,6 +49,11 @@ class ReviewConfig(Config):
         Review database (created when missing).
     host, port : str, int
         Address to bind; anything but a loopback address needs ``token``.
+    allowed_hosts : tuple of str
+        Host names, besides the bound one (and ``localhost`` / the loopback addresses),
+        that requests may name in ``Host`` and ``Origin`` (a reverse proxy's name...).
+        Any other is refused: a page served under another name (DNS rebinding) cannot
+        talk to the server.
     token : str, optional
         Shared secret every request must carry; defaults to ``$GZMORPH_REVIEW_TOKEN``.
     show_model : bool
@@ -74,8 +80,10 @@ class ReviewConfig(Config):
     id_column: str = "GalaxyID"
     split: str = "test"
     acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)
+    allowed_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        self.allowed_hosts = tuple(h.strip().lower() for h in self.allowed_hosts if h.strip())
         if self.token is None:
             self.token = os.environ.get(TOKEN_ENV) or None
         if not 0 < self.port < 65536:
@@ -86,6 +94,18 @@ class ReviewConfig(Config):
         if self.token is not None and len(self.token) < 16:
             raise ConfigError("the token must be at least 16 characters (e.g. `python -c 'import secrets; "
                              "print(secrets.token_urlsafe())'`)")
+
+
+def served_hosts(cfg: ReviewConfig) -> set[str]:
+    """The host names requests may carry: the bound one, loopback names and the configured ones.
+
+    A wildcard bind (``0.0.0.0``, ``::``) adds this machine's own names; reaching it
+    under any other name needs ``allowed_hosts``.
+    """
+    hosts = {"localhost", "127.0.0.1", "::1", cfg.host.lower(), *cfg.allowed_hosts}
+    if cfg.host in ("0.0.0.0", "::", ""):
+        hosts |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+    return hosts
 
 
 def is_loopback(host: str) -> bool:
@@ -121,6 +141,8 @@ class ReviewSession:
 
 def open_session(cfg: ReviewConfig) -> ReviewSession:
     """Open the tree, catalog, predictions and database of a review."""
+    # The shared output guard: the database is never an input nor inside an input folder.
+    refuse_overwrite([cfg.predictions, cfg.catalog], files=[cfg.db], option="--db")
     tree = get_tree(cfg.tree)
     catalog = open_review_catalog(cfg.catalog, tree, cfg.id_column, cfg.split)
     images = {str(i): Path(p) for i, p in zip(catalog.ids.tolist(), catalog.paths) if p is not None}

@@ -1,22 +1,8 @@
-"""Writing the model package of a run (the format and its reader: :mod:`gzmorph.models.package`).
+"""Writing the model package of a run: :func:`export_package`.
 
-A package holds::
-
-    model.safetensors   the weights of one checkpoint (the averaged weights when the run
-                        trained with ``ema_decay``: what prediction from the run uses)
-    config.json         everything needed to rebuild and feed the network (see below)
-    README.md           the model card (:mod:`gzmorph.sharing.card`)
-    model.onnx          optional (``export --onnx``): the same network for onnxruntime
-    triage_thresholds.json  optional: the triage thresholds given at export
-
-``config.json`` (format ``"gzmorph-model"``, version :data:`PACKAGE_VERSION`) keeps the
-run's resolved training configuration under ``"train"`` (the authority when loading:
-model, tree, augmentation and image size, so any new preprocessing field of
-:class:`~gzmorph.models.trainconfig.TrainConfig` travels without a change here), and a
-readable summary for other tools: ``"model"``, ``"tree"``, ``"preprocessing"`` (image
-size, crop geometry, colour PCA, the test-time averaging levels), ``"data"`` (facts
-about the training data), ``"weights"`` (file, SHA-256, checkpoint, step) and
-``"versions"``.  Loading refuses weights whose SHA-256 differs from the recorded one.
+The format (``model.safetensors``, ``config.json`` with its ``config_sha256``,
+``README.md``, optional ``model.onnx`` and ``triage_thresholds.json``) and its reader,
+which checks the digests, are :mod:`gzmorph.models.package`.
 """
 
 from __future__ import annotations
@@ -34,9 +20,10 @@ import gzmorph
 from gzmorph.errors import OutputError, RunError
 from gzmorph.models.extra import require
 from gzmorph.models.metrics_log import read_metrics
-from gzmorph.models.package import PACKAGE_FILES, PACKAGE_FORMAT, PACKAGE_VERSION, sha256_file
+from gzmorph.models.package import PACKAGE_FILES, PACKAGE_FORMAT, PACKAGE_VERSION, config_digest, sha256_file
 from gzmorph.models.rundir import TrainedModel, load_run, read_run
 from gzmorph.nn import augment as aug
+from gzmorph.outputs import temporary_folder
 from gzmorph.runtime import refuse_overwrite, write_json
 from gzmorph.sharing.card import read_report, render_card
 from gzmorph.sharing.onnx_model import export_onnx
@@ -95,15 +82,13 @@ def export_package(run_dir: str | Path, out: str | Path, *, which: str = "best",
     run_dir, out = Path(run_dir), Path(out)
     if out.exists():
         raise OutputError(f"--out {out} exists; give a new folder for the package")
-    refuse_overwrite([run_dir], folders=[out])
+    refuse_overwrite([run_dir, report, thresholds], folders=[out])
     trained = load_run(run_dir, which=which, device="cpu")
     _, data = read_run(run_dir)
     metrics = read_metrics(run_dir)
     evaluation, report_thresholds = read_report(report)
     triage = _read_thresholds(thresholds) if thresholds is not None else report_thresholds
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = temporary_folder(out)  # unique and created here: never someone else's folder
     try:
         weights = tmp / PACKAGE_FILES["weights"]
         # safetensors refuses shared or strided storage: one contiguous copy per tensor.
@@ -113,6 +98,8 @@ def export_package(run_dir: str | Path, out: str | Path, *, which: str = "best",
         if onnx:
             export_onnx(trained, tmp / PACKAGE_FILES["onnx"])
             config["onnx"] = {"file": PACKAGE_FILES["onnx"], "sha256": sha256_file(tmp / PACKAGE_FILES["onnx"])}
+        config = json.loads(json.dumps(config, default=str))  # as read back (tuples as lists...)
+        config["config_sha256"] = config_digest(config)
         write_json(config, tmp / PACKAGE_FILES["config"])
         if triage is not None:  # also as a file: gzmorph predict --triage-thresholds PACKAGE/triage_thresholds.json
             write_json(triage, tmp / PACKAGE_FILES["thresholds"])

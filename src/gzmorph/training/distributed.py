@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+from gzmorph.errors import GzmorphError
 
 __all__ = ["Dist", "setup", "launch", "all_sum"]
 
@@ -74,19 +77,34 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+def _worker(rank: int, world: int, port: int, fn: Callable[..., Any], args: tuple, kwargs: dict,
+            errors: Any) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     try:
         fn(*args, **kwargs)
+    except GzmorphError as exc:
+        # A user error (a refused resume...): handed to the parent, which raises it as the
+        # one-line error it is; a traceback from a child would bury the message.
+        errors.put(exc)
+        sys.exit(2)  # SystemExit passes torch's wrapper without a printed traceback
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
 def launch(fn: Callable[..., Any], world: int, *args: Any, **kwargs: Any) -> None:
-    """Run ``fn(*args, **kwargs)`` in ``world`` processes on this machine, one group."""
+    """Run ``fn(*args, **kwargs)`` in ``world`` processes on this machine, one group.
+
+    A :class:`~gzmorph.errors.GzmorphError` raised in a process is raised here, as it is.
+    """
     if world < 2:
         raise ValueError(f"launch needs at least 2 processes, got {world}")
-    mp.start_processes(_worker, args=(world, _free_port(), fn, args, kwargs), nprocs=world, join=True,
-                       start_method="spawn")
+    errors = mp.get_context("spawn").SimpleQueue()
+    try:
+        mp.start_processes(_worker, args=(world, _free_port(), fn, args, kwargs, errors), nprocs=world, join=True,
+                           start_method="spawn")
+    except (mp.ProcessExitedException, mp.ProcessRaisedException):  # a user error queued wins
+        if errors.empty():
+            raise
+        raise errors.get() from None

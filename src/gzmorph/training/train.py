@@ -35,8 +35,8 @@ from gzmorph.models.trainconfig import TrainConfig
 from gzmorph.training.options import RunOptions
 from gzmorph.training.recipes import PRESETS, get_preset
 from gzmorph.models.metrics_log import append_metrics, read_metrics, truncate_metrics
-from gzmorph.models.rundir import (RUN_FILES, TrainedModel, init_weights, load_run, read_run, save_checkpoint,
-                                   save_run)
+from gzmorph.models.rundir import (RUN_FILES, TrainedModel, claim_run_dir, init_weights, load_run, read_run,
+                                   save_checkpoint, save_run)
 from gzmorph.training.trainset import load_training_data
 from gzmorph.tree import get_tree
 
@@ -146,11 +146,12 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, options: RunOptio
     stretch = opts.stretch
     out = Path(out)
     refuse_overwrite([data], folders=[out])  # the run's files must never replace the data
+    claim_run_dir(out, resume)  # before any work and before starting processes
     if opts.processes > 1:
         launch(train, opts.processes, cfg, data, out, replace(opts, processes=1))
         return _result_from_run(out)
     last_path = out / RUN_FILES["last"]
-    if resume and last_path.exists():
+    if resume:
         ckpt = load_checkpoint(last_path)
         stored = TrainConfig.from_dict(ckpt["config"])
         changed = sorted(k for k, v in cfg.to_dict().items() if k != "tree" and stored.to_dict()[k] != v)
@@ -158,8 +159,6 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, options: RunOptio
             warnings.warn(f"resuming {out} with its stored configuration; ignoring the new values of "
                           f"{', '.join(changed)}", stacklevel=2)
         cfg = stored
-    elif (out / RUN_FILES["config"]).exists() and not resume:
-        raise RunError(f"{out} already holds a run; use --resume to continue it or another --out")
     else:
         ckpt = None
     rt = resolve_device(device, precision=cfg.precision)
@@ -285,6 +284,7 @@ def _loop(cfg, model, fwd, optimizer, ds, rt: Runtime, d: Dist, out: Path, step:
                           "val_rmse_questions": question_rmse(sq, count, get_tree(cfg.tree)),
                           "seconds": round(time.monotonic() - t0, 2)}
                 running, n_running = 0.0, 0
+                _refuse_divergence(record, model, step, out)  # before a checkpoint keeps the broken weights
                 if d.is_main:
                     append_metrics(out, record)
                     if last_val < best:
@@ -300,6 +300,20 @@ def _loop(cfg, model, fwd, optimizer, ds, rt: Runtime, d: Dist, out: Path, step:
         bar.close()
     return {"step": step, "examples": step * cfg.batch_size, "best_val_rmse": best, "last_val_rmse": last_val,
             "seconds": time.monotonic() - t0, "finished": step >= cfg.steps, "model": model}
+
+
+def _refuse_divergence(record: dict[str, Any], model: torch.nn.Module, step: int, out: Path) -> None:
+    """Stop training, with a clear message, when the loss or the weights are no longer finite.
+
+    Every process sees the same summed loss, so all stop together; the checkpoints keep
+    the last finite state (nothing is written after the divergence).
+    """
+    broken = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if math.isfinite(record["train_loss"]) and math.isfinite(record["val_rmse"]) and not broken:
+        return
+    what = f"weights {broken[0]}" if broken else f"training loss {record['train_loss']}"
+    raise RunError(f"training diverged by step {step} ({what} not finite; learning rate {record['lr']:g}): stopped; "
+                   f"no checkpoint of {out} holds the diverged weights. Lower --lr (or set grad_clip) and start a new run")
 
 
 def _out_of_time(t0: float, max_minutes: float | None, step: int, d: Dist, rt: Runtime) -> bool:
