@@ -111,7 +111,8 @@ def test_review_pages_show_why_a_galaxy_was_queued(tmp_path):
     preds, images = sample(tmp_path)
     session = open_session(ReviewConfig(predictions=preds, catalog=images, db=tmp_path / "r.sqlite",
                                         acquisition=AcquisitionConfig("uncertainty")))
-    client = TestClient(create_app(session), follow_redirects=False)
+    # the review server answers only its bound host names
+    client = TestClient(create_app(session), base_url="http://127.0.0.1:8000", follow_redirects=False)
     home = client.get("/").text
     assert "acquisition policy <b>uncertainty</b>" in home and "predictive uncertainty" in home
     csrf = csrf_of(home)
