@@ -32,7 +32,8 @@ import pandas as pd
 
 from gzmorph.errors import CatalogError
 from gzmorph import config
-from gzmorph.evaluation.inputs import load_labels, load_predictions, match_ids, predicted_columns
+from gzmorph.evaluation import calibration as calib
+from gzmorph.evaluation.inputs import load_labels, load_predictions, match_ids, predicted_columns, read_table
 from gzmorph.evaluation.metrics import masked_sums, rmse_from_sums
 from gzmorph.tree import GZ2, Tree, agreement, get_tree
 
@@ -55,6 +56,7 @@ _COLUMNS = {
     "triage": ["question", "n_reached", "target_accuracy", "threshold", "coverage", "to_experts", "accuracy_kept",
                "reached_target"],
     "triage_curves": ["question", "threshold", "fraction_to_experts", "accuracy"],
+    **calib.COLUMNS,
 }
 
 
@@ -122,6 +124,9 @@ class Evaluation:
     triage: pd.DataFrame
     triage_curves: pd.DataFrame
     missing_questions: list[str]
+    calibration: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=_COLUMNS["calibration"]))
+    reliability: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=_COLUMNS["reliability"]))
+    coverage_table: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=_COLUMNS["coverage"]))
     sources: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -161,6 +166,10 @@ class Evaluation:
             "evaluated_questions": self.evaluated_questions,
             "missing_questions": list(self.missing_questions),
             "per_question": per_q.to_dict(orient="records"),
+            "calibration": self.calibration.astype(object).where(self.calibration.notna(), None)
+            .to_dict(orient="records"),
+            "interval_coverage": self.coverage_table.astype(object).where(self.coverage_table.notna(), None)
+            .to_dict(orient="records"),
             "triage": self.thresholds_dict(),
         }
 
@@ -229,8 +238,8 @@ def _precision_recall(q, crowd: np.ndarray, model: np.ndarray, sse: np.ndarray, 
 
 
 def _score_question(q, pred_q: np.ndarray, lab_q: np.ndarray, sse: np.ndarray, count: np.ndarray,
-                    config: EvaluationConfig) -> dict:
-    """Accuracy, bins, precision/recall and triage of one question ``(N, n answers)``."""
+                    config: EvaluationConfig, p_correct: np.ndarray | None = None) -> dict:
+    """Accuracy, bins, precision/recall, triage and calibration of one question ``(N, n answers)``."""
     reached = lab_q.sum(axis=1) >= config.min_reach - _REACH_TOL  # the crowd reach, = parent value
     use = np.isfinite(lab_q).all(axis=1) & np.isfinite(pred_q).all(axis=1) & reached
     n = int(use.sum())
@@ -247,7 +256,8 @@ def _score_question(q, pred_q: np.ndarray, lab_q: np.ndarray, sse: np.ndarray, c
     triage = dict(question=q.name, n_reached=n, target_accuracy=config.target_accuracy, **triage,
                   to_experts=1.0 - triage["coverage"], reached_target=triage["threshold"] <= 1.0)
     curve.insert(0, "question", q.name)
-    return dict(
+    calibration, reliability = calib.question_calibration(q, pred_q, lab_q, use, p_correct, config.n_bins)
+    return dict(calibration=calibration, reliability=reliability,
         row=dict(n_reached=n, accuracy=mean(correct), chance=1.0 / len(q.columns), mean_agreement=mean(agree),
                  mean_confidence=mean(conf), threshold=triage["threshold"], coverage=triage["coverage"]),
         bins=(_bins(agree, correct, config.n_bins, q.name, "agreement")
@@ -256,10 +266,10 @@ def _score_question(q, pred_q: np.ndarray, lab_q: np.ndarray, sse: np.ndarray, c
 
 
 def _score(tree: Tree, pred: np.ndarray, lab: np.ndarray, labelled_col: np.ndarray,
-           config: EvaluationConfig) -> dict[str, Any]:
-    """All per-question tables of the matched images."""
+           config: EvaluationConfig, extra: dict[str, Any]) -> dict[str, Any]:
+    """All per-question tables of the matched images (``extra``: :func:`calib.extra_columns`)."""
     sse, count = masked_sums(pred, lab, axis=0)  # (n_answers,) each
-    rows, bins, pr, triage, curves, missing = [], [], [], [], [], []
+    rows, bins, pr, triage, curves, missing, cal, rel = [], [], [], [], [], [], [], []
     for q, sl in zip(tree.questions, tree.slices):
         row = dict(question=q.name, text=q.text, n_answers=len(q.columns), labelled=bool(labelled_col[sl].all()),
                    rmse=_rmse(sse[sl], count[sl]), n_images=int(np.isfinite(lab[:, sl]).all(axis=1).sum()))
@@ -267,15 +277,24 @@ def _score(tree: Tree, pred: np.ndarray, lab: np.ndarray, labelled_col: np.ndarr
             missing.append(q.name)
             rows.append(row)
             continue
-        scored = _score_question(q, pred[:, sl], lab[:, sl], sse[sl], count[sl], config)
+        scored = _score_question(q, pred[:, sl], lab[:, sl], sse[sl], count[sl], config,
+                                 extra["p_correct"].get(q.name))
         rows.append({**row, **scored["row"]})
+        cal += scored["calibration"]
+        rel += scored["reliability"]
         bins += scored["bins"]
         pr += scored["pr"]
         triage.append(scored["triage"])
         curves.append(scored["curve"])
     per_question = pd.DataFrame(rows).reindex(columns=_COLUMNS["per_question"])
     per_question["n_reached"] = per_question["n_reached"].astype("Int64")  # NaN for unscored questions
+    coverage = ([] if extra["lo"] is None else
+                calib.interval_coverage(tree, np.where(labelled_col, lab, np.nan), extra["lo"], extra["hi"],
+                                        extra.get("level")))
     return dict(rmse=_rmse(sse, count), per_question=per_question, missing_questions=missing,
+                calibration=pd.DataFrame(cal, columns=_COLUMNS["calibration"]),
+                reliability=pd.DataFrame(rel, columns=_COLUMNS["reliability"]),
+                coverage_table=pd.DataFrame(coverage, columns=_COLUMNS["coverage"]),
                 precision_recall=pd.DataFrame(pr, columns=_COLUMNS["precision_recall"]),
                 bins=pd.DataFrame(bins, columns=_COLUMNS["bins"]),
                 triage=pd.DataFrame(triage, columns=_COLUMNS["triage"]),
@@ -345,12 +364,15 @@ def evaluate(
         raise CatalogError(f"no id in common between {pred_src} (e.g. {pred_keys[:3].tolist()}) and "
                          f"{lab_src} (e.g. {label_keys[:3].tolist()})")
     pred, lab = pred_all[pred_rows], lab_all[label_rows]
+    table = predictions if isinstance(predictions, pd.DataFrame) else read_table(predictions, id_column)
+    extra = calib.extra_columns(table, tree, pred_rows)
     evaluation = Evaluation(
         tree=tree, config=config, id_column=id_column,
         rmse_columns=[c for j, c in enumerate(tree.columns) if labelled_col[j]],
         n_predictions=len(pred_keys), n_labels=len(label_keys), n_matched=int(pred_rows.size),
         only_in_predictions=only_in_predictions, only_in_labels=only_in_labels,
-        sources={"predictions": pred_src, "labels": lab_src}, **_score(tree, pred, lab, labelled_col, config))
+        sources={"predictions": pred_src, "labels": lab_src},
+        **_score(tree, pred, lab, labelled_col, config, extra))
     if out is not None:
         from gzmorph.evaluation.report import write_outputs  # matplotlib is only needed for the report
 
