@@ -24,6 +24,7 @@ from torch import nn
 
 from gzmorph import config
 from gzmorph.nn.symmetric import SymmetricConfig, SymmetricNet
+from gzmorph.nn.heads import OUTPUTS, finish
 from gzmorph.tree import GZ2, Tree, TreeConstraint
 from gzmorph.nn.viewpoints import N_VIEWPOINTS, PART_SIZE, extract_viewpoints
 
@@ -65,6 +66,9 @@ class ModelConfig:
         biases 0.1 (convolutions), 0.01 (hidden dense), 0.1 (output).
         ``"kaiming"``: He-normal weights and zero biases for convolutions and hidden
         dense layers (robust for narrow networks), the output as in ``"paper"``.
+    output : {"fractions", "dirichlet"}
+        The output head (:mod:`gzmorph.nn.heads`): answer fractions, or Dirichlet
+        concentrations whose means are the fractions (for vote counts).
     """
 
     conv_channels: tuple[int, ...] = (32, 64, 128, 128)
@@ -76,6 +80,7 @@ class ModelConfig:
     dropout: float = 0.5
     viewpoint_merge: str = "concat"
     init: str = "paper"
+    output: str = "fractions"
 
     def __post_init__(self) -> None:
         for name in ("conv_channels", "conv_kernels", "pool_after", "dense_units"):
@@ -88,7 +93,8 @@ class ModelConfig:
             raise ValueError("channels, kernel sizes and dense units must be positive")
         if len(set(self.pool_after)) != len(self.pool_after) or any(i not in range(n) for i in self.pool_after):
             raise ValueError(f"pool_after must hold distinct conv layer indices in 0..{n - 1}, got {self.pool_after}")
-        for name, allowed in (("dense_activation", _ACTIVATIONS), ("viewpoint_merge", _MERGES), ("init", _INITS)):
+        for name, allowed in (("dense_activation", _ACTIVATIONS), ("viewpoint_merge", _MERGES), ("init", _INITS),
+                              ("output", OUTPUTS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"ModelConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if int(self.maxout_pieces) != self.maxout_pieces or self.maxout_pieces < 2:
@@ -288,14 +294,15 @@ class GalaxyNet(nn.Module):
             h = layer(self.dropout(h))
         return h
 
-    def forward(self, crops: torch.Tensor, constrain: bool = True) -> torch.Tensor:
+    def forward(self, crops: torch.Tensor, constrain: bool = True, concentrations: bool = False) -> torch.Tensor:
         """Answer probabilities ``(B, n_answers)`` from a crops batch ``(B, 2, 3, 69, 69)``.
 
         ``constrain=False`` clips the raw outputs to [0, 1] instead of applying the
-        tree's constraint (the paper's first 10k training examples).
+        tree's constraint (the paper's first 10k training examples);
+        ``concentrations=True`` returns a Dirichlet head's concentrations (:mod:`gzmorph.nn.heads`).
         """
         out = self.output(self.dropout(self.features(crops))).float()
-        return self.constraint(out) if constrain else out.clamp(0.0, 1.0)
+        return finish(out, self.constraint, self.cfg.output, constrain, concentrations)
 
     def conv_activations(self, viewpoints: torch.Tensor) -> dict[str, torch.Tensor]:
         """Outputs of every conv layer (after ReLU) and pooling layer, in order.

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gzmorph import config
+from gzmorph.nn.heads import OUTPUTS, finish
 from gzmorph.tree import GZ2, Tree, TreeConstraint
 
 __all__ = ["SymmetricConfig", "SymmetricNet", "d4_transform", "D4_ORDER", "SYMMETRIC_PRESETS"]
@@ -104,6 +105,8 @@ class SymmetricConfig:
         How the head pools over orientations (space is always averaged).
     crops : {1, 2}
         Use crop 0 only, or average the features of both crops (adds 45-degree invariance).
+    output : {"fractions", "dirichlet"}
+        The output head (:mod:`gzmorph.nn.heads`).
     """
 
     family: str = "p4m"
@@ -116,6 +119,7 @@ class SymmetricConfig:
     dropout: float = 0.3
     group_pool: str = "mean"
     crops: int = 1
+    output: str = "fractions"
 
     def __post_init__(self) -> None:
         for name in ("channels", "pool_after", "roll_after"):
@@ -123,6 +127,8 @@ class SymmetricConfig:
         n = len(self.channels)
         if self.family not in _FAMILIES:
             raise ValueError(f"SymmetricConfig.family must be one of {_FAMILIES}, got {self.family!r}")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"SymmetricConfig.output must be one of {OUTPUTS}, got {self.output!r}")
         if self.group_pool not in _POOLS:
             raise ValueError(f"SymmetricConfig.group_pool must be one of {_POOLS}, got {self.group_pool!r}")
         if n == 0 or min(self.channels) < 1:
@@ -351,10 +357,11 @@ class SymmetricNet(nn.Module):
             h = torch.relu(self.hidden(self.dropout(h)))
         return h
 
-    def forward(self, crops: torch.Tensor, constrain: bool = True) -> torch.Tensor:
-        """Answer probabilities ``(B, n_answers)`` from a crops batch ``(B, 2, 3, S, S)``."""
+    def forward(self, crops: torch.Tensor, constrain: bool = True, concentrations: bool = False) -> torch.Tensor:
+        """Answer probabilities ``(B, n_answers)`` from a crops batch ``(B, 2, 3, S, S)``
+        (a Dirichlet head's concentrations with ``concentrations=True``)."""
         out = self.output(self.dropout(self.features(crops))).float()
-        return self.constraint(out) if constrain else out.clamp(0.0, 1.0)
+        return finish(out, self.constraint, self.cfg.output, constrain, concentrations)
 
 
 #: Symmetry-built designs (their training recipes are in :mod:`gzmorph.recipes`).

@@ -55,6 +55,8 @@ class TrainConfig:
     precision: str = "auto"  # "auto" (bf16 on CUDA only), "fast" (also on CPUs with AVX512-BF16/AMX), "fp32", "bf16"
     ema_decay: float = 0.0  # weights averaged with this decay per step for validation and best.pt; 0: off
     init_from: str | None = None  # run directory (or model package, hf:ORG/NAME) whose best weights start this run
+    loss: str = "mse"  # "mse" (fractions, the paper) or "dirichlet-multinomial" (vote counts; a Dirichlet head)
+    assumed_votes: float | None = None  # dirichlet-multinomial on a catalog without counts: fractions x this many votes
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
@@ -83,6 +85,15 @@ class TrainConfig:
             raise ValueError(f"lr_milestones must be increasing fractions in (0, 1): {self.lr_milestones}")
         if self.clip_examples < 0 or self.warmup_examples < 0:
             raise ValueError("clip_examples and warmup_examples must be >= 0")
+        if self.loss not in ("mse", "dirichlet-multinomial"):
+            raise ValueError(f"loss must be 'mse' or 'dirichlet-multinomial', not {self.loss!r}")
+        if self.assumed_votes is not None and not self.assumed_votes > 0:
+            raise ValueError(f"assumed_votes must be positive, got {self.assumed_votes}")
+        if self.assumed_votes is not None and self.loss != "dirichlet-multinomial":
+            raise ValueError("assumed_votes converts fractions to counts for loss 'dirichlet-multinomial' only")
+        if self.loss == "dirichlet-multinomial" and self.model.output != "dirichlet":
+            # Counts are modelled by concentrations: the loss implies the Dirichlet head.
+            self.model = replace(self.model, output="dirichlet")
 
     @property
     def steps(self) -> int:
