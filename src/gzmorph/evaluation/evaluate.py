@@ -37,7 +37,7 @@ from gzmorph.evaluation.inputs import load_labels, load_predictions, match_ids, 
 from gzmorph.evaluation.metrics import masked_sums, rmse_from_sums
 from gzmorph.tree import GZ2, Tree, agreement, get_tree
 
-__all__ = ["EvaluationConfig", "Evaluation", "evaluate", "UNREACHABLE_THRESHOLD"]
+__all__ = ["EvaluationConfig", "Evaluation", "evaluate", "triage_cut", "UNREACHABLE_THRESHOLD"]
 
 #: Threshold of a question where no confidence level reaches the target accuracy. It is
 #: above every possible confidence (a <= 1), so every reached image goes to an expert.
@@ -131,7 +131,7 @@ class Evaluation:
 
     @property
     def thresholds(self) -> dict[str, float]:
-        """Confidence threshold per scored question (see :func:`_triage`)."""
+        """Confidence threshold per scored question (see :func:`triage_cut`)."""
         return {r.question: float(r.threshold) for r in self.triage.itertuples()}
 
     @property
@@ -193,7 +193,7 @@ def _bins(values: np.ndarray, correct: np.ndarray, n_bins: int, question: str, r
     return rows
 
 
-def _triage(confidence: np.ndarray, correct: np.ndarray, target: float) -> tuple[dict, pd.DataFrame]:
+def triage_cut(confidence: np.ndarray, correct: np.ndarray, target: float) -> tuple[dict, pd.DataFrame]:
     """Lowest confidence threshold whose kept images (confidence >= threshold) reach ``target``.
 
     Only cuts between distinct confidences are considered (ties stay together). The
@@ -252,7 +252,7 @@ def _score_question(q, pred_q: np.ndarray, lab_q: np.ndarray, sse: np.ndarray, c
     def mean(x: np.ndarray) -> float:
         return float(x.mean()) if n else float("nan")
 
-    triage, curve = _triage(conf, correct, config.target_accuracy)
+    triage, curve = triage_cut(conf, correct, config.target_accuracy)
     triage = dict(question=q.name, n_reached=n, target_accuracy=config.target_accuracy, **triage,
                   to_experts=1.0 - triage["coverage"], reached_target=triage["threshold"] <= 1.0)
     curve.insert(0, "question", q.name)
