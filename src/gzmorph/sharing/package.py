@@ -8,6 +8,7 @@ A package holds::
     README.md           the model card (:mod:`gzmorph.sharing.card`)
     model.onnx          optional (``export --onnx``): the same network for onnxruntime
     triage_thresholds.json  optional: the triage thresholds given at export
+    calibration.json    optional: the run's `gzmorph calibrate` fit (applied by predict)
 
 ``config.json`` (format ``"gzmorph-model"``, version :data:`PACKAGE_VERSION`) keeps the
 run's resolved training configuration under ``"train"`` (the authority when loading:
@@ -49,7 +50,9 @@ __all__ = ["PACKAGE_FORMAT", "PACKAGE_VERSION", "PACKAGE_FILES", "TTA_LEVELS", "
 PACKAGE_FORMAT = "gzmorph-model"
 PACKAGE_VERSION = 1
 PACKAGE_FILES = {"weights": "model.safetensors", "config": "config.json", "card": "README.md",
-                 "onnx": "model.onnx", "thresholds": "triage_thresholds.json"}
+                 "onnx": "model.onnx", "thresholds": "triage_thresholds.json",
+                 # = gzmorph.inference.calibrator.CALIBRATION_FILE, the same name as in a run directory
+                 "calibration": "calibration.json"}
 TTA_LEVELS = ("none", "rot", "paper")
 
 
@@ -140,6 +143,13 @@ def export_package(run_dir: str | Path, out: str | Path, *, which: str = "best",
         if onnx:
             export_onnx(trained, tmp / PACKAGE_FILES["onnx"])
             config["onnx"] = {"file": PACKAGE_FILES["onnx"], "sha256": sha256_file(tmp / PACKAGE_FILES["onnx"])}
+        calibration = run_dir / PACKAGE_FILES["calibration"]
+        if calibration.is_file():  # gzmorph calibrate's fit travels with the weights; predict applies it
+            shutil.copyfile(calibration, tmp / PACKAGE_FILES["calibration"])
+            config["calibration"] = {"file": PACKAGE_FILES["calibration"], "sha256": sha256_file(calibration),
+                                     **{k: v for k, v in json.loads(calibration.read_text()).items()
+                                        if k in ("temperature", "votes", "level", "thresholds", "target_accuracy",
+                                                 "fitted_on", "skipped")}}
         write_json(config, tmp / PACKAGE_FILES["config"])
         if triage is not None:  # also as a file: gzmorph predict --triage-thresholds PACKAGE/triage_thresholds.json
             write_json(triage, tmp / PACKAGE_FILES["thresholds"])
