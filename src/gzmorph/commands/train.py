@@ -28,11 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "lr": "learning rate",
         "image_size": "side of the decoded images in pixels",
         "val_fraction": "held-out fraction (the last by id unless --split-seed)",
-        "seed": "random seed",
-        "loss": "mse (squared error on the fractions, the paper) or dirichlet-multinomial (vote counts: "
-                "Class1.1_votes or Q1_votes columns; the network then predicts Dirichlet concentrations)",
-        "assumed_votes": "with --loss dirichlet-multinomial on a catalog of fractions only: train on "
-                         "fractions x N pseudo-votes (N volunteers per galaxy, about 40 for GZ2)"})
+        "seed": "random seed"})
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--gpus", type=int, default=1, help="train on K GPUs of this machine with DistributedDataParallel (with --device cpu: K gloo processes)")
     p.add_argument("--workers", type=int, help="JPEG decoding processes (default: all cores)")

@@ -62,8 +62,9 @@ def uncertainty_arrays(calibrated: np.ndarray, tree: Tree, cal: Calibration, lev
         width = (hi[:, sl] - lo[:, sl])[np.arange(n), top]
         width[np.isnan(part).any(axis=1)] = np.nan
         prob = p_correct[q.name]
-        flag = expert[q.name] = (reach[:, k] >= reach_threshold) & (prob < thresholds.get(q.name, -np.inf))
-        doubt[flag, k] = thresholds[q.name] - prob[flag]
+        thr = thresholds.get(q.name, -np.inf)  # a question without a threshold is never flagged
+        flag = expert[q.name] = (reach[:, k] >= reach_threshold) & (prob < thr)
+        doubt[flag, k] = thr - prob[flag]
         arrays += [pa.array(prob.astype(np.float32)), pa.array(width.astype(np.float32))]
     names = np.array([q.name for q in tree.questions], dtype=object)
     order = np.argsort(-np.nan_to_num(doubt, nan=-np.inf), axis=1, kind="stable")

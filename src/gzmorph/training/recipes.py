@@ -55,8 +55,8 @@ class TrainConfig:
     precision: str = "auto"  # "auto" (bf16 on CUDA only), "fast" (also on CPUs with AVX512-BF16/AMX), "fp32", "bf16"
     ema_decay: float = 0.0  # weights averaged with this decay per step for validation and best.pt; 0: off
     init_from: str | None = None  # run directory (or model package, hf:ORG/NAME) whose best weights start this run
-    loss: str = "mse"  # "mse" (fractions, the paper) or "dirichlet-multinomial" (vote counts; a Dirichlet head)
-    assumed_votes: float | None = None  # dirichlet-multinomial on a catalog without counts: fractions x this many votes
+    loss: str = "mse"  # "mse" (fractions, the paper) or "dirichlet-multinomial" (vote counts Class1.1_votes or Q1_votes; a Dirichlet head)
+    assumed_votes: float | None = None  # dirichlet-multinomial on a catalog of fractions only: fractions x N pseudo-votes (GZ2: ~40)
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
