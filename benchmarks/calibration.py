@@ -119,34 +119,11 @@ def scaled_views(views_dev, lab_dev, views_val, tree):
     return lo, hi
 
 
-def dirichlet_intervals(alpha, votes, tree):
-    """Dirichlet-multinomial predictive 80% interval of root-question answers (vote count per galaxy)."""
-    from scipy.special import gammaln
-
-    lo, hi = np.full(alpha.shape, np.nan), np.full(alpha.shape, np.nan)
-    for q, sl in zip(tree.questions, tree.slices):
-        if q.parent is not None:
-            continue
-        total = alpha[:, sl].sum(1)
-        for j in range(sl.start, sl.stop):
-            for i in range(len(alpha)):
-                n = int(votes[i])
-                k = np.arange(n + 1)
-                a, b = alpha[i, j], total[i] - alpha[i, j]
-                lp = (gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1) + gammaln(k + a) + gammaln(n - k + b)
-                      - gammaln(n + a + b) - gammaln(a) - gammaln(b) + gammaln(a + b))
-                pmf = np.exp(lp - lp.max())
-                pmf /= pmf.sum()
-                mid = np.cumsum(pmf) - pmf / 2
-                l = int((mid < (1 - LEVEL) / 2).sum())
-                lo[i, j], hi[i, j] = l / n, max(int((mid <= (1 + LEVEL) / 2).sum()) - 1, l) / n
-    return lo, hi
-
-
 def evaluate_run(run, which, dev_cat, val_cat, tree):
     """Every number of one run: before/after calibration on the reported split."""
     from gzmorph.evaluation.calibrate import fit_calibration
     from gzmorph.evaluation.metrics import masked_rmse
+    from gzmorph.inference.calibrator import dirichlet_interval
     from gzmorph.tree import agreement
 
     t0 = time.time()
@@ -167,7 +144,7 @@ def evaluate_run(run, which, dev_cat, val_cat, tree):
     if alpha_val is not None:
         votes = (val_cat.votes[:, tree.slices[0]].sum(1) if val_cat.votes is not None
                  else np.full(len(alpha_val), cal.votes))
-        intervals["dirichlet"] = dirichlet_intervals(alpha_val, votes, tree)
+        intervals["dirichlet"] = dirichlet_interval(alpha_val, votes.astype(int), tree, LEVEL)
     res["coverage"] = {name: coverage(lab_val, lo, hi, tree) for name, (lo, hi) in intervals.items()}
     for q, sl in zip(tree.questions, tree.slices):
         if q.name not in SCORED or not np.isfinite(lab_val[:, sl]).all(1).any():

@@ -9,7 +9,8 @@ import pytest
 from gzmorph.errors import CatalogError, RunError
 from gzmorph.evaluation.calibrate import MIN_GALAXIES, fit_calibration
 from gzmorph.evaluation.calibration import ece
-from gzmorph.inference.calibrator import Calibration, betabinom_interval, conditional, load_calibration, tempered
+from gzmorph.inference.calibrator import (Calibration, betabinom_interval, conditional, dirichlet_interval,
+                                         load_calibration, tempered)
 from gzmorph.tree import GZ2
 
 VOTES = 40
@@ -118,3 +119,22 @@ def test_calibration_file_round_trip_and_missing_file(fitted, tmp_path):
     assert again.to_dict() == fitted.to_dict()
     with pytest.raises(RunError, match="no calibration .*gzmorph calibrate"):
         load_calibration(tmp_path / "elsewhere")
+
+
+def test_a_dirichlet_models_intervals_cover_simulated_votes_at_the_nominal_rate():
+    """Galaxies whose crowd votes are drawn from the Dirichlet-multinomial a model predicts."""
+    rng = np.random.default_rng(7)
+    n = 3000
+    alpha = np.exp(rng.normal(0.5, 1.2, size=(n, GZ2.n_answers)))
+    votes = rng.integers(30, 51, size=n)
+    crowd = np.full((n, GZ2.n_answers), np.nan)
+    for q, sl in zip(GZ2.questions, GZ2.slices):
+        if q.parent is None:
+            split = np.stack([rng.dirichlet(a) for a in alpha[:, sl]])
+            crowd[:, sl] = np.stack([rng.multinomial(v, s) for v, s in zip(votes, split)]) / votes[:, None]
+    for level in (0.8, 0.5):
+        lo, hi = dirichlet_interval(alpha, votes, GZ2, level)
+        for j in [*range(3), 13, 14]:  # Q1 and Q6, the root questions
+            inside = np.mean((crowd[:, j] >= lo[:, j] - 1e-9) & (crowd[:, j] <= hi[:, j] + 1e-9))
+            assert abs(inside - level) < 0.05, (GZ2.columns[j], level, inside)
+        assert np.isnan(lo[:, 3]).all()  # Q2: its voters are themselves uncertain

@@ -35,7 +35,7 @@ from scipy.special import gammaln
 from gzmorph.errors import RunError
 from gzmorph.tree import Tree
 
-__all__ = ["Calibration", "conditional", "tempered", "CALIBRATION_FILE", "betabinom_interval", "load_calibration", "FORMAT"]
+__all__ = ["Calibration", "conditional", "tempered", "CALIBRATION_FILE", "betabinom_interval", "dirichlet_interval", "load_calibration", "FORMAT"]
 
 CALIBRATION_FILE = "calibration.json"
 FORMAT = "gzmorph-calibration"
@@ -82,6 +82,29 @@ def betabinom_interval(p: np.ndarray, kappa: float | np.ndarray, n: int, level: 
     lo = (mid < (1 - level) / 2).sum(axis=-1)
     hi = np.maximum((mid <= (1 + level) / 2).sum(axis=-1) - 1, lo)
     return np.where(ok, lo / n, np.nan), np.where(ok, hi / n, np.nan)
+
+
+def dirichlet_interval(alpha: np.ndarray, votes: np.ndarray | int, tree: Tree, level: float
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Intervals of a Dirichlet head: the Dirichlet-multinomial predictive of the crowd's fractions.
+
+    ``alpha`` ``(N, n_answers)`` are the network's concentrations (:mod:`gzmorph.nn.heads`),
+    ``votes`` the volunteers per galaxy (``(N,)`` or one number). For answer ``j`` of a
+    question the count is ``BetaBinomial(n, alpha_j, A - alpha_j)`` with ``A`` the
+    question's total concentration. Root questions only (everyone answers them); the
+    others are NaN, since their number of voters is itself uncertain.
+    """
+    alpha = np.asarray(alpha, dtype=np.float64)
+    votes = np.broadcast_to(np.asarray(votes, dtype=np.int64), (len(alpha),))
+    lo, hi = np.full(alpha.shape, np.nan), np.full(alpha.shape, np.nan)
+    for q, sl in zip(tree.questions, tree.slices):
+        if q.parent is not None:
+            continue
+        total = alpha[:, sl].sum(axis=1, keepdims=True)  # (N, 1)
+        for n in np.unique(votes[votes > 0]):
+            rows = votes == n
+            lo[rows, sl], hi[rows, sl] = betabinom_interval(alpha[rows, sl] / total[rows], total[rows], int(n), level)
+    return lo, hi
 
 
 @dataclass
