@@ -35,7 +35,7 @@ from scipy.special import gammaln
 from gzmorph.errors import RunError
 from gzmorph.tree import Tree
 
-__all__ = ["Calibration", "conditional", "tempered", "CALIBRATION_FILE", "betabinom_interval", "dirichlet_interval", "load_calibration", "FORMAT"]
+__all__ = ["Calibration", "conditional", "tempered", "CALIBRATION_FILE", "betabinom_interval", "dirichlet_interval", "calibration_for", "CALIBRATION_MODES", "load_calibration", "FORMAT"]
 
 CALIBRATION_FILE = "calibration.json"
 FORMAT = "gzmorph-calibration"
@@ -225,3 +225,32 @@ def load_calibration(path: str | Path, tree: Tree | None = None) -> Calibration:
     if not (cal.votes >= 1 and 0 < cal.level < 1 and all(math.isfinite(t) and t > 0 for t in cal.temperature.values())):
         raise RunError(f"{path}: invalid calibration values (votes {cal.votes}, level {cal.level})")
     return cal
+
+
+CALIBRATION_MODES = ("auto", "on", "off")
+
+
+def calibration_for(run_dirs: list[str | Path], mode: str, tree: Tree) -> Calibration | None:
+    """The calibration a prediction job applies.
+
+    ``mode`` ``"off"``: none; ``"auto"``: the model's ``calibration.json`` when it has
+    one; ``"on"``: it must have one (:class:`~gzmorph.errors.RunError` otherwise). A
+    calibration belongs to one model: an ensemble of several is predicted uncalibrated
+    (``"on"`` refuses it).
+    """
+    if mode not in CALIBRATION_MODES:
+        raise RunError(f"calibration must be one of {CALIBRATION_MODES}, not {mode!r}")
+    if mode == "off":
+        return None
+    if len(run_dirs) != 1:
+        if mode == "on":
+            raise RunError(f"--calibration on: a calibration belongs to one model, {len(run_dirs)} were given")
+        return None
+    folder = Path(run_dirs[0])
+    folder = folder.parent if folder.is_file() else folder  # an .onnx file: its package folder
+    if not (folder / CALIBRATION_FILE).is_file():
+        if mode == "on":
+            raise RunError(f"{folder}: no {CALIBRATION_FILE}, but --calibration on needs one; fit it with "
+                           f"`gzmorph calibrate --model {folder} --predictions CAL_PREDICTIONS --labels CAL_LABELS`")
+        return None
+    return load_calibration(folder, tree)

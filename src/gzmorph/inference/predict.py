@@ -26,11 +26,12 @@ import pandas as pd
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from gzmorph.errors import CatalogError
+from gzmorph.errors import CatalogError, ConfigError
 from gzmorph.data.catalog import Catalog
 from gzmorph.data.composite import Stretch, require_survey_extra
 from gzmorph.data.images import DecodeOptions
 from gzmorph.data.source import Source, open_source
+from gzmorph.inference.calibrator import CALIBRATION_MODES, Calibration, calibration_for
 from gzmorph.inference.ensemble import Ensemble, ModelSpec, fit_simplex_weights, load_weights
 from gzmorph.inference.parts import (check_outputs, chunk_error_table, finished_output, job_manifest, model_files,
                                      single_machine_store)
@@ -41,7 +42,7 @@ from gzmorph.evaluation.metrics import masked_rmse
 from gzmorph.tree import Tree
 
 __all__ = ["PredictConfig", "PredictSummary", "Ensemble", "predict", "predict_to_file", "fit_weights", "decode_options",
-           "prediction_runtime", "resolve_thresholds", "fit_simplex_weights", "load_weights"]
+           "prediction_runtime", "resolve_thresholds", "resolve_calibration", "fit_simplex_weights", "load_weights"]
 
 TTA_CHOICES = ("none", "rot", "paper")
 # (row, image or None, failure reason or None, geometry (4,) or None), and
@@ -102,6 +103,12 @@ class PredictConfig:
     stretch : Stretch or None
         Colour composite of FITS cutouts (:mod:`gzmorph.data.composite`); ``None``: the
         one the run was trained with, if it was trained on FITS.
+    calibration : {"auto", "on", "off"}
+        Apply the model's ``calibration.json`` (``gzmorph calibrate``): ``auto`` when it
+        has one, ``on`` refuse a model without one, ``off`` the raw network.
+    interval_level : float or None
+        Central level of the calibrated intervals (``Class1.1_lo``/``_hi``); ``None``: the
+        calibration's (0.8 unless fitted otherwise).
     """
 
     tta: str = "none"
@@ -119,6 +126,8 @@ class PredictConfig:
     path_column: str = "path"
     recentre: bool | None = None
     stretch: Stretch | None = None
+    calibration: str = "auto"
+    interval_level: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stretch, dict):
@@ -137,6 +146,10 @@ class PredictConfig:
             raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', not {self.precision!r}")
         if self.split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', not {self.split!r}")
+        if self.calibration not in CALIBRATION_MODES:
+            raise ValueError(f"calibration must be one of {CALIBRATION_MODES}, not {self.calibration!r}")
+        if self.interval_level is not None and not 0 < self.interval_level < 1:
+            raise ValueError(f"interval_level must be in (0, 1), got {self.interval_level}")
         # Chunks hold whole batches, so resumed and uninterrupted jobs batch alike.
         rows = -(-self.chunk_rows // self.batch_size) * self.batch_size
         object.__setattr__(self, "chunk_rows", rows)
@@ -175,7 +188,7 @@ def _chunk_rows(k: int, chunk_rows: int, n: int) -> np.ndarray:
 
 def _run_chunks(ensemble: Ensemble, src: Source, chunks: list[int], cfg: PredictConfig,
                 thresholds: dict[str, float], sink: Callable[[int, Any, pd.DataFrame], None], bar: tqdm,
-                trained: np.ndarray | None = None) -> None:
+                trained: np.ndarray | None = None, calibration: Calibration | None = None) -> None:
     """Predict the given chunks in order, handing each finished chunk to ``sink``.
 
     ``trained`` (answers the runs learned) makes the other answers NaN, without decisions.
@@ -204,7 +217,8 @@ def _run_chunks(ensemble: Ensemble, src: Source, chunks: list[int], cfg: Predict
         ok = np.asarray(ok_rows, dtype=np.int64)
         table = prediction_table(cat.ids[ok], np.concatenate(probs) if probs else
                                  np.zeros((0, ensemble.tree.n_answers), np.float32),
-                                 ensemble.tree, thresholds, cat.id_column, trained=trained)
+                                 ensemble.tree, thresholds, cat.id_column, trained=trained,
+                                 calibration=calibration, level=cfg.interval_level)
         if ensemble.recentre:  # False: no galaxy found, the plain centre crop was used
             table = table.append_column("recentred", pa.array(np.concatenate(found) if found else
                                                               np.zeros(0, dtype=bool), pa.bool_()))
@@ -246,6 +260,34 @@ def resolve_thresholds(spec: str | Path | dict | None, tree: Tree) -> dict[str, 
                       f"{', '.join(defaulted)} (no labels when they were fitted?): using the default "
                       f"{DEFAULT_THRESHOLD} for them", stacklevel=3)
     return thresholds
+
+
+def resolve_calibration(ensemble: Ensemble, cfg: PredictConfig, triage_thresholds: str | Path | dict | None
+                        ) -> tuple[Calibration | None, dict[str, float]]:
+    """The job's calibration (:func:`gzmorph.inference.calibrator.calibration_for`) and thresholds.
+
+    A calibrated job cuts on ``Qn_p_correct``: its thresholds are the calibration's
+    unless a thresholds file fitted on ``p_correct`` is given; one fitted on the
+    confidence ``a`` (``gzmorph evaluate``) is refused rather than misapplied.
+    """
+    cal = calibration_for([run.run_dir for run in ensemble.runs], cfg.calibration, ensemble.tree)
+    if cal is None:
+        return None, resolve_thresholds(triage_thresholds, ensemble.tree)
+    if triage_thresholds is None:
+        return cal, resolve_thresholds(cal.triage_file(), ensemble.tree)
+    spec = triage_thresholds
+    if not isinstance(spec, dict):
+        import json
+
+        try:
+            spec = json.loads(Path(spec).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{triage_thresholds}: cannot read triage thresholds: {exc}") from None
+    if not isinstance(spec, dict) or spec.get("confidence") != "p_correct":
+        raise ConfigError(f"{triage_thresholds}: thresholds on the confidence a, but a calibrated model cuts on "
+                          "Qn_p_correct; leave --triage-thresholds out (the calibration has its own) or "
+                          "predict with --calibration off")
+    return cal, resolve_thresholds(spec, ensemble.tree)
 
 
 def _untrained(ensemble: Ensemble, fmt: str) -> np.ndarray | None:
@@ -332,11 +374,15 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
     t0 = time.monotonic()
     ensemble, src = _setup(models, source, cfg, weights)
     cat, n = src.catalog, len(src.catalog)
-    thresholds = resolve_thresholds(triage_thresholds, ensemble.tree)
+    calibration, thresholds = resolve_calibration(ensemble, cfg, triage_thresholds)
     trained = _untrained(ensemble, fmt)
     n_chunks = -(-n // cfg.chunk_rows)
     manifest = job_manifest(ensemble, cfg, cat, thresholds, src.size or ensemble.image_size, fmt)
-    columns = [*ensemble.tree.columns, *(["recentred"] if ensemble.recentre else [])]
+    intervals: list[str] = []
+    if calibration is not None:  # the resumed parts must be calibrated alike
+        manifest = {**manifest, "calibration": calibration.to_dict(), "interval_level": cfg.interval_level}
+        intervals = [f"{c}{s}" for c in ensemble.tree.columns for s in ("_lo", "_hi")]
+    columns = [*ensemble.tree.columns, *intervals, *(["recentred"] if ensemble.recentre else [])]
     if resume and (done := finished_output(out, manifest)) is not None:
         return PredictSummary(out, errors_path(out), n, done[0], done[1], n, time.monotonic() - t0,
                               cat.id_column, cat.ids.dtype.kind in "iu", _not_recentred(out, ensemble))
@@ -346,7 +392,7 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
     n_resumed = n - sum(len(_chunk_rows(k, cfg.chunk_rows, n)) for k in todo)
     with tqdm(total=n, initial=n_resumed, unit="img", disable=not cfg.progress, dynamic_ncols=True,
               desc="predict") as bar, torch_threads(cfg.threads):
-        _run_chunks(ensemble, src, todo, cfg, thresholds, store.write, bar, trained)
+        _run_chunks(ensemble, src, todo, cfg, thresholds, store.write, bar, trained, calibration)
     n_pred, n_fail = store.assemble(out, n_chunks, columns,
                                     lambda k: cat.ids[_chunk_rows(k, cfg.chunk_rows, n)])
     store.remove()
@@ -387,7 +433,7 @@ def predict(models: ModelSpec | Sequence[ModelSpec], source: Catalog | Any | str
         frame.attrs["errors"] = errors
         return frame
     ensemble, src = _setup(models, source, cfg, weights)
-    thresholds = resolve_thresholds(triage_thresholds, ensemble.tree)
+    calibration, thresholds = resolve_calibration(ensemble, cfg, triage_thresholds)
     tables, errors = [], []
 
     def collect(k: int, table: Any, err: Any) -> None:
@@ -398,7 +444,7 @@ def predict(models: ModelSpec | Sequence[ModelSpec], source: Catalog | Any | str
     with tqdm(total=n, unit="img", disable=not cfg.progress, dynamic_ncols=True, desc="predict") as bar, \
             torch_threads(cfg.threads):
         _run_chunks(ensemble, src, list(range(-(-n // cfg.chunk_rows))), cfg, thresholds, collect, bar,
-                    _untrained(ensemble, "parquet"))
+                    _untrained(ensemble, "parquet"), calibration)
     frame = pa.concat_tables(tables).to_pandas()  # the same conversion as reading the Parquet file
     frame.attrs["errors"] = pa.concat_tables(errors).to_pandas()
     return frame

@@ -46,6 +46,7 @@ from gzmorph.data.catalog import Catalog
 from gzmorph.data.source import Source, decode_rows, open_source
 from gzmorph.inference.ensemble import Ensemble, ModelSpec
 from gzmorph.inference.parts import PartStore, chunk_error_table, job_manifest
+from gzmorph.inference.calibrator import calibration_for
 from gzmorph.inference.table import RaySummary, prediction_table
 from gzmorph.inference.predict import PredictConfig, prediction_runtime, resolve_thresholds
 from gzmorph.training.rundir import TrainedModel
@@ -369,6 +370,9 @@ def predict_ray(models: ModelSpec | Sequence[ModelSpec], source: Catalog | str |
     n = len(catalog)
     if n == 0:
         raise CatalogError(f"{source}: no images to predict")
+    if calibration_for([run.run_dir for run in ensemble.runs], cfg.calibration, ensemble.tree) is not None:
+        raise ConfigError("calibrated prediction is not supported with --ray yet: predict without --ray, "
+                          "or with --calibration off")
     thresholds = resolve_thresholds(triage_thresholds, ensemble.tree)
     manifest = job_manifest(ensemble, cfg, catalog, thresholds, src.size or ensemble.image_size, "ray-parts")
     store = PartStore(out, ray_errors_dir(out), manifest, resume)
