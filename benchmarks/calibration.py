@@ -42,7 +42,7 @@ def per_view(run_dir: str, catalog, which: str, batch: int = 100) -> tuple[np.nd
     """``(V, N, A)`` fractions over :data:`VIEWS` and, for a Dirichlet head, ``(N, A)`` concentrations."""
     from gzmorph.data.source import open_source
     from gzmorph.nn import augment as aug
-    from gzmorph.training.rundir import load_run
+    from gzmorph.models.rundir import load_run
 
     run = load_run(run_dir, which=which, device="cpu")
     src = open_source(catalog)
@@ -122,7 +122,7 @@ def scaled_views(views_dev, lab_dev, views_val, tree):
 def evaluate_run(run, which, dev_cat, val_cat, tree):
     """Every number of one run: before/after calibration on the reported split."""
     from gzmorph.evaluation.calibrate import fit_calibration
-    from gzmorph.evaluation.metrics import masked_rmse
+    from gzmorph.metrics import masked_rmse
     from gzmorph.inference.calibrator import dirichlet_interval
     from gzmorph.tree import agreement
 

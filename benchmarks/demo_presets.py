@@ -38,7 +38,7 @@ def main() -> None:
     args = p.parse_args()
 
     from gzmorph.data.catalog import open_catalog
-    from gzmorph.evaluation.metrics import masked_rmse
+    from gzmorph.metrics import masked_rmse
     from gzmorph.inference.predict import predict
     from gzmorph.mock import generate
     from gzmorph.training.recipes import get_preset

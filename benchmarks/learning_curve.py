@@ -48,7 +48,8 @@ def score(run: Path, val, tta: str, device: str) -> float:
 
 def curve(args: argparse.Namespace) -> None:
     from gzmorph.data.catalog import open_catalog, train_val_split
-    from gzmorph.training.recipes import TrainConfig, get_preset
+    from gzmorph.models.trainconfig import TrainConfig
+    from gzmorph.training.recipes import get_preset
     from gzmorph.training.train import train
 
     cfg = get_preset(args.preset).override(examples=args.examples, eval_every=args.eval_every,

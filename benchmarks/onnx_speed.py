@@ -20,9 +20,10 @@ import torch
 
 from gzmorph.nn import augment as aug
 from gzmorph.nn.model import build_model
-from gzmorph.sharing.onnx_model import export_onnx, load_onnx
+from gzmorph.models.onnx import load_onnx
+from gzmorph.sharing.onnx_model import export_onnx
 from gzmorph.training.recipes import get_preset
-from gzmorph.training.rundir import TrainedModel
+from gzmorph.models.rundir import TrainedModel
 from gzmorph.tree import GZ2
 
 

@@ -33,9 +33,10 @@ import torch
 from gzmorph.inference.ensemble import Ensemble
 from gzmorph.data.images import iter_decoded
 from gzmorph.nn.model import GalaxyNet
-from gzmorph.inference.predict import PredictConfig, prediction_runtime, predict_to_file
+from gzmorph.inference.job import prediction_runtime
+from gzmorph.inference.predict import PredictConfig, predict_to_file
 from gzmorph.training.recipes import get_preset
-from gzmorph.training.rundir import save_checkpoint, save_run
+from gzmorph.models.rundir import save_checkpoint, save_run
 from gzmorph.tree import GZ2
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "gz2-kaggle-5k" / "images_training_rev1"

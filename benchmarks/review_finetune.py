@@ -32,7 +32,7 @@ from gzmorph.review.db import ReviewStore
 from gzmorph.review.export import export_labels
 from gzmorph.review.queue import build_queue
 from gzmorph.review.walk import next_question
-from gzmorph.training.rundir import run_config
+from gzmorph.models.rundir import run_config
 from gzmorph.training.train import train
 from gzmorph.tree import GZ2
 

@@ -32,7 +32,7 @@ from gzmorph.inference.predict import predict_to_file
 from gzmorph.mock import generate
 from gzmorph.nn.model import build_model
 from gzmorph.training.recipes import get_preset
-from gzmorph.training.rundir import save_checkpoint, save_run
+from gzmorph.models.rundir import save_checkpoint, save_run
 from gzmorph.tree import GZ2
 
 

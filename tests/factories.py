@@ -14,8 +14,8 @@ from PIL import Image
 
 from gzmorph.nn.model import GalaxyNet
 from gzmorph.training.recipes import get_preset
-from gzmorph.training.rundir import save_checkpoint, save_run
-from gzmorph.tree import GZ2
+from gzmorph.models.rundir import save_checkpoint, save_run
+from gzmorph.tree import GZ2, Tree
 
 SIZE = 40
 
@@ -23,14 +23,20 @@ SIZE = 40
 PCA = {"eigenvector": [0.58, 0.58, 0.57], "eigenvalue": 0.01}
 
 
-def make_run(path: Path, seed: int, image_size: int = SIZE, step: int = 0) -> Path:
-    """A run directory holding an untrained tiny network, written by :func:`save_run`."""
+def make_run(path: Path, seed: int, image_size: int = SIZE, step: int = 0, *, tree: Tree = GZ2,
+             recentre: bool = False, data: dict | None = None) -> Path:
+    """A run directory holding an untrained tiny network, written by :func:`save_run`.
+
+    ``tree``, ``recentre`` (``augment.recentre``) and ``data`` (facts such as
+    ``label_columns`` or ``stretch``) describe how the run was trained.
+    """
     base = get_preset("small")
     cfg = base.override(model=replace(base.model, conv_channels=(4, 4, 8, 8), dense_units=(16,)),
-                        image_size=image_size, seed=seed)
+                        image_size=image_size, seed=seed, tree=base.tree if tree is GZ2 else tree.to_dict(),
+                        augment=replace(base.augment, recentre=recentre))
     torch.manual_seed(seed)
-    model = GalaxyNet(cfg.model, GZ2)
-    save_run(path, cfg, {"pca": PCA})
+    model = GalaxyNet(cfg.model, tree)
+    save_run(path, cfg, {"pca": PCA, **(data or {})})
     save_checkpoint(path / "checkpoints" / "best.pt", model, step, cfg)
     return path
 

@@ -28,7 +28,7 @@ def _parse(argv):
 
 @pytest.mark.parametrize("command, cls, skip, rename, prefix", [
     ("predict", PredictConfig, {"progress"}, {}, ""),
-    ("predict", RayConfig, {"address", "block_rows"}, {}, "ray_"),
+    ("predict", RayConfig, {"address"}, {}, "ray_"),
     ("evaluate", EvaluationConfig, set(), {"n_bins": "bins"}, ""),
     ("analyze", AnalyzeConfig, set(), {"n_units": "units", "n_examples": "examples", "n_errors": "errors"}, ""),
     ("demo", DemoConfig, set(), {"n_galaxies": "n"}, ""),

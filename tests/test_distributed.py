@@ -9,7 +9,8 @@ import torch
 
 from gzmorph.nn.augment import AugmentConfig
 from gzmorph.training.distributed import launch
-from gzmorph.training.recipes import TrainConfig, get_preset
+from gzmorph.models.trainconfig import TrainConfig
+from gzmorph.training.recipes import get_preset
 from gzmorph.training.train import train
 
 

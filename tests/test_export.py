@@ -23,8 +23,9 @@ pytest.importorskip("onnxscript")
 from gzmorph.cli import main  # noqa: E402
 from gzmorph.errors import MissingExtraError, RunError  # noqa: E402
 from gzmorph.inference.predict import predict  # noqa: E402
-from gzmorph.sharing.package import export_package, read_package_config, sha256_file  # noqa: E402
-from gzmorph.sharing.resolve import resolve_model  # noqa: E402
+from gzmorph.models.package import read_package_config, sha256_file  # noqa: E402
+from gzmorph.sharing.package import export_package  # noqa: E402
+from gzmorph.models.resolve import resolve_model  # noqa: E402
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 OPTS = dict(tta="rot", device="cpu", workers=0, progress=False, batch_size=8)

@@ -1,4 +1,5 @@
-"""The package's module graph: every module imports on its own, no cycles, no private imports."""
+"""The package's module graph: every module imports on its own, no cycles of any length, no private
+imports, and no import from a lower layer of the pipeline to a higher one."""
 
 from __future__ import annotations
 
@@ -47,8 +48,8 @@ def _gzmorph_imports(name: str) -> list[tuple[str, list[str], bool]]:
 
 def test_the_package_has_the_pipeline_layout():
     names = set(_modules())
-    for sub in ("data.source", "data.cache", "nn.model", "training.rundir", "inference.parts",
-                "evaluation.metrics", "config", "errors", "cli"):
+    for sub in ("data.source", "data.cache", "nn.model", "models.rundir", "models.resolve", "inference.job",
+                "inference.parts", "metrics", "config", "errors", "cli"):
         assert f"gzmorph.{sub}" in names
 
 
@@ -97,41 +98,101 @@ def _resolve(module: str, names: list[str], known: set[str]) -> set[str]:
     return subs or ({module} if module in known else set())
 
 
-def test_module_level_imports_have_no_cycle():
+def _graph(module_level_only: bool) -> dict[str, set[str]]:
+    """Module -> the gzmorph modules it imports (at module level only, or anywhere)."""
     known = set(_modules())
-    graph = {name: set() for name in known}
+    graph: dict[str, set[str]] = {name: set() for name in known}
     for name in known:
         for module, names, top in _gzmorph_imports(name):
-            if top:
+            if top or not module_level_only:
                 graph[name] |= _resolve(module, names, known) - {name}
     # Package __init__ modules are entered before their submodules: ignore parent edges.
-    graph = {k: {v for v in vs if not k.startswith(v + ".")} for k, vs in graph.items()}
-    state: dict[str, int] = {}
-    stack: list[str] = []
+    return {k: {v for v in vs if not k.startswith(v + ".")} for k, vs in graph.items()}
 
-    def visit(node: str) -> None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in sorted(graph[node]):
-            if state.get(nxt) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
-            if nxt not in state:
-                visit(nxt)
-        stack.pop()
-        state[node] = 2
 
-    for node in sorted(graph):
-        if node not in state:
-            visit(node)
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` (of any length) as ``[a, b, ..., a]``, or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    for root in sorted(graph):
+        if root in state:
+            continue
+        path, todo = [root], [iter(sorted(graph[root]))]
+        state[root] = 1
+        while todo:
+            nxt = next(todo[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                todo.pop()
+            elif state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                todo.append(iter(sorted(graph.get(nxt, ()))))
+    return None
+
+
+def test_find_cycle_finds_long_cycles_and_only_cycles():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"d"}, "d": {"b"}}) == ["b", "c", "d", "b"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_module_level_imports_have_no_cycle():
+    cycle = find_cycle(_graph(module_level_only=True))
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
 def test_function_imports_have_no_cycle_either():
     """Imports inside functions may defer cost, not hide a cycle between modules."""
-    known = set(_modules())
-    graph = {name: set() for name in known}
-    for name in known:
-        for module, names, _ in _gzmorph_imports(name):
-            graph[name] |= _resolve(module, names, known) - {name}
-    graph = {k: {v for v in vs if not k.startswith(v + ".")} for k, vs in graph.items()}
-    cycles = [f"{a} <-> {b}" for a in graph for b in graph[a] if a in graph.get(b, ()) and a < b]
-    assert not cycles, cycles
+    cycle = find_cycle(_graph(module_level_only=False))
+    assert cycle is None, "import cycle through a function-level import: " + " -> ".join(cycle)
+
+
+# The pipeline's layers, lowest first.  A module may import its own package and the
+# layers below it, never a layer above it or a peer package of its own layer.
+LAYERS = [
+    ["errors"],
+    ["config", "runtime", "tree", "metrics"],
+    ["data", "options"],
+    ["nn", "mock"],
+    ["models"],
+    ["training", "sharing"],
+    ["inference"],
+    ["evaluation"],
+    ["review", "demo"],
+    ["commands"],
+    ["cli"],
+    ["__main__"],
+]
+
+
+def _unit(module: str) -> str:
+    # gzmorph.data.source -> "data"; gzmorph.tree -> "tree"
+    return module.split(".")[1]
+
+
+def test_layers_cover_the_package():
+    layered = {unit for layer in LAYERS for unit in layer}
+    assert {_unit(m) for m in _modules()} == layered
+
+
+def upward(graph: dict[str, set[str]]) -> list[str]:
+    """The imports of ``graph`` that go to the same or a higher layer in another package."""
+    rank = {unit: k for k, layer in enumerate(LAYERS) for unit in layer}
+    return [f"{name} ({rank[_unit(name)]}) imports {dep} ({rank[_unit(dep)]})"
+            for name, deps in sorted(graph.items()) for dep in sorted(deps)
+            if _unit(dep) != _unit(name) and rank[_unit(dep)] >= rank[_unit(name)]]
+
+
+def test_no_import_runs_upward_or_sideways():
+    """Every import, module level or in a function, goes to a lower layer (or within a package)."""
+    offenders = upward(_graph(module_level_only=False))
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_layer_rule_sees_the_arrows_the_model_layer_removed():
+    before = {"gzmorph.training.train": {"gzmorph.sharing.resolve", "gzmorph.evaluation.metrics"},
+              "gzmorph.sharing.package": {"gzmorph.training.rundir"}, "gzmorph.inference.job": {"gzmorph.data.source"}}
+    assert upward(before) == ["gzmorph.sharing.package (5) imports gzmorph.training.rundir (5)",
+                              "gzmorph.training.train (5) imports gzmorph.evaluation.metrics (7)",
+                              "gzmorph.training.train (5) imports gzmorph.sharing.resolve (5)"]

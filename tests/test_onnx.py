@@ -22,9 +22,10 @@ from gzmorph.cli import main  # noqa: E402
 from gzmorph.inference.ensemble import Ensemble  # noqa: E402
 from gzmorph.inference.predict import predict_to_file  # noqa: E402
 from gzmorph.nn.model import build_model  # noqa: E402
-from gzmorph.sharing.onnx_model import export_onnx, load_onnx  # noqa: E402
+from gzmorph.models.onnx import load_onnx  # noqa: E402
+from gzmorph.sharing.onnx_model import export_onnx  # noqa: E402
 from gzmorph.training.recipes import get_preset  # noqa: E402
-from gzmorph.training.rundir import TrainedModel  # noqa: E402
+from gzmorph.models.rundir import TrainedModel  # noqa: E402
 from gzmorph.tree import GZ2  # noqa: E402
 
 from factories import make_images, make_run, run_killed  # noqa: E402

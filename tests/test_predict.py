@@ -15,11 +15,10 @@ from gzmorph.nn import augment as aug
 from gzmorph.cli import main
 from gzmorph.inference.ensemble import Ensemble, fit_simplex_weights, load_weights
 from gzmorph.data.images import decode
-from gzmorph.inference.parts import PartStore, single_machine_store
-from gzmorph.inference.table import (DEFAULT_THRESHOLD, errors_path, load_thresholds, manifest_path,
-                                     prediction_table)
+from gzmorph.inference.parts import PartStore, errors_path, manifest_path, single_machine_store
+from gzmorph.inference.table import DEFAULT_THRESHOLD, load_thresholds, prediction_table
 from gzmorph.inference.predict import PredictConfig, fit_weights, predict, predict_to_file
-from gzmorph.training.rundir import load_run
+from gzmorph.models.rundir import load_run
 from gzmorph.runtime import resolve_device
 from gzmorph.tree import GZ2
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +16,11 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from gzmorph.cli import main  # noqa: E402
-from gzmorph.inference.predict import predict  # noqa: E402
+from gzmorph.inference.predict import predict, predict_to_file  # noqa: E402
 from gzmorph.errors import OutputError  # noqa: E402
 from gzmorph.inference.parts import PartStore  # noqa: E402
-from gzmorph.inference.ray import RayConfig, predict_ray, ray_errors_dir  # noqa: E402
+from gzmorph.inference.parts import manifest_path, ray_errors_dir  # noqa: E402
+from gzmorph.inference.ray import RayConfig, predict_ray  # noqa: E402
 from gzmorph.tree import GZ2  # noqa: E402
 
 N = 24
@@ -170,3 +173,108 @@ def test_bad_settings_are_refused(data, tmp_path):
     with pytest.raises(OutputError, match="not a gzmorph output"):
         PartStore(tmp_path / "notes", tmp_path / "notes.errors", {"version": 1}, resume=False)
     assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
+
+
+# ------------------------------------------------------------------ parity with the local job
+PARITY = dict(workers=0, progress=False, batch_size=4, chunk_rows=4)
+RAY_PARITY = dict(actors=1, gpus_per_actor=0, cpus_per_actor=1)
+
+
+def ray_equals_local(models, source, tmp_path, **options):
+    """Run the local job and the Ray job; assert the same rows, error rows and manifest."""
+    local = predict_to_file(models, source, tmp_path / "local.parquet", **PARITY, **options)
+    remote = predict_ray(models, source, tmp_path / "ray.parquet", **PARITY, **RAY_PARITY, **options)
+    (got, got_errors), (want, want_errors) = remote.read(), local.read()
+    pd.testing.assert_frame_equal(got, want, check_exact=True)  # the same function computed every chunk
+    id_column = local.id_column
+    pd.testing.assert_frame_equal(got_errors.astype({id_column: want_errors[id_column].dtype}), want_errors)
+    record = json.loads(manifest_path(tmp_path / "local.parquet").read_text())
+    ray_record = json.loads((tmp_path / "ray.parquet" / "_manifest.json").read_text())
+    assert {k: v for k, v in ray_record.items() if k != "layout"} == \
+        {k: v for k, v in record.items() if k not in ("layout", "finished")}
+    assert (remote.n_predicted, remote.n_failed, remote.n_not_recentred) == \
+        (local.n_predicted, local.n_failed, local.n_not_recentred)
+    return got, got_errors
+
+
+def _fits_cutouts(folder: Path) -> Path:
+    """Mock grz cutouts in every layout the local job reads, plus empty sky and a bad file."""
+    from astropy.io import fits
+
+    from gzmorph.mock.fits import MOCK_SURVEYS, render_cutout
+    from gzmorph.mock.params import sample_params
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in range(6):
+        planes, _ = render_cutout(sample_params(rng), rng, 48, MOCK_SURVEYS["legacy"])  # (3, 48, 48): g, r, z
+        if k % 3 == 0:  # one cube
+            hdu = fits.PrimaryHDU(planes)
+            hdu.header["BANDS"] = "grz"
+            hdu.writeto(folder / f"{k}.fits")
+            rows.append((k, f"{k}.fits"))
+        elif k % 3 == 1:  # one image HDU per band, named by EXTNAME
+            fits.HDUList([fits.PrimaryHDU(), *(fits.ImageHDU(planes[b], name="GRZ"[b]) for b in range(3))]).writeto(
+                folder / f"{k}.fits")
+            rows.append((k, f"{k}.fits"))
+        else:  # one file per band
+            for b, band in enumerate("grz"):
+                fits.PrimaryHDU(planes[b]).writeto(folder / f"{k}_{band}.fits")
+            rows.append((k, f"{k}_{{band}}.fits"))
+    sky = fits.PrimaryHDU(rng.normal(0, 0.01, (3, 48, 48)).astype(np.float32))
+    sky.header["BANDS"] = "grz"
+    sky.writeto(folder / "sky.fits")
+    (folder / "bad.fits").write_bytes(b"SIMPLE  =  T" + b"\0" * 100)
+    rows += [(90, "sky.fits"), (91, "bad.fits")]
+    pd.DataFrame(rows, columns=["GalaxyID", "path"]).to_csv(folder / "cat.csv", index=False)
+    return folder / "cat.csv"
+
+
+def test_fits_with_the_runs_stretch_and_recentring_as_on_one_machine(cluster, tmp_path):
+    pytest.importorskip("sep")
+    from gzmorph.data.composite import STRETCH_PRESETS
+
+    catalog = _fits_cutouts(tmp_path / "cutouts")
+    run = make_run(tmp_path / "run", 5, recentre=True, data={"stretch": STRETCH_PRESETS["legacy-grz"].to_dict()})
+    got, errors = ray_equals_local(run, catalog, tmp_path)
+    assert got.set_index("GalaxyID")["recentred"].to_dict() == {**{k: True for k in range(6)}, 90: False}
+    assert errors["GalaxyID"].tolist() == [91]
+    # Other stretch options given to the job reach the actors too: other pixels, other numbers.
+    other = tmp_path / "other"
+    other.mkdir()
+    stretch = replace(STRETCH_PRESETS["legacy-grz"], q=2.0, soft=0.2)
+    got_other, _ = ray_equals_local(run, catalog, other, stretch=stretch)
+    assert np.abs(got_other[GZ2.columns].to_numpy() - got[GZ2.columns].to_numpy()).max() > 1e-4
+
+
+def test_cache_of_a_custom_tree_with_recentring_as_on_one_machine(cluster, data, tmp_path):
+    pytest.importorskip("sep")
+    from gzmorph.data.cache import prepare
+    from gzmorph.data.catalog import open_catalog
+    from gzmorph.data.images import DecodeOptions
+    from gzmorph.tree import Question, Tree
+
+    tree = Tree("bars", (Question("S", "Smooth?", ("smooth", "featured"), ("smooth", "featured")),
+                         Question("B", "Bar?", ("bar", "no bar"), ("bar", "no_bar"), parent="featured")))
+    _, images = data
+    files = sorted(images.glob("*.jpg"), key=lambda p: int(p.stem))
+    pd.DataFrame({"objid": [f"g{i}" for i in range(12)], "file": [str(f) for f in files[:12]]}).to_csv(
+        tmp_path / "cat.csv", index=False)
+    catalog = open_catalog(tmp_path / "cat.csv", tree=tree, id_column="objid", path_column="file")
+    prepare(catalog, tmp_path / "cache", size=40, workers=0, progress=False, options=DecodeOptions(recentre=True))
+    run = make_run(tmp_path / "run", 6, tree=tree)
+    got, errors = ray_equals_local(run, tmp_path / "cache", tmp_path, recentre=True)
+    assert list(got.columns[:5]) == ["objid", "smooth", "featured", "bar", "no_bar"]
+    assert errors["objid"].tolist() == ["g3", "g10"]  # the truncated and the empty image (BAD)
+    assert "truncated" in errors["reason"].iloc[0] and errors["reason"].iloc[1] == "empty file"
+
+
+def test_partly_trained_run_writes_nan_without_decisions_as_on_one_machine(cluster, data, tmp_path):
+    _, images = data
+    q1 = ["Class1.1", "Class1.2", "Class1.3"]
+    run = make_run(tmp_path / "run", 7, data={"label_columns": q1})
+    with pytest.warns(UserWarning, match="written as NaN"):
+        got, _ = ray_equals_local(run, images, tmp_path)
+    assert got[q1].notna().all().all() and got[GZ2.columns[3:]].isna().all().all()
+    assert got["Q2_answer"].isna().all() and not got["Q2_needs_expert"].any()

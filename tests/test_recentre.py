@@ -23,7 +23,7 @@ from gzmorph.inference.predict import predict
 from gzmorph.mock import generate
 from gzmorph.nn import augment as aug
 from gzmorph.training.recipes import get_preset
-from gzmorph.training.rundir import read_run
+from gzmorph.models.rundir import read_run
 from gzmorph.training.train import train
 
 from factories import make_run

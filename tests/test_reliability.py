@@ -56,7 +56,7 @@ def test_15_01_predict_out_equal_to_catalog_is_refused(tmp_path, images, run_a, 
 def test_15_01_predict_side_file_equal_to_input_is_refused(tmp_path, images, run_a, capsys):
     """Item 1: the error side file of --out may not be an input either (here the thresholds)."""
     out = tmp_path / "p.csv"
-    from gzmorph.inference.table import errors_path
+    from gzmorph.inference.parts import errors_path
     thresholds = errors_path(out)
     thresholds.write_text('{"thresholds": {}}')
     rc = main(["predict", "--model", str(run_a), "--images", str(images), "--out", str(out),
@@ -104,7 +104,7 @@ def test_15_06_csv_and_parquet_outputs_in_one_folder_keep_their_own_errors(tmp_p
     for suffix in (".csv", ".parquet"):
         assert main(["predict", "--model", str(run_a), "--images", str(folder), "--out",
                      str(tmp_path / f"x{suffix}"), *FAST]) == 0
-    from gzmorph.inference.table import errors_path
+    from gzmorph.inference.parts import errors_path
     assert errors_path(tmp_path / "x.csv") != errors_path(tmp_path / "x.parquet")
     for suffix in (".csv", ".parquet"):
         errors = pd.read_csv(errors_path(tmp_path / f"x{suffix}"), dtype=str)
@@ -165,7 +165,7 @@ def test_15_03_broken_symlinks_and_fifos_are_error_rows(tmp_path, run_a, capsys)
     out = tmp_path / "p.csv"
     assert main(["predict", "--model", str(run_a), "--images", str(folder), "--out", str(out), *FAST]) == 0
     assert capsys.readouterr().out.startswith("6 inputs: 3 predicted")
-    from gzmorph.inference.table import errors_path
+    from gzmorph.inference.parts import errors_path
     errors = pd.read_csv(errors_path(out)).set_index("GalaxyID")["reason"].to_dict()
     assert errors == {2000: "broken symlink", 2001: "not a regular file", 2002: "not a regular file"}
 
@@ -366,7 +366,7 @@ def test_15_16_predict_on_catalog_with_a_missing_image_reports_an_error_row(tmp_
     assert main(["predict", "--model", str(run_a), "--catalog", str(kaggle_missing_image), "--out", str(out),
                  *FAST]) == 0
     assert capsys.readouterr().out.startswith("6 inputs: 5 predicted")
-    from gzmorph.inference.table import errors_path
+    from gzmorph.inference.parts import errors_path
     errors = pd.read_csv(errors_path(out))
     assert errors["GalaxyID"].tolist() == [501] and errors["reason"].tolist() == ["file not found"]
 
@@ -402,7 +402,7 @@ def test_15_14_file_names_with_newline_comma_quote_are_counted_and_recorded_exac
     out = tmp_path / "p.csv"
     assert main(["predict", "--model", str(run_a), "--images", str(folder), "--out", str(out), *FAST]) == 0
     assert capsys.readouterr().out.startswith("6 inputs: 4 predicted")
-    from gzmorph.inference.table import errors_path
+    from gzmorph.inference.parts import errors_path
     preds = pd.read_csv(out, dtype={"GalaxyID": str})
     errors = pd.read_csv(errors_path(out), dtype={"GalaxyID": str})
     assert sorted(preds["GalaxyID"]) == sorted(["1000", "1001", "a\nb", 'c,"d'])
@@ -411,7 +411,7 @@ def test_15_14_file_names_with_newline_comma_quote_are_counted_and_recorded_exac
 
 
 def _run_trained_on(path: Path, seed: int, columns: list[str] | None) -> Path:
-    from gzmorph.training.rundir import read_run, save_run
+    from gzmorph.models.rundir import read_run, save_run
     run = make_run(path, seed)
     cfg, data = read_run(run)
     save_run(run, cfg, {**data, **({"label_columns": columns} if columns is not None else {})})
@@ -422,7 +422,7 @@ def test_15_17_answers_the_model_never_learned_are_marked(tmp_path, images):
     """Item 17: a model trained on some answer columns wrote confident numbers for the others."""
     import json
     from gzmorph.inference.predict import predict_to_file
-    from gzmorph.inference.table import manifest_path
+    from gzmorph.inference.parts import manifest_path
     from gzmorph.tree import GZ2
     q1 = ["Class1.1", "Class1.2", "Class1.3"]
     run = _run_trained_on(tmp_path / "q1", 1, q1)

@@ -10,7 +10,7 @@ from gzmorph.data.catalog import open_catalog
 from gzmorph.training.recipes import get_preset
 from gzmorph.review.db import ReviewStore
 from gzmorph.review.export import export_labels
-from gzmorph.training.rundir import load_run, read_run
+from gzmorph.models.rundir import load_run, read_run
 from gzmorph.training.train import train
 from gzmorph.tree import GZ2
 

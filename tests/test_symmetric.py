@@ -12,8 +12,9 @@ import torch
 
 from gzmorph.nn import augment as aug
 from gzmorph.nn.model import build_model, model_config_from_dict
-from gzmorph.training.recipes import PRESETS, TrainConfig, get_preset
-from gzmorph.training.rundir import load_run
+from gzmorph.models.trainconfig import TrainConfig
+from gzmorph.training.recipes import PRESETS, get_preset
+from gzmorph.models.rundir import load_run
 from gzmorph.runtime import load_checkpoint, resolve_device
 from gzmorph.nn.symmetric import (D4_ORDER, SYMMETRIC_PRESETS, GroupConv, LiftConv, SymmetricConfig, SymmetricNet,
                                d4_transform)

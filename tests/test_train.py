@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from gzmorph.training.recipes import PRESETS, TrainConfig, get_preset
-from gzmorph.training.rundir import load_run
+from gzmorph.models.trainconfig import TrainConfig
+from gzmorph.training.recipes import PRESETS, get_preset
+from gzmorph.models.rundir import load_run
 from gzmorph.errors import RunError
-from gzmorph.evaluation.metrics import masked_mse
+from gzmorph.metrics import masked_mse
 from gzmorph.training.train import learning_rate, train
 
 from factories import run_killed  # noqa: E402

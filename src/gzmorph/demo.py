@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from gzmorph.evaluation.metrics import masked_rmse
+from gzmorph.metrics import masked_rmse
 
 __all__ = ["DemoConfig", "run_demo"]
 

@@ -31,10 +31,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gzmorph.errors import ConfigError
-    from gzmorph.sharing.hub import parse_ref, push
+    from gzmorph.models.hub import parse_ref
+    from gzmorph.models.package import read_package_config
+    from gzmorph.sharing.hub import push
     from gzmorph.sharing.onnx_model import export_onnx
-    from gzmorph.sharing.package import export_package, read_package_config
-    from gzmorph.sharing.resolve import resolve_model
+    from gzmorph.sharing.package import export_package
+    from gzmorph.models.resolve import resolve_model
 
     ref = parse_ref(args.push) if args.push else None
     if args.push and ref is None:

@@ -13,7 +13,8 @@ OVERRIDES = ("examples", "batch_size", "lr", "eval_every", "image_size", "val_fr
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from gzmorph.options import add_config_options
-    from gzmorph.training.recipes import PRESETS, TrainConfig
+    from gzmorph.models.trainconfig import TrainConfig
+    from gzmorph.training.recipes import PRESETS
 
     p.add_argument("--data", required=True, help="Kaggle directory, CSV/Parquet catalog, or cache from `gzmorph prepare`")
     p.add_argument("--id-column", default="GalaxyID", help="id column of a CSV/Parquet catalog")
@@ -48,9 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _init_config(init_from: str):
     """The configuration of the model fine-tuning starts from (run directory, package or Hub model)."""
-    from gzmorph.sharing.resolve import model_kind, resolve_model
-    from gzmorph.sharing.hub import parse_ref
-    from gzmorph.training.rundir import run_config
+    from gzmorph.models.resolve import model_kind, resolve_model
+    from gzmorph.models.hub import parse_ref
+    from gzmorph.models.rundir import run_config
     from pathlib import Path
 
     if parse_ref(init_from) is None and model_kind(Path(init_from)) == "run":
@@ -61,7 +62,8 @@ def _init_config(init_from: str):
 def run(args: argparse.Namespace) -> int:
     from gzmorph.config import build
     from gzmorph.options import config_values
-    from gzmorph.training.recipes import TrainConfig, get_preset
+    from gzmorph.models.trainconfig import TrainConfig
+    from gzmorph.training.recipes import get_preset
     from gzmorph.training.train import train
 
     overrides = config_values(args, TrainConfig, fields=OVERRIDES, drop_none=True)

@@ -95,6 +95,11 @@ class ImageCache:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __reduce__(self) -> tuple:
+        # Sent to another process (a Ray actor) as its path, reopened there: the pixels stay
+        # memory-mapped instead of being copied, and the cache keeps its own tree.
+        return (ImageCache.open, (str(Path(self.root).resolve()),))
+
     @property
     def ok_index(self) -> np.ndarray:
         """Positions of the decoded rows: ``cache.catalog().subset(cache.ok_index)``."""

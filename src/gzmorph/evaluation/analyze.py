@@ -34,7 +34,7 @@ from gzmorph.nn import augment as aug
 from gzmorph.evaluation.html import render
 from gzmorph.evaluation.inputs import id_keys, load_labels, match_ids
 from gzmorph.runtime import resolve_device, write_json
-from gzmorph.evaluation.metrics import masked_sums, rmse_from_sums
+from gzmorph.metrics import masked_sums, rmse_from_sums
 from gzmorph.tree import Tree
 from gzmorph.nn.model import GalaxyNet
 from gzmorph.nn.viewpoints import N_VIEWPOINTS, extract_viewpoints
@@ -362,7 +362,7 @@ def analyze(run_dir: str | Path, images: Any, out: str | Path, labels: Any = Non
     """
     from dataclasses import replace
 
-    from gzmorph.sharing.resolve import resolve_model
+    from gzmorph.models.resolve import resolve_model
 
     cfg = replace(config or AnalyzeConfig(), **settings)
     out = Path(out)

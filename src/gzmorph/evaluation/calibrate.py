@@ -194,7 +194,7 @@ def calibrate(model: str | Path, predictions: Any, labels: Any, tree: Tree | str
     Writes ``calibration.json`` into ``model`` (a run directory) when ``save``.
     """
     from gzmorph.data.catalog import Catalog, open_catalog
-    from gzmorph.training.rundir import run_config
+    from gzmorph.models.rundir import run_config
 
     tree = get_tree(tree if tree is not None else run_config(model).tree)
     table = predictions if isinstance(predictions, pd.DataFrame) else read_table(predictions, id_column)

@@ -1,6 +1,6 @@
 """The evaluation report: one self-contained HTML page with embedded plots.
 
-:func:`write_report` turns an :class:`gzmorph.evaluation.evaluate.Evaluation` into ``report.html``
+:func:`write_report` turns an :class:`gzmorph.evaluation.results.Evaluation` into ``report.html``
 (every plot embedded as a base64 PNG, so the file can be mailed or archived alone) and
 also saves the plots as PNG files under ``plots/``. Per scored question it shows the
 paper's Figure 9 (accuracy in bins of crowd agreement and of model confidence), the triage
@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as _dt
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -22,9 +21,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from gzmorph.evaluation.html import png_data_uri, render, table_html
-
-if TYPE_CHECKING:
-    from gzmorph.evaluation.evaluate import Evaluation
+from gzmorph.evaluation.results import Evaluation
 
 __all__ = ["write_outputs", "write_report", "plot_accuracy_bins", "plot_triage", "plot_reliability", "plot_rmse", "figure_png"]
 
@@ -35,7 +32,7 @@ def figure_png(fig: Figure, dpi: int = 100) -> bytes:
     return buf.getvalue()
 
 
-def plot_accuracy_bins(evaluation: "Evaluation", question: str) -> Figure:
+def plot_accuracy_bins(evaluation: Evaluation, question: str) -> Figure:
     """The paper's Figure 9 for one question: accuracy per bin of agreement / confidence.
 
     Images are ranked by crowd agreement and, separately, by model confidence and cut into
@@ -59,7 +56,7 @@ def plot_accuracy_bins(evaluation: "Evaluation", question: str) -> Figure:
     return fig
 
 
-def plot_triage(evaluation: "Evaluation", question: str) -> Figure:
+def plot_triage(evaluation: Evaluation, question: str) -> Figure:
     """Accuracy on the images the model keeps vs the fraction sent to experts."""
     curve = evaluation.triage_curves[evaluation.triage_curves["question"] == question]
     tri = evaluation.triage.set_index("question").loc[question]
@@ -79,7 +76,7 @@ def plot_triage(evaluation: "Evaluation", question: str) -> Figure:
     return fig
 
 
-def plot_reliability(evaluation: "Evaluation", question: str, kind: str) -> Figure:
+def plot_reliability(evaluation: Evaluation, question: str, kind: str) -> Figure:
     """Reliability diagram of one question: ``kind="top"`` (accuracy of the most likely
     answer vs its probability) or ``"fraction"`` (crowd vs predicted value per answer)."""
     rel = evaluation.reliability
@@ -102,7 +99,7 @@ def plot_reliability(evaluation: "Evaluation", question: str, kind: str) -> Figu
     return fig
 
 
-def plot_rmse(evaluation: "Evaluation") -> Figure:
+def plot_rmse(evaluation: Evaluation) -> Figure:
     """RMSE per question (questions with any label) and overall."""
     pq = evaluation.per_question.dropna(subset=["rmse"])
     fig = Figure(figsize=(max(4.0, 0.6 * len(pq) + 2), 3.2))
@@ -115,7 +112,7 @@ def plot_rmse(evaluation: "Evaluation") -> Figure:
     return fig
 
 
-def _question_table(ev: "Evaluation") -> pd.DataFrame:
+def _question_table(ev: Evaluation) -> pd.DataFrame:
     pq = ev.per_question[ev.per_question["labelled"]].drop(columns=["labelled"])
     pq = pq.astype({"n_reached": int, "threshold": object})
     pq.loc[pq["threshold"].astype(float) > 1, "threshold"] = "none: all to experts"
@@ -125,25 +122,25 @@ def _question_table(ev: "Evaluation") -> pd.DataFrame:
                               "threshold": "triage threshold", "coverage": "model alone"})
 
 
-def _triage_table(ev: "Evaluation") -> pd.DataFrame:
+def _triage_table(ev: Evaluation) -> pd.DataFrame:
     tri = ev.triage.drop(columns=["target_accuracy"]).astype({"threshold": object})
     tri.loc[~tri["reached_target"], "threshold"] = "none: all to experts"
     return tri
 
 
-def _unlabelled(ev: "Evaluation") -> list[dict]:
+def _unlabelled(ev: Evaluation) -> list[dict]:
     partial = set(ev.per_question.loc[ev.per_question["rmse"].notna() & ~ev.per_question["labelled"], "question"])
     return [dict(name=name, text=ev.tree.question(name).text, partial=name in partial)
             for name in ev.missing_questions]
 
 
-def _pr_table(ev: "Evaluation", question: str) -> pd.DataFrame:
+def _pr_table(ev: Evaluation, question: str) -> pd.DataFrame:
     pr = ev.precision_recall[ev.precision_recall["question"] == question].copy()
     pr["precision"] = pr["precision"].astype(object).where(~pr["never_predicted"], "never predicted")
     return pr.drop(columns=["question", "never_predicted"])
 
 
-def _question(ev: "Evaluation", question: str) -> dict:
+def _question(ev: Evaluation, question: str) -> dict:
     """What the report says about one scored question."""
     tri = ev.triage.set_index("question").loc[question]
     return dict(name=question, text=ev.tree.question(question).text, reached=bool(tri["n_reached"] > 0),
@@ -152,7 +149,7 @@ def _question(ev: "Evaluation", question: str) -> dict:
                 table=table_html(_pr_table(ev, question)))
 
 
-def _figures(ev: "Evaluation", plot_dir: Path) -> dict[str, bytes]:
+def _figures(ev: Evaluation, plot_dir: Path) -> dict[str, bytes]:
     """Render every plot, save it under ``plot_dir`` and return the PNG bytes by name."""
     plot_dir.mkdir(parents=True, exist_ok=True)
     figures = {"rmse": figure_png(plot_rmse(ev))}
@@ -166,8 +163,7 @@ def _figures(ev: "Evaluation", plot_dir: Path) -> dict[str, bytes]:
     return figures
 
 
-def write_report(evaluation: "Evaluation", out_dir: str | Path, title: str = "gzmorph evaluation report",
-                 before: str = "") -> Path:
+def write_report(evaluation: Evaluation, out_dir: str | Path, title: str = "gzmorph evaluation report") -> Path:
     """Write ``report.html`` (self-contained) and ``plots/*.png`` into ``out_dir``.
 
     Parameters
@@ -178,8 +174,6 @@ def write_report(evaluation: "Evaluation", out_dir: str | Path, title: str = "gz
         Folder to write into (created if needed).
     title : str
         Page title.
-    before : str
-        A sentence on the calibration (e.g. the uncalibrated ECE) shown above its table.
 
     Returns
     -------
@@ -198,7 +192,6 @@ def write_report(evaluation: "Evaluation", out_dir: str | Path, title: str = "gz
                   questions=[_question(ev, q) for q in scored],
                   calibration_table=table_html(ev.calibration),
                   calibration_source=" and ".join(sorted(set(ev.calibration["source"]))) or "none",
-                  calibration_before=before,
                   coverage_table=table_html(ev.coverage_table.drop(columns=["level"])) if len(ev.coverage_table) else "",
                   coverage_level=(float(ev.coverage_table["level"].iloc[0]) if len(ev.coverage_table)
                                   and pd.notna(ev.coverage_table["level"].iloc[0]) else None),
@@ -216,7 +209,7 @@ OUTPUT_FILES = ("metrics.json", "triage_thresholds.json", "per_question.csv", "p
 OUTPUT_FOLDERS = ("plots", "analysis")
 
 
-def write_outputs(evaluation: "Evaluation", out: str | Path, title: str | None = None) -> Path:
+def write_outputs(evaluation: Evaluation, out: str | Path, title: str | None = None) -> Path:
     """Write every file of an evaluation into ``out`` and return the report path.
 
     ``metrics.json`` (summary), ``triage_thresholds.json`` (for ``gzmorph predict``),

@@ -32,12 +32,13 @@ from typing import Any
 import numpy as np
 from scipy.special import gammaln
 
-from gzmorph.errors import RunError
+from gzmorph.errors import ConfigError, RunError
+from gzmorph.models.package import PACKAGE_FILES
 from gzmorph.tree import Tree
 
 __all__ = ["Calibration", "conditional", "tempered", "CALIBRATION_FILE", "betabinom_interval", "dirichlet_interval", "calibration_for", "CALIBRATION_MODES", "load_calibration", "FORMAT"]
 
-CALIBRATION_FILE = "calibration.json"
+CALIBRATION_FILE = PACKAGE_FILES["calibration"]  # the same name in a run directory and a package
 FORMAT = "gzmorph-calibration"
 _P_EPS = 1e-6
 
@@ -199,6 +200,25 @@ class Calibration:
         """The thresholds in the ``triage_thresholds.json`` format (on ``Qn_p_correct``)."""
         return {"tree": self.tree, "target_accuracy": self.target_accuracy, "thresholds": self.thresholds,
                 "confidence": "p_correct"}
+
+    def thresholds_spec(self, given: str | Path | dict | None) -> dict[str, Any]:
+        """The triage thresholds of a calibrated job: this calibration's, or ``given``
+        when it was fitted on ``p_correct``; thresholds on the confidence ``a``
+        (``gzmorph evaluate``) are refused rather than misapplied."""
+        if given is None:
+            return self.triage_file()
+        spec = given
+        if not isinstance(spec, dict):
+            try:
+                spec = json.loads(Path(spec).read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ConfigError(f"{given}: cannot read triage thresholds: {exc}") from None
+        if not isinstance(spec, dict) or spec.get("confidence") != "p_correct":
+            raise ConfigError(f"{given if not isinstance(given, dict) else 'triage thresholds'}: thresholds on "
+                              "the confidence a, but a calibrated model cuts on Qn_p_correct; leave "
+                              "--triage-thresholds out (the calibration has its own) or predict with "
+                              "--calibration off")
+        return spec
 
     def save(self, folder: str | Path) -> Path:
         from gzmorph.runtime import write_json

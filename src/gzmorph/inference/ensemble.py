@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from gzmorph.errors import ConfigError
 from gzmorph.nn import augment as aug
 from gzmorph.nn.model import to_channels_last
-from gzmorph.sharing.resolve import resolve_model
-from gzmorph.training.rundir import TrainedModel
+from gzmorph.models.resolve import resolve_model
+from gzmorph.models.rundir import TrainedModel
 from gzmorph.runtime import Runtime
 from gzmorph.tree import Tree
 
@@ -44,7 +44,7 @@ class Ensemble:
     ----------
     runs : sequence of TrainedModel
         Loaded on ``runtime.device``; all must predict the same tree.  A run's network
-        may be an onnxruntime one (:class:`gzmorph.sharing.onnx_model.OnnxNet`).
+        may be an onnxruntime one (:class:`gzmorph.models.onnx.OnnxNet`).
     runtime : Runtime
     tta : {"none", "rot", "paper"}
     weights : sequence of float, optional
@@ -81,7 +81,7 @@ class Ensemble:
         if runtime.channels_last:
             for run in self.runs:
                 to_channels_last(run.model)
-        # An onnxruntime network (gzmorph.sharing.onnx_model.OnnxNet) has nothing for torch to compile.
+        # An onnxruntime network (gzmorph.models.onnx.OnnxNet) has nothing for torch to compile.
         self._nets = [torch.compile(run.model) if compile and not getattr(run.model, "is_onnx", False)
                       else run.model for run in self.runs]
         self.recentred = [bool(run.augment.recentre) if recentre is None else recentre for run in self.runs]
@@ -100,7 +100,7 @@ class Ensemble:
         """Load models (or take loaded runs); ``weights`` may be a weights JSON file.
 
         A model is a run directory, a model package, an ``.onnx`` file or
-        ``hf:ORG/NAME[@REVISION]`` (:func:`gzmorph.sharing.resolve.resolve_model`).
+        ``hf:ORG/NAME[@REVISION]`` (:func:`gzmorph.models.resolve.resolve_model`).
         """
         specs = [models] if isinstance(models, (str, Path, TrainedModel)) else list(models)
         runs = [resolve_model(m, which=which, device=runtime.device) for m in specs]

@@ -14,7 +14,7 @@ that exist are exactly the finished chunks.
 * Ray (:func:`gzmorph.inference.ray.predict_ray`): the part directory *is* the
   output, and ``<output>.errors/`` holds the error parts.
 
-The manifest (:func:`job_manifest`: models, weights, TTA, thresholds, inputs,
+The manifest (:func:`gzmorph.inference.job.job_manifest`: models, weights, TTA, thresholds, inputs,
 chunking) is stored as ``_manifest.json`` in the part directory ("_": Parquet readers
 skip it).  The resume rule is the same for both backends: without ``resume`` a job
 starts over; with ``resume`` it keeps the finished chunks of a job with the same
@@ -23,7 +23,6 @@ manifest and refuses one with other settings.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -35,71 +34,51 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gzmorph.errors import OutputError
-from gzmorph.inference.table import (CSV_FLOAT, ERROR_COLUMNS, REACH_THRESHOLD, errors_path, id_arrow_type,
-                                     manifest_path, output_format, parts_dir)
+from gzmorph.inference.table import CSV_FLOAT, ERROR_COLUMNS
 from gzmorph.runtime import atomic_write, refuse_overwrite
 
-__all__ = ["PartStore", "job_manifest", "ids_digest", "weights_digest", "error_table", "finished_output", "MANIFEST",
-           "check_outputs", "model_files"]
+__all__ = ["PartStore", "finished_output", "MANIFEST", "check_outputs", "model_files", "single_machine_store",
+           "output_format", "errors_path", "manifest_path", "parts_dir", "ray_errors_dir"]
 
 MANIFEST = "_manifest.json"
-MANIFEST_VERSION = 3  # 3: models identified by the content of their weights
 
 
-def weights_digest(model: Any) -> str:
-    """SHA-1 of a network's parameters and buffers (names, dtypes, shapes, bytes).
+def output_format(path: str | Path) -> str:
+    """``"csv"`` or ``"parquet"`` from the output file's suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    raise OutputError(f"output file {path}: suffix must be .csv or .parquet, not {suffix!r}")
 
-    Identifies a model by what it computes, not by its run path and step: a run
-    whose checkpoint was replaced by another one of the same step gets another digest.
+
+def errors_path(out: str | Path) -> Path:
+    """The error side file of an output file: ``<output>.errors.csv`` next to it.
+
+    Named after the whole output name, so ``x.csv`` and ``x.parquet`` in one folder
+    never share (and erase) one error file.
     """
-    import torch
-
-    if callable(getattr(model, "weights_digest", None)):  # an ONNX network: the digest of its file
-        return model.weights_digest()
-    digest = hashlib.sha1()
-    for name, tensor in sorted(model.state_dict().items()):
-        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}\n".encode())
-        digest.update(flat.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    out = Path(out)
+    return out.with_name(out.name + ".errors.csv")
 
 
-def ids_digest(ids: np.ndarray) -> str:
-    """A digest of the input ids, to recognise the same inputs when a job resumes."""
-    digest = hashlib.sha1()
-    for start in range(0, len(ids), 65536):
-        digest.update("\n".join(map(str, ids[start : start + 65536])).encode())
-        digest.update(b"\n")
-    return digest.hexdigest()
+def manifest_path(out: str | Path) -> Path:
+    """The settings record of a finished output: ``<output>.manifest.json`` next to it."""
+    out = Path(out)
+    return out.with_name(out.name + ".manifest.json")
 
 
-def job_manifest(ensemble: Any, cfg: Any, catalog: Any, thresholds: Mapping[str, float], image_size: int,
-                 layout: str) -> dict[str, Any]:
-    """Everything the output bytes depend on; a resumed job must present the same.
-
-    ``layout`` is the output's shape (``"csv"``, ``"parquet"`` or ``"ray-parts"``).
-    """
-    return _normalised({
-        "version": MANIFEST_VERSION, "layout": layout, "models": ensemble.names,
-        "steps": [run.step for run in ensemble.runs],
-        "model_weights": [weights_digest(run.model) for run in ensemble.runs],
-        "untrained": list(getattr(ensemble, "untrained_columns", [])), "weights": ensemble.weights.tolist(), "tta": cfg.tta,
-        "which": cfg.which, "precision": cfg.precision, "thresholds": dict(thresholds),
-        "reach_threshold": REACH_THRESHOLD, "n_inputs": len(catalog), "ids": ids_digest(catalog.ids),
-        "id_column": catalog.id_column, "image_size": image_size, "batch_size": cfg.batch_size,
-        "chunk_rows": cfg.chunk_rows, "recentre": list(getattr(ensemble, "recentred", [])),
-        "stretch": None if getattr(cfg, "stretch", None) is None else cfg.stretch.to_dict()})
+def parts_dir(out: str | Path) -> Path:
+    """Where a single-machine job keeps its finished chunks: ``<output>.parts/``."""
+    out = Path(out)
+    return out.with_name(out.name + ".parts")
 
 
-def error_table(ids: np.ndarray, paths: Sequence[Any], reasons: Sequence[Any], id_column: str,
-                id_type: pa.DataType) -> pa.Table:
-    """The error rows of a chunk: id (the catalog's id type), path, reason on one line."""
-    ids = np.asarray(ids)
-    values = ids.astype(np.int64) if id_type == pa.int64() else [str(v) for v in ids]
-    one_line = [" ".join(str(r).split()) for r in reasons]  # one CSV line per error row
-    return pa.table({id_column: pa.array(values, type=id_type),
-                     "path": pa.array([None if p is None else str(p) for p in paths], pa.string()),
-                     "reason": pa.array(one_line, pa.string())})
+def ray_errors_dir(out: str | Path) -> Path:
+    """The error side directory of a Ray output directory: ``<out>.errors/`` next to it."""
+    out = Path(out)
+    return out.with_name(out.name + ".errors")
 
 
 def _normalised(obj: Any) -> Any:
@@ -132,7 +111,7 @@ class PartStore:
     errors_dir : path
         Where the error parts go.
     manifest : dict
-        From :func:`job_manifest`.
+        From :func:`gzmorph.inference.job.job_manifest`.
     resume : bool
         Keep the chunks of an earlier run with the same manifest (others raise
         :class:`~gzmorph.errors.OutputError`); without it, start over.
@@ -297,15 +276,9 @@ def finished_output(out: str | Path, manifest: Mapping[str, Any]) -> tuple[int, 
     return int(finished["n_predicted"]), int(finished["n_failed"])
 
 
-def chunk_error_table(catalog: Any, rows: np.ndarray, reasons: Sequence[Any]) -> pa.Table:
-    """:func:`error_table` of the catalog rows ``rows``."""
-    return error_table(catalog.ids[rows], catalog.paths[rows], reasons, catalog.id_column,
-                       id_arrow_type(catalog.ids))
-
-
 def model_files(models: Any) -> list[Path]:
     """The files the models (paths, Hub references or loaded runs) are read from: inputs an output must not replace."""
-    from gzmorph.sharing.resolve import model_inputs
+    from gzmorph.models.resolve import model_inputs
 
     specs = [models] if isinstance(models, (str, Path)) or not isinstance(models, Sequence) else list(models)
     return [path for m in specs for path in model_inputs(m)]

@@ -1,6 +1,7 @@
-"""Prediction output files: the table, triage thresholds, file names and summaries.
+"""The rows of a prediction output: the prediction table, the error rows, triage thresholds.
 
-Chunked parts and the resume rules live in :mod:`gzmorph.inference.parts`.
+File names, parts and the resume rule: :mod:`gzmorph.inference.parts`; the job that
+computes the rows: :mod:`gzmorph.inference.job`.
 
 Output columns (see CONTRIBUTING.md): the id column and the tree's answer columns in
 tree order, clipped to [0, 1] (the Kaggle submission CSV holds only these); Parquet
@@ -16,15 +17,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
-from gzmorph.errors import ConfigError, OutputError
+from gzmorph.errors import ConfigError
 from gzmorph.inference.calibrator import Calibration
 from gzmorph.inference.uncertainty import uncertainty_arrays, uncertainty_fields
 from gzmorph.tree import Tree, agreement
@@ -33,16 +32,12 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "REACH_THRESHOLD",
     "ERROR_COLUMNS",
-    "output_format",
-    "errors_path",
-    "manifest_path",
+    "CSV_FLOAT",
     "load_thresholds",
     "output_schema",
     "prediction_table",
-    "parts_dir",
+    "error_table",
     "id_arrow_type",
-    "PredictSummary",
-    "RaySummary",
 ]
 
 #: Confidence threshold used for every question that the triage file does not cover
@@ -56,38 +51,6 @@ REACH_THRESHOLD = 0.5
 ERROR_COLUMNS = ("path", "reason")
 # Nine significant digits write every float32 exactly, so CSV and Parquet agree.
 CSV_FLOAT = "%.9g"
-
-
-def output_format(path: str | Path) -> str:
-    """``"csv"`` or ``"parquet"`` from the output file's suffix."""
-    suffix = Path(path).suffix.lower()
-    if suffix == ".csv":
-        return "csv"
-    if suffix in (".parquet", ".pq"):
-        return "parquet"
-    raise OutputError(f"output file {path}: suffix must be .csv or .parquet, not {suffix!r}")
-
-
-def errors_path(out: str | Path) -> Path:
-    """The error side file of an output file: ``<output>.errors.csv`` next to it.
-
-    Named after the whole output name, so ``x.csv`` and ``x.parquet`` in one folder
-    never share (and erase) one error file.
-    """
-    out = Path(out)
-    return out.with_name(out.name + ".errors.csv")
-
-
-def manifest_path(out: str | Path) -> Path:
-    """The settings record of a finished output: ``<output>.manifest.json`` next to it."""
-    out = Path(out)
-    return out.with_name(out.name + ".manifest.json")
-
-
-def parts_dir(out: str | Path) -> Path:
-    """Where a single-machine job keeps its finished chunks: ``<output>.parts/``."""
-    out = Path(out)
-    return out.with_name(out.name + ".parts")
 
 
 def load_thresholds(spec: str | Path | Mapping[str, Any] | None, tree: Tree,
@@ -230,53 +193,12 @@ def prediction_table(ids: np.ndarray, probs: np.ndarray, tree: Tree, thresholds:
     return pa.Table.from_arrays(arrays + extra, schema=schema)
 
 
-
-@dataclass
-class PredictSummary:
-    """What a prediction job did: every input is either predicted or failed."""
-
-    out: Path
-    errors_file: Path
-    n_inputs: int
-    n_predicted: int
-    n_failed: int
-    n_resumed: int
-    seconds: float
-    id_column: str = "GalaxyID"
-    integer_ids: bool = True
-    n_not_recentred: int | None = None  # with recentring: predicted rows that kept the plain centre crop
-
-    def read(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """The output file and the error file as DataFrames (string ids stay strings)."""
-        dtype = None if self.integer_ids else {self.id_column: str}
-        if output_format(self.out) == "parquet":
-            return pd.read_parquet(self.out), pd.read_csv(self.errors_file, dtype=dtype)
-        return pd.read_csv(self.out, dtype=dtype), pd.read_csv(self.errors_file, dtype=dtype)
-
-    @property
-    def images_per_second(self) -> float:
-        """Inputs handled by this invocation (not the resumed ones) per second."""
-        return (self.n_inputs - self.n_resumed) / self.seconds if self.seconds > 0 else float("nan")
-
-    def message(self) -> str:
-        """One line for the user: where every input went."""
-        return (f"{self.n_inputs} inputs: {self.n_predicted} predicted -> {self.out}, {self.n_failed} failed "
-                f"-> {self.errors_file}" + (f" ({self.n_resumed} resumed from an earlier run)"
-                                             if self.n_resumed else "")
-                + ("" if self.n_not_recentred is None else
-                   f"; recentred {self.n_predicted - self.n_not_recentred}, no galaxy found in "
-                   f"{self.n_not_recentred} (plain centre crop, recentred = False)"))
-
-
-
-
-@dataclass
-class RaySummary(PredictSummary):
-    """What a Ray prediction job did; ``out`` and ``errors_file`` are directories of parts."""
-
-    def read(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """All predictions and all error rows as DataFrames, in input order."""
-        frame = pd.read_parquet(self.out)
-        if any(self.errors_file.glob("part-*.parquet")):
-            return frame, pd.read_parquet(self.errors_file)
-        return frame, pd.DataFrame(columns=[self.id_column, *ERROR_COLUMNS])
+def error_table(ids: np.ndarray, paths: Sequence[Any], reasons: Sequence[Any], id_column: str,
+                id_type: pa.DataType) -> pa.Table:
+    """The error rows of a chunk: id (the catalog's id type), path, reason on one line."""
+    ids = np.asarray(ids)
+    values = ids.astype(np.int64) if id_type == pa.int64() else [str(v) for v in ids]
+    one_line = [" ".join(str(r).split()) for r in reasons]  # one CSV line per error row
+    return pa.table({id_column: pa.array(values, type=id_type),
+                     "path": pa.array([None if p is None else str(p) for p in paths], pa.string()),
+                     "reason": pa.array(one_line, pa.string())})

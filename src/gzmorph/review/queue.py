@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from gzmorph.errors import CatalogError, ConfigError
-from gzmorph.inference.table import load_thresholds, manifest_path, prediction_table
+from gzmorph.inference.parts import manifest_path
+from gzmorph.inference.table import load_thresholds, prediction_table
 from gzmorph.tree import Tree
 
 __all__ = ["load_predictions", "build_queue", "model_version"]

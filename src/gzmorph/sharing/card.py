@@ -18,7 +18,7 @@ from jinja2 import Environment, FileSystemLoader
 
 from gzmorph.errors import RunError
 
-__all__ = ["read_metrics", "read_report", "render_card", "RECIPE_FIELDS"]
+__all__ = ["read_report", "render_card", "RECIPE_FIELDS"]
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 # The TrainConfig fields the card lists (the rest are in config.json).
@@ -31,21 +31,6 @@ def _environment() -> Environment:
     # Markdown, not HTML: no autoescaping (values are numbers, names and paths).
     return Environment(loader=FileSystemLoader(TEMPLATES), autoescape=False, trim_blocks=True, lstrip_blocks=True,
                        keep_trailing_newline=True)
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The validation records of a run's ``metrics.jsonl`` (empty when there is none)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    records = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except ValueError as exc:
-                raise RunError(f"{path}, line {n}: not valid JSON ({exc})") from None
-    return records
 
 
 def read_report(report: str | Path | None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:

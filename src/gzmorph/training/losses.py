@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from gzmorph.evaluation.metrics import masked_mse
+from gzmorph.metrics import masked_mse
 from gzmorph.tree import Tree
 
 __all__ = ["LOSSES", "dirichlet_multinomial_nll", "fraction_loss"]

@@ -11,7 +11,6 @@ run would, without saving RNG states.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import time
@@ -25,16 +24,19 @@ from tqdm.auto import tqdm
 
 from gzmorph.data.composite import Stretch
 from gzmorph.errors import RunError
-from gzmorph.evaluation.metrics import masked_mse, masked_sums
+from gzmorph.metrics import masked_mse, masked_sums
 from gzmorph.nn import augment as aug
 from gzmorph.nn.model import build_model, to_channels_last
-from gzmorph.sharing.resolve import resolve_model
-from gzmorph.runtime import Runtime, atomic_write, load_checkpoint, refuse_overwrite, resolve_device, seed_everything
+from gzmorph.models.resolve import resolve_model
+from gzmorph.runtime import Runtime, load_checkpoint, refuse_overwrite, resolve_device, seed_everything
 from gzmorph.training.averaging import WeightAverage
 from gzmorph.training.losses import dirichlet_multinomial_nll
 from gzmorph.training.distributed import Dist, all_sum, launch, setup
-from gzmorph.training.recipes import PRESETS, TrainConfig, get_preset
-from gzmorph.training.rundir import RUN_FILES, TrainedModel, init_weights, load_run, read_run, save_checkpoint, save_run
+from gzmorph.models.trainconfig import TrainConfig
+from gzmorph.training.recipes import PRESETS, get_preset
+from gzmorph.models.metrics_log import append_metrics, read_metrics, truncate_metrics
+from gzmorph.models.rundir import (RUN_FILES, TrainedModel, init_weights, load_run, read_run, save_checkpoint,
+                                   save_run)
 from gzmorph.training.trainset import load_training_data
 from gzmorph.tree import get_tree
 
@@ -213,7 +215,7 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, *, device: str | 
         ema.model.load_state_dict(ckpt["ema"])
     if d.is_main:
         save_run(out, cfg, {**facts, **({"init": init} if init else {})})
-        truncate_metrics(out / RUN_FILES["metrics"], step)
+        truncate_metrics(out, step)
     fwd: torch.nn.Module = model
     if d.enabled:
         # The only buffers are the tree's constant index tensors: nothing to broadcast.
@@ -227,25 +229,6 @@ def _resolved(data: Any) -> str:
     # A path given as data, resolved (the same data from another working directory);
     # an opened catalog or cache is described by its str.
     return str(Path(data).resolve()) if isinstance(data, (str, os.PathLike)) else str(data)
-
-
-def truncate_metrics(path: Path, step: int) -> None:
-    """Keep the metrics lines up to ``step`` (the checkpoint a run starts from).
-
-    A kill between writing a line and its checkpoint leaves lines of steps the
-    resumed run computes again; without this they would appear twice.  A half
-    written last line is dropped too.
-    """
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if int(json.loads(line)["step"]) <= step:
-                kept.append(line + "\n")
-        except (ValueError, KeyError, TypeError):
-            continue
-    atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))
 
 
 def _resumed_data(out: Path, facts: dict[str, Any], step: int, new_data: bool) -> list[dict[str, Any]]:
@@ -276,8 +259,7 @@ def _resumed_data(out: Path, facts: dict[str, Any], step: int, new_data: bool) -
 def _result_from_run(out: Path) -> dict[str, Any]:
     """The summary of a run written by other processes (rank 0's checkpoint and metrics)."""
     ckpt = load_checkpoint(out / RUN_FILES["last"])
-    lines = (out / RUN_FILES["metrics"]).read_text().splitlines()
-    last = json.loads(lines[-1]) if lines else {}
+    last = (read_metrics(out) or [{}])[-1]
     cfg = TrainConfig.from_dict(ckpt["config"])
     return {"step": int(ckpt["step"]), "examples": int(ckpt["step"]) * cfg.batch_size,
             "best_val_rmse": float(ckpt["best_val_rmse"]), "last_val_rmse": last.get("val_rmse", math.nan),
@@ -296,7 +278,6 @@ def _loop(cfg, model, fwd, optimizer, ds, rt: Runtime, d: Dist, out: Path, step:
     eval_steps = max(1, cfg.eval_every // cfg.batch_size)
     t0, running, n_running, last_val = time.monotonic(), 0.0, 0, math.nan
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
-    metrics = open(out / RUN_FILES["metrics"], "a") if d.is_main else None
     try:
         while step < cfg.steps:
             loss = _train_step(cfg, model, fwd, optimizer, images, labels, ds.pca, rt, d, step, ds.train_geometry)
@@ -320,8 +301,7 @@ def _loop(cfg, model, fwd, optimizer, ds, rt: Runtime, d: Dist, out: Path, step:
                           "seconds": round(time.monotonic() - t0, 2)}
                 running, n_running = 0.0, 0
                 if d.is_main:
-                    metrics.write(json.dumps(record) + "\n")
-                    metrics.flush()
+                    append_metrics(out, record)
                     if last_val < best:
                         save_checkpoint(out / RUN_FILES["best"], model, step, cfg, optimizer, last_val, ema and ema.model)
                     save_checkpoint(out / RUN_FILES["last"], model, step, cfg, optimizer, min(best, last_val),
@@ -332,8 +312,6 @@ def _loop(cfg, model, fwd, optimizer, ds, rt: Runtime, d: Dist, out: Path, step:
             if timeout:
                 break
     finally:
-        if metrics is not None:
-            metrics.close()
         bar.close()
     return {"step": step, "examples": step * cfg.batch_size, "best_val_rmse": best, "last_val_rmse": last_val,
             "seconds": time.monotonic() - t0, "finished": step >= cfg.steps, "model": model}

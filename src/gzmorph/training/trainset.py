@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,8 @@ from gzmorph.errors import CatalogError
 from gzmorph.data.source import Source, open_source
 from gzmorph.data.votes import pseudo_counts
 from gzmorph.nn import augment as aug
-from gzmorph.training.recipes import TrainConfig
-from gzmorph.training.rundir import RUN_FILES
+from gzmorph.models.trainconfig import TrainConfig
+from gzmorph.models.rundir import write_skipped
 from gzmorph.tree import Tree
 
 __all__ = ["TrainingData", "load_training_data", "data_fingerprint", "training_counts"]
@@ -77,12 +76,8 @@ def ids_text(ids: np.ndarray) -> str:
 
 def _record_skips(source: Source, failed: list[tuple[int, str]], out: Path) -> None:
     cat = source.catalog
-    with open(out / RUN_FILES["skipped"], "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow([cat.id_column, "path", "reason"])
-        for row, reason in failed:
-            w.writerow([cat.ids[row], cat.paths[row] or "", reason])
-    print(f"skipped {len(failed)} undecodable images (listed in {out / RUN_FILES['skipped']})")
+    path = write_skipped(out, cat.id_column, [(cat.ids[row], cat.paths[row] or "", reason) for row, reason in failed])
+    print(f"skipped {len(failed)} undecodable images (listed in {path})")
 
 
 def _check_validation(val: Catalog, catalog: Catalog, cfg: TrainConfig) -> None:

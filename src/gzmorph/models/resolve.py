@@ -3,7 +3,7 @@
 Every command that takes a model (``predict``, ``analyze``, ``train --init-from``) and
 :class:`~gzmorph.inference.ensemble.Ensemble` go through :func:`resolve_model`, so a
 run directory, a model package, an ``.onnx`` file and ``hf:ORG/NAME[@REVISION]`` work
-everywhere and give the same :class:`~gzmorph.training.rundir.TrainedModel`.
+everywhere and give the same :class:`~gzmorph.models.rundir.TrainedModel`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 
 from gzmorph.errors import ConfigError, RunError
-from gzmorph.sharing.hub import HubRef, download, parse_ref
-from gzmorph.sharing.onnx_model import load_onnx
-from gzmorph.sharing.package import PACKAGE_FILES, is_package, load_package, read_package_config, verify_file
-from gzmorph.training.rundir import RUN_FILES, TrainedModel, load_run
+from gzmorph.models.hub import HubRef, download, parse_ref
+from gzmorph.models.onnx import load_onnx
+from gzmorph.models.package import PACKAGE_FILES, is_package, load_package, read_package_config, verify_file
+from gzmorph.models.rundir import RUN_FILES, TrainedModel, load_run
 
 __all__ = ["resolve_model", "model_kind", "model_inputs"]
 

@@ -1,5 +1,8 @@
 """Run directories: the one writer and the one reader of their format.
 
+The validation records (``metrics.jsonl``) have their own owner,
+:mod:`gzmorph.models.metrics_log`.
+
 A run directory holds ``config.json``, ``metrics.jsonl``, ``checkpoints/last.pt`` and
 ``checkpoints/best.pt``, and ``skipped.csv`` when images could not be decoded.
 ``config.json`` separates the training configuration from facts about the data::
@@ -12,6 +15,7 @@ facts) still load.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from dataclasses import dataclass
@@ -23,11 +27,11 @@ import torch
 from gzmorph.errors import RunError
 from gzmorph.nn import augment as aug
 from gzmorph.nn.model import build_model
-from gzmorph.training.recipes import TrainConfig
+from gzmorph.models.trainconfig import TrainConfig
 from gzmorph.runtime import atomic_save, load_checkpoint, resolve_device, write_json
 from gzmorph.tree import Tree, get_tree
 
-__all__ = ["RUN_FILES", "RUN_FORMAT", "save_run", "read_run", "run_config", "save_checkpoint", "TrainedModel",
+__all__ = ["RUN_FILES", "RUN_FORMAT", "save_run", "read_run", "run_config", "write_skipped", "save_checkpoint", "TrainedModel",
            "load_run", "init_weights"]
 
 RUN_FILES = {
@@ -79,6 +83,16 @@ def read_run(run_dir: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
         return TrainConfig.from_dict({k: v for k, v in stored.items() if k not in facts}), data
     except (ValueError, TypeError, KeyError) as exc:
         raise RunError(f"{path}: not a valid run configuration ({exc})") from None
+
+
+def write_skipped(run_dir: str | Path, id_column: str, rows: list[tuple[Any, Any, str]]) -> Path:
+    """Write ``skipped.csv``: the training images that could not be decoded (id, path, reason)."""
+    path = Path(run_dir) / RUN_FILES["skipped"]
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow([id_column, "path", "reason"])
+        writer.writerows(rows)
+    return path
 
 
 def run_config(run_dir: str | Path) -> TrainConfig:
@@ -156,7 +170,7 @@ def init_weights(model: torch.nn.Module, cfg: TrainConfig, tree: Tree,
 
     The run must have the same network and tree; returns what was loaded (run, step)
     for the new run's record.  ``init`` is that model already loaded (a model package
-    or a Hub model, by :func:`gzmorph.sharing.resolve.resolve_model`).
+    or a Hub model, by :func:`gzmorph.models.resolve.resolve_model`).
     """
     init = init if init is not None else load_run(cfg.init_from, "best", device="cpu")
     if init.config.model.to_dict() != cfg.model.to_dict():

@@ -1,0 +1,110 @@
+"""The configuration of a training run: what a run directory and a model package store.
+
+It sits in the model layer because every reader of a trained model (run directory,
+model package, ONNX metadata) rebuilds the network and its preprocessing from it;
+the named presets that fill it in are :mod:`gzmorph.training.recipes`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from gzmorph import config
+from gzmorph.data.images import DEFAULT_SIZE
+from gzmorph.nn.augment import AugmentConfig
+from gzmorph.nn.model import ModelConfig, model_config_from_dict
+from gzmorph.nn.symmetric import SymmetricConfig
+from gzmorph.runtime import PRECISIONS
+
+__all__ = ["TrainConfig"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run.
+
+    Counts are in *examples* (images drawn, with augmentation) as in the paper, so a
+    recipe means the same at any batch size; ``lr_milestones`` are fractions of
+    ``examples`` (the paper: 18M and 23M of 25M).
+    """
+
+    model: ModelConfig | SymmetricConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    tree: str | dict = "gz2"  # a name, a JSON file, or the tree itself (stored resolved in runs)
+    optimizer: str = "nesterov"  # "nesterov" (SGD) or "adamw"
+    lr: float = 0.04
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 16
+    examples: int = 25_000_000
+    schedule: str = "step"  # "step" (paper) or "cosine" (with linear warmup)
+    lr_milestones: tuple[float, ...] = (18 / 25, 23 / 25)
+    lr_decay: float = 0.1
+    warmup_examples: int = 0
+    clip_examples: int = 10_000  # outputs clipped instead of constrained at first
+    grad_clip: float | None = None
+    eval_every: int = 100_000  # examples between validations (and last.pt writes)
+    val_fraction: float = 0.1
+    split_seed: int | None = None  # None: sorted by id, last fraction held out
+    image_size: int = DEFAULT_SIZE
+    eval_batch_size: int = 256
+    seed: int = 0
+    compile: str = "off"  # torch.compile of the training step: "off", "cuda" (on CUDA only) or "always"
+    precision: str = "auto"  # "auto" (bf16 on CUDA only), "fast" (also on CPUs with AVX512-BF16/AMX), "fp32", "bf16"
+    ema_decay: float = 0.0  # weights averaged with this decay per step for validation and best.pt; 0: off
+    init_from: str | None = None  # run directory (or model package, hf:ORG/NAME) whose best weights start this run
+    loss: str = "mse"  # "mse" (fractions, the paper) or "dirichlet-multinomial" (vote counts Class1.1_votes or Q1_votes; a Dirichlet head)
+    assumed_votes: float | None = None  # dirichlet-multinomial on a catalog of fractions only: fractions x N pseudo-votes (GZ2: ~40)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = model_config_from_dict(self.model)
+        if isinstance(self.compile, bool):  # run directories before 0.2 stored a flag meaning "on CUDA"
+            self.compile = "cuda" if self.compile else "off"
+        if self.compile not in ("off", "cuda", "always"):
+            raise ValueError(f"compile must be 'off', 'cuda' or 'always', not {self.compile!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if isinstance(self.augment, dict):
+            self.augment = AugmentConfig.from_dict(self.augment)
+        self.lr_milestones = tuple(float(m) for m in self.lr_milestones)
+        if self.optimizer not in ("nesterov", "adamw"):
+            raise ValueError(f"optimizer must be 'nesterov' or 'adamw', not {self.optimizer!r}")
+        if self.schedule not in ("step", "cosine"):
+            raise ValueError(f"schedule must be 'step' or 'cosine', not {self.schedule!r}")
+        for name in ("lr", "batch_size", "examples", "eval_every", "image_size", "eval_batch_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if any(not 0 < m < 1 for m in self.lr_milestones) or list(self.lr_milestones) != sorted(self.lr_milestones):
+            raise ValueError(f"lr_milestones must be increasing fractions in (0, 1): {self.lr_milestones}")
+        if self.clip_examples < 0 or self.warmup_examples < 0:
+            raise ValueError("clip_examples and warmup_examples must be >= 0")
+        if self.loss not in ("mse", "dirichlet-multinomial"):
+            raise ValueError(f"loss must be 'mse' or 'dirichlet-multinomial', not {self.loss!r}")
+        if self.assumed_votes is not None and not self.assumed_votes > 0:
+            raise ValueError(f"assumed_votes must be positive, got {self.assumed_votes}")
+        if self.assumed_votes is not None and self.loss != "dirichlet-multinomial":
+            raise ValueError("assumed_votes converts fractions to counts for loss 'dirichlet-multinomial' only")
+        if self.loss == "dirichlet-multinomial" and self.model.output != "dirichlet":
+            # Counts are modelled by concentrations: the loss implies the Dirichlet head.
+            self.model = replace(self.model, output="dirichlet")
+
+    @property
+    def steps(self) -> int:
+        return max(1, self.examples // self.batch_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return config.to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        return config.from_dict(cls, d)
+
+    def override(self, **changes: Any) -> "TrainConfig":
+        """A copy with the given (non-None) fields changed, validated again."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
