@@ -69,7 +69,8 @@ def test_package_and_onnx_apply_the_same_calibration(calibrated, tmp_path):
     pytest.importorskip("safetensors")
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from gzmorph.sharing.package import export_package, read_package_config
+    from gzmorph.models.package import read_package_config
+    from gzmorph.sharing.package import export_package
 
     root, run, _ = calibrated
     pkg = export_package(run, tmp_path / "pkg", onnx=True)
