@@ -64,7 +64,10 @@ def test_evaluate_shows_calibration_before_and_after_with_coverage(tmp_path):
     extra = pd.DataFrame({f.name: a.to_numpy(zero_copy_only=False) for f, a in zip(uncertainty_fields(GZ2), arrays)})
     calibrated = pd.concat([raw[["GalaxyID"]], pd.DataFrame(fr, columns=GZ2.columns), extra], axis=1)
     before = evaluate(raw, lab_test)
-    after = evaluate(calibrated, lab_test, out=tmp_path / "report")
+    after = evaluate(calibrated, lab_test, out=tmp_path / "report", before=raw)
+    assert after.rmse_before == pytest.approx(before.rmse)
+    shown = after.calibration.set_index(["question", "source"])
+    assert shown.loc[("Q1", "uncalibrated"), "ece"] == pytest.approx(before.calibration.set_index("question").loc["Q1", "ece"])
     b = before.calibration.set_index(["question", "source"])
     a = after.calibration.set_index(["question", "source"])
     assert set(b.index.get_level_values("source")) == {"top fraction"}
@@ -76,8 +79,9 @@ def test_evaluate_shows_calibration_before_and_after_with_coverage(tmp_path):
     assert after.rmse < before.rmse
     page = (tmp_path / "report" / "report.html").read_text()
     assert "<h2>Calibration</h2>" in page and "p_correct" in page and "Intervals" in page
+    assert "uncalibrated" in page and f"their RMSE {before.rmse:.4f}" in page
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
-    assert {r["source"] for r in metrics["calibration"]} == {"top fraction", "p_correct"}
+    assert {r["source"] for r in metrics["calibration"]} == {"top fraction", "p_correct", "uncalibrated"}
     assert (tmp_path / "report" / "plots" / "Q1_reliability.png").is_file()
 
 

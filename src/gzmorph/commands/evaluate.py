@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tree", default="gz2", help="decision tree: 'gz2' or a JSON file")
     add_config_options(parser, EvaluationConfig, rename=RENAME)
     parser.add_argument("--title", default=None, help="title of the HTML report")
+    parser.add_argument("--before", default=None, metavar="FILE",
+                        help="uncalibrated predictions of the same galaxies (predict --calibration off): the "
+                             "report shows calibration before and after")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,11 +47,12 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = build(EvaluationConfig, config_values(args, EvaluationConfig, rename=RENAME))
     out = Path(args.out)
-    refuse_overwrite([args.predictions, args.labels, Path(args.labels) / KAGGLE_LABELS],
+    refuse_overwrite([args.predictions, args.labels, Path(args.labels) / KAGGLE_LABELS,
+                      *([args.before] if args.before else [])],
                      files=[out, *(out / name for name in OUTPUT_FILES)],
                      folders=[out / name for name in OUTPUT_FOLDERS])
     ev = evaluate(args.predictions, args.labels, out=args.out, tree=get_tree(args.tree),
-                  id_column=args.id_column, title=args.title, **cfg.to_dict())
+                  id_column=args.id_column, title=args.title, before=args.before, **cfg.to_dict())
     print(f"{ev.n_matched} images matched; RMSE {ev.rmse:.4f} over {len(ev.rmse_columns)} answer columns")
     for side, ids in (("predictions", ev.only_in_predictions), ("labels", ev.only_in_labels)):
         if len(ids):

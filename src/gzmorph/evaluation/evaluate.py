@@ -187,6 +187,28 @@ def _score(tree: Tree, pred: np.ndarray, lab: np.ndarray, labelled_col: np.ndarr
                                else pd.DataFrame(columns=_COLUMNS["triage_curves"])))
 
 
+def _add_before(ev: Evaluation, before: Any, label_keys: np.ndarray, lab_all: np.ndarray,
+                labelled_col: np.ndarray) -> None:
+    """Calibration rows (source ``uncalibrated``) and RMSE of uncalibrated predictions of the same galaxies."""
+    keys, values, src = load_predictions(before, ev.tree, ev.id_column)
+    rows, label_rows, _, _ = match_ids(keys, label_keys)
+    pred, lab = values[rows], np.where(labelled_col, lab_all[label_rows], np.nan)
+    cal, rel = [], []
+    for q, sl in zip(ev.tree.questions, ev.tree.slices):
+        if q.name not in set(ev.triage["question"]):
+            continue
+        use = (np.isfinite(lab[:, sl]).all(axis=1) & np.isfinite(pred[:, sl]).all(axis=1)
+               & (lab[:, sl].sum(axis=1) >= ev.config.min_reach - 1e-6))
+        c, r = calib.question_calibration(q, pred[:, sl], lab[:, sl], use, None, ev.config.n_bins)
+        cal += [{**row, "source": "uncalibrated"} for row in c]
+        rel += [{**row, "column": "uncalibrated"} for row in r if row["kind"] == "top"]
+    ev.calibration = pd.concat([ev.calibration, pd.DataFrame(cal, columns=_COLUMNS["calibration"])], ignore_index=True)
+    ev.reliability = pd.concat([ev.reliability, pd.DataFrame(rel, columns=_COLUMNS["reliability"])], ignore_index=True)
+    sse, count = masked_sums(pred, lab, axis=0)
+    ev.sources["before"] = src
+    ev.rmse_before = _rmse(sse, count)
+
+
 def evaluate(
     predictions: pd.DataFrame | str | Path,
     labels: Any,
@@ -197,6 +219,7 @@ def evaluate(
     n_bins: int = 10,
     min_reach: float = 0.5,
     title: str | None = None,
+    before: pd.DataFrame | str | Path | None = None,
 ) -> Evaluation:
     """Compare predictions with crowd labels; optionally write the files and HTML report.
 
@@ -217,6 +240,10 @@ def evaluate(
         See :class:`EvaluationConfig`.
     title : str, optional
         Title of the HTML report.
+    before : DataFrame or path, optional
+        Uncalibrated predictions of the same galaxies (``gzmorph predict --calibration
+        off``): the calibration table and diagrams show them too (source ``uncalibrated``),
+        and ``rmse_before`` their RMSE.
 
     Returns
     -------
@@ -258,6 +285,8 @@ def evaluate(
         only_in_predictions=only_in_predictions, only_in_labels=only_in_labels,
         sources={"predictions": pred_src, "labels": lab_src},
         **_score(tree, pred, lab, labelled_col, config, extra))
+    if before is not None:
+        _add_before(evaluation, before, label_keys, lab_all, labelled_col)
     if out is not None:
         from gzmorph.evaluation.report import write_outputs  # matplotlib is only needed for the report
 

@@ -86,6 +86,7 @@ class Evaluation:
     calibration: pd.DataFrame = field(default_factory=pd.DataFrame)  # per question and source: ECE, Brier
     reliability: pd.DataFrame = field(default_factory=pd.DataFrame)  # reliability diagram bins
     coverage_table: pd.DataFrame = field(default_factory=pd.DataFrame)  # interval coverage per answer
+    rmse_before: float | None = None  # RMSE of the uncalibrated predictions (evaluate(before=...))
     sources: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -125,6 +126,7 @@ class Evaluation:
             "evaluated_questions": self.evaluated_questions,
             "missing_questions": list(self.missing_questions),
             "per_question": per_q.to_dict(orient="records"),
+            "rmse_before": self.rmse_before,
             "calibration": self.calibration.astype(object).where(self.calibration.notna(), None)
             .to_dict(orient="records"),
             "interval_coverage": self.coverage_table.astype(object).where(self.coverage_table.notna(), None)
