@@ -13,8 +13,8 @@ own held-out split, scored on the mock test galaxies::
 
     python benchmarks/calibration.py mock --data MOCK --runs mse=RUN1 dm=RUN2 --out OUT
 
-Interval sources compared (80%): ``views`` the 10-90% spread of the model over 15
-test-time views (5 rotations x 3 scales), ``views-scaled`` the views' mean +- a per-answer
+Interval sources compared (80%): ``views`` the 10-90% spread of the model over 6
+test-time views (rotations 0 and 22.5 degrees x scales 1/1.2, 1, 1.2), ``views-scaled`` the views' mean +- a per-answer
 multiple of their standard deviation fitted on the calibration split, ``calibrated`` the
 beta-binomial intervals with vote noise of :mod:`gzmorph.inference.calibrator`, and for
 a Dirichlet run ``dirichlet`` its own concentrations (the Dirichlet-multinomial
@@ -32,8 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-VIEWS = [(a, s, False) for a in (0.0, 9.0, 18.0, 27.0, 36.0) for s in (1 / 1.2, 1.0, 1.2)]
+VIEWS = [(a, s, False) for a in (0.0, 22.5) for s in (1 / 1.2, 1.0, 1.2)]
 LEVEL = 0.8
+OUT = Path(".")
 SCORED = ("Q1", "Q2", "Q6", "Q7", "Q8")
 
 
@@ -130,6 +131,9 @@ def evaluate_run(run, which, dev_cat, val_cat, tree):
     views_dev, alpha_dev = per_view(run, dev_cat, which)
     views_val, alpha_val = per_view(run, val_cat, which)
     seconds = time.time() - t0
+    np.savez_compressed(OUT / f"views_{Path(run).name}.npz", dev=views_dev, val=views_val,
+                        alpha_dev=alpha_dev if alpha_dev is not None else np.zeros(0),
+                        alpha_val=alpha_val if alpha_val is not None else np.zeros(0))
     raw_dev, raw_val = views_dev.mean(0), views_val.mean(0)
     lab_dev, lab_val = dev_cat.labels.astype(np.float64), val_cat.labels.astype(np.float64)
     cal = fit_calibration(raw_dev, lab_dev, tree, votes=dev_cat.votes, level=LEVEL, source="dev")
@@ -203,6 +207,8 @@ def main() -> None:
         s.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    global OUT
+    OUT = args.out
 
     from gzmorph.data.catalog import open_catalog, train_val_split
     from gzmorph.tree import GZ2

@@ -31,7 +31,7 @@ from sklearn.isotonic import IsotonicRegression
 from gzmorph.errors import CatalogError
 from gzmorph.evaluation.evaluate import triage_cut
 from gzmorph.evaluation.inputs import load_labels, load_predictions, match_ids, read_table
-from gzmorph.inference.calibrator import Calibration, conditional, betabinom_interval, tempered
+from gzmorph.inference.calibrator import Calibration, conditional, tempered, vote_interval
 from gzmorph.tree import GZ2, Tree, get_tree
 
 __all__ = ["fit_calibration", "calibrate", "MIN_GALAXIES", "MIN_REACHED"]
@@ -102,7 +102,7 @@ def _p_correct(tree: Tree, calibrated: np.ndarray, lab: np.ndarray, min_reach: f
 
 
 def _coverage(p: np.ndarray, y: np.ndarray, kappa: float, votes: int, level: float) -> float:
-    lo, hi = betabinom_interval(p, kappa, votes, level)
+    lo, hi = vote_interval(p, kappa, votes, level)
     return float(np.mean((y >= lo - 1e-6) & (y <= hi + 1e-6)))
 
 

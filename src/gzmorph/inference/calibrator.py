@@ -11,8 +11,8 @@ on a calibration split carved from the training data):
    likely answer is the crowd's, as an isotonic (monotone) function of its calibrated
    fraction. This, not the fraction, is what the triage thresholds cut on.
 3. **Intervals** (``Class1.1_lo``, ``Class1.1_hi``). A central interval for the crowd
-   value of each answer, vote noise included: the crowd value is modelled as ``k / N``
-   with ``k`` beta-binomial, ``N`` the typical number of volunteers, mean the calibrated
+   value of each answer, vote noise included (:func:`vote_interval`): the crowd value is
+   modelled as ``k / N`` with ``k`` beta-binomial (made continuous, for weighted fractions), ``N`` the typical number of volunteers, mean the calibrated
    fraction and a concentration ``kappa`` per answer fitted so that the intervals cover
    the calibration split's crowd values at their nominal rate. The interval is for the
    crowd value itself (what a new crowd of ``N`` would say), not for the model's estimate
@@ -31,12 +31,13 @@ from typing import Any
 
 import numpy as np
 from scipy.special import gammaln
+from scipy.stats import beta
 
 from gzmorph.errors import ConfigError, RunError
 from gzmorph.models.package import PACKAGE_FILES
 from gzmorph.tree import Tree
 
-__all__ = ["Calibration", "conditional", "tempered", "CALIBRATION_FILE", "betabinom_interval", "dirichlet_interval", "calibration_for", "CALIBRATION_MODES", "load_calibration", "FORMAT"]
+__all__ = ["Calibration", "conditional", "tempered", "CALIBRATION_FILE", "betabinom_interval", "dirichlet_interval", "vote_interval", "calibration_for", "CALIBRATION_MODES", "load_calibration", "FORMAT"]
 
 CALIBRATION_FILE = PACKAGE_FILES["calibration"]  # the same name in a run directory and a package
 FORMAT = "gzmorph-calibration"
@@ -106,6 +107,29 @@ def dirichlet_interval(alpha: np.ndarray, votes: np.ndarray | int, tree: Tree, l
             rows = votes == n
             lo[rows, sl], hi[rows, sl] = betabinom_interval(alpha[rows, sl] / total[rows], total[rows], int(n), level)
     return lo, hi
+
+
+def vote_interval(p: np.ndarray, kappa: float | np.ndarray, n: int, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Central ``level`` interval of a crowd fraction with vote noise, for weighted fractions too.
+
+    Real crowd fractions are rarely whole votes over ``n`` (GZ2 weights its volunteers),
+    so the beta-binomial's grid of ``k / n`` would miss them. The interval is that of a
+    Beta with the beta-binomial's mean ``p`` and variance
+    ``p (1 - p) / n * (n + kappa) / (1 + kappa)`` (the same vote noise, made continuous),
+    with bounds within half a vote of 0 or 1 snapped there (a crowd that gave an answer
+    no vote says exactly 0).
+    """
+    p = np.asarray(p, dtype=np.float64)
+    ok = np.isfinite(p)
+    q = np.clip(np.where(ok, p, 0.5), _P_EPS, 1 - _P_EPS)
+    kappa = np.asarray(kappa, dtype=np.float64)
+    conc = np.maximum((1 + kappa) * n / (n + kappa) - 1, 1e-3)  # Beta concentration with the same variance
+    lo = beta.ppf((1 - level) / 2, q * conc, (1 - q) * conc)
+    hi = beta.ppf((1 + level) / 2, q * conc, (1 - q) * conc)
+    half = 0.5 / n
+    lo = np.where(lo < half, 0.0, lo)
+    hi = np.where(hi > 1 - half, 1.0, hi)
+    return np.where(ok, lo, np.nan), np.where(ok, hi, np.nan)
 
 
 @dataclass
@@ -178,7 +202,7 @@ class Calibration:
         for j, col in enumerate(tree.columns):
             kappa = self.concentration.get(col)
             if kappa is not None:
-                lo[:, j], hi[:, j] = betabinom_interval(calibrated[:, j], kappa, self.votes, level)
+                lo[:, j], hi[:, j] = vote_interval(calibrated[:, j], kappa, self.votes, level)
         return lo, hi
 
     # ------------------------------------------------------------------ files
