@@ -106,8 +106,18 @@ def _coverage(p: np.ndarray, y: np.ndarray, kappa: float, votes: int, level: flo
     return float(np.mean((y >= lo - 1e-6) & (y <= hi + 1e-6)))
 
 
+def _floors(tree: Tree, calibrated: np.ndarray, lab: np.ndarray, votes: int) -> dict[str, float]:
+    """Per answer: the median crowd value where the model predicts under half a vote (if 30+ such)."""
+    out = {}
+    for j, col in enumerate(tree.columns):
+        low = np.isfinite(lab[:, j]) & (calibrated[:, j] < 0.5 / votes)
+        if low.sum() >= MIN_REACHED:
+            out[col] = float(np.median(lab[low, j]))
+    return out
+
+
 def _concentrations(tree: Tree, calibrated: np.ndarray, lab: np.ndarray, votes: int,
-                    level: float) -> dict[str, float]:
+                    level: float, floor: dict[str, float]) -> dict[str, float]:
     """Per answer: the concentration whose ``level`` intervals cover the crowd values at that rate.
 
     Coverage falls as the concentration grows (narrower intervals), so a bisection on its
@@ -119,7 +129,7 @@ def _concentrations(tree: Tree, calibrated: np.ndarray, lab: np.ndarray, votes: 
         ok = np.isfinite(lab[:, j]) & np.isfinite(calibrated[:, j])
         if ok.sum() < MIN_REACHED:
             continue
-        p, y = calibrated[ok, j], lab[ok, j]
+        p, y = np.maximum(calibrated[ok, j], floor.get(col, 0.0)), lab[ok, j]
         lo, hi = np.log(_KAPPA_RANGE[0]), np.log(_KAPPA_RANGE[1])
         best = (np.inf, hi)
         for _ in range(_BISECTIONS):
@@ -178,7 +188,8 @@ def fit_calibration(pred: np.ndarray, lab: np.ndarray, tree: Tree = GZ2, votes: 
         cal.votes = int(round(float(np.nanmedian(totals))))
     else:
         cal.votes = int(assumed_votes or DEFAULT_VOTES)
-    cal.concentration = _concentrations(tree, calibrated, lab, cal.votes, level)
+    cal.floor = _floors(tree, calibrated, lab, cal.votes)
+    cal.concentration = _concentrations(tree, calibrated, lab, cal.votes, level, cal.floor)
     cal.fitted_on = {"source": source, "n_galaxies": n_labelled, "reached": reached, "min_reach": min_reach,
                      "votes_from": "counts" if votes is not None else "assumed"}
     return cal

@@ -159,6 +159,10 @@ class Calibration:
         ``p_correct``).
     fitted_on : dict
         Facts about the calibration split (source, rows, reached images per question).
+    floor : dict
+        Answer column -> the least centre of its intervals: the calibration split's median
+        crowd value where the model predicts less than half a vote (a network can say
+        exactly 0 for an answer the crowd gives a few votes). Fractions are not changed.
     """
 
     tree: str
@@ -171,6 +175,7 @@ class Calibration:
     target_accuracy: float = 0.99
     skipped: dict[str, str] = field(default_factory=dict)
     fitted_on: dict[str, Any] = field(default_factory=dict)
+    floor: dict[str, float] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ applying
     def fractions(self, values: np.ndarray, tree: Tree) -> np.ndarray:
@@ -202,7 +207,8 @@ class Calibration:
         for j, col in enumerate(tree.columns):
             kappa = self.concentration.get(col)
             if kappa is not None:
-                lo[:, j], hi[:, j] = vote_interval(calibrated[:, j], kappa, self.votes, level)
+                centre = np.maximum(calibrated[:, j], self.floor.get(col, 0.0))  # NaN stays NaN
+                lo[:, j], hi[:, j] = vote_interval(centre, kappa, self.votes, level)
         return lo, hi
 
     # ------------------------------------------------------------------ files
@@ -210,14 +216,14 @@ class Calibration:
         return {"format": FORMAT, "version": 1, "tree": self.tree, "temperature": self.temperature,
                 "p_correct": self.p_correct, "concentration": self.concentration, "votes": self.votes,
                 "level": self.level, "thresholds": self.thresholds, "target_accuracy": self.target_accuracy,
-                "skipped": self.skipped, "fitted_on": self.fitted_on}
+                "skipped": self.skipped, "fitted_on": self.fitted_on, "floor": self.floor}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "calibration") -> "Calibration":
         if d.get("format") != FORMAT:
             raise RunError(f"{source}: not a gzmorph calibration (format {d.get('format')!r})")
         keys = ("tree", "temperature", "p_correct", "concentration", "votes", "level", "thresholds",
-                "target_accuracy", "skipped", "fitted_on")
+                "target_accuracy", "skipped", "fitted_on", "floor")
         return cls(**{k: d[k] for k in keys if k in d})
 
     def triage_file(self) -> dict[str, Any]:
