@@ -35,6 +35,7 @@ import torch
 VIEWS = [(a, s, False) for a in (0.0, 22.5) for s in (1 / 1.2, 1.0, 1.2)]
 LEVEL = 0.8
 OUT = Path(".")
+REUSE: Path | None = None
 SCORED = ("Q1", "Q2", "Q6", "Q7", "Q8")
 
 
@@ -128,8 +129,14 @@ def evaluate_run(run, which, dev_cat, val_cat, tree):
     from gzmorph.tree import agreement
 
     t0 = time.time()
-    views_dev, alpha_dev = per_view(run, dev_cat, which)
-    views_val, alpha_val = per_view(run, val_cat, which)
+    saved = REUSE / f"views_{Path(run).name}.npz" if REUSE else None
+    if saved is not None and saved.is_file():  # the predictions of an earlier run of this script
+        d = np.load(saved)
+        views_dev, views_val = d["dev"], d["val"]
+        alpha_dev, alpha_val = (d["alpha_dev"], d["alpha_val"]) if d["alpha_val"].size else (None, None)
+    else:
+        views_dev, alpha_dev = per_view(run, dev_cat, which)
+        views_val, alpha_val = per_view(run, val_cat, which)
     seconds = time.time() - t0
     np.savez_compressed(OUT / f"views_{Path(run).name}.npz", dev=views_dev, val=views_val,
                         alpha_dev=alpha_dev if alpha_dev is not None else np.zeros(0),
@@ -171,7 +178,7 @@ def evaluate_run(run, which, dev_cat, val_cat, tree):
 
 def summary(res) -> str:
     lines = [f"## {res['run']} ({res['which']})",
-             f"RMSE17 before {res['rmse_before']:.4f}, after {res['rmse_after']:.4f}; votes {res['votes']}",
+             f"RMSE (labelled columns) before {res['rmse_before']:.4f}, after {res['rmse_after']:.4f}; votes {res['votes']}",
              "| question | ECE before (95% CI) | ECE after (95% CI) | acc | triage today (in-sample) kept/acc | "
              "a on dev kept/acc | calibrated kept/acc |", "|---|---|---|---|---|---|---|"]
     for q, r in res["questions"].items():
@@ -203,12 +210,13 @@ def main() -> None:
     m.add_argument("--runs", nargs="+", required=True, help="NAME=RUN_DIR")
     m.add_argument("--val-fraction", type=float, default=1 / 7, help="the runs' held-out (calibration) fraction")
     for s in (r, m):
+        s.add_argument("--reuse", type=Path, default=None, help="folder of an earlier run: reuse its predictions")
         s.add_argument("--out", type=Path, required=True)
         s.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    global OUT
-    OUT = args.out
+    global OUT, REUSE
+    OUT, REUSE = args.out, args.reuse
 
     from gzmorph.data.catalog import open_catalog, train_val_split
     from gzmorph.tree import GZ2
