@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gzmorph.evaluation.evaluate import UNREACHABLE_THRESHOLD, EvaluationConfig, _triage, evaluate
+from gzmorph.evaluation.evaluate import UNREACHABLE_THRESHOLD, EvaluationConfig, triage_cut, evaluate
 from gzmorph.tree import GZ2, Question, Tree, agreement
 
 SMALL = Tree(
@@ -114,18 +114,18 @@ def test_triage_threshold_on_a_constructed_case():
     conf = np.linspace(1.0, 0.1, 10)  # already most confident first
     correct = np.array([1, 1, 1, 1, 0, 1, 1, 0, 0, 0], dtype=bool)
     # Accuracy of the k most confident: 1, 1, 1, 1, .8, .83, .857, .75, .67, .6
-    result, curve = _triage(conf, correct, target=0.8)
+    result, curve = triage_cut(conf, correct, target=0.8)
     assert result["coverage"] == pytest.approx(0.7)
     assert result["threshold"] == pytest.approx((conf[6] + conf[7]) / 2)
     assert result["accuracy_kept"] == pytest.approx(6 / 7)
     assert len(curve) == 10 and curve["fraction_to_experts"].iloc[0] == pytest.approx(0.9)
     assert curve["accuracy"].iloc[-1] == pytest.approx(0.6) and curve["threshold"].iloc[-1] == 0.0
     # The most confident image is wrong: no cut reaches 100%.
-    result, _ = _triage(conf, ~correct | (np.arange(10) > 0), target=1.0)
+    result, _ = triage_cut(conf, ~correct | (np.arange(10) > 0), target=1.0)
     assert result["threshold"] == UNREACHABLE_THRESHOLD and result["coverage"] == 0.0
     # Tied confidences are kept or rejected together.
     tied = np.array([0.9, 0.5, 0.5, 0.1])
-    result, curve = _triage(tied, np.array([1, 1, 0, 1], dtype=bool), target=0.9)
+    result, curve = triage_cut(tied, np.array([1, 1, 0, 1], dtype=bool), target=0.9)
     assert result["coverage"] == 0.25 and result["threshold"] == pytest.approx(0.7)
     assert len(curve) == 3  # cuts after 1, 3 and 4 images
 

@@ -35,7 +35,7 @@ def evaluation():
 def test_every_plot_is_written_and_embedded(evaluation, tmp_path):
     path = write_report(evaluation, tmp_path, title="Test <report>")
     assert path == tmp_path / "report.html"
-    expected = {"rmse"} | {f"{q}_{kind}" for q in ("Q1", "Q2", "Q6", "Q7", "Q8") for kind in ("accuracy", "triage")}
+    expected = {"rmse"} | {f"{q}_{kind}" for q in ("Q1", "Q2", "Q6", "Q7", "Q8") for kind in ("accuracy", "triage", "reliability", "fractions")}
     written = {p.stem: p for p in (tmp_path / "plots").glob("*.png")}
     assert set(written) == expected
     for p in written.values():

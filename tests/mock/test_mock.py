@@ -141,7 +141,7 @@ def test_generate_kaggle_layout(tmp_path):
         ".gzmorph.json", "images_test_rev1", "images_training_rev1", "test_solutions_rev1.csv",
         "training_solutions_rev1.csv", "truth.csv"]
     table = pd.read_csv(out / "training_solutions_rev1.csv")
-    assert list(table.columns) == ["GalaxyID"] + GZ2.columns
+    assert list(table.columns) == ["GalaxyID"] + GZ2.columns + [c + "_votes" for c in GZ2.columns]
     assert table["GalaxyID"].tolist() == [100000, 100001, 100002, 100003, 100004]
     assert check_labels(table).empty
     for gid in table["GalaxyID"]:

@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drop-bad-rows", action="store_true",
                         help="leave out prediction rows that are not probabilities (empty, non-numeric, outside "
                              "[0, 1]) instead of refusing the file; counted and listed in dropped_rows.csv")
+    parser.add_argument("--before", default=None, metavar="FILE",
+                        help="uncalibrated predictions of the same galaxies (predict --calibration off): the "
+                             "report shows calibration before and after")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,12 +49,14 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = build(EvaluationConfig, config_values(args, EvaluationConfig, rename=RENAME))
     out = Path(args.out)
-    refuse_overwrite([args.predictions, args.labels, Path(args.labels) / KAGGLE_LABELS],
+    refuse_overwrite([args.predictions, args.labels, Path(args.labels) / KAGGLE_LABELS,
+                      *([args.before] if args.before else [])],
                      files=[out, *(out / name for name in OUTPUT_FILES)],
                      folders=[out / name for name in OUTPUT_FOLDERS])
     data = data_options(args)
     ev = evaluate(args.predictions, args.labels, out=args.out, tree=get_tree(data.tree),
-                  id_column=data.id_column, title=args.title, drop_bad_rows=args.drop_bad_rows, **cfg.to_dict())
+                  id_column=data.id_column, title=args.title, drop_bad_rows=args.drop_bad_rows, before=args.before,
+                  **cfg.to_dict())
     if len(ev.dropped_rows):
         print(f"{len(ev.dropped_rows)} bad prediction rows left out (listed in dropped_rows.csv)")
     print(f"{ev.n_matched} images matched; RMSE {ev.rmse:.4f} over {len(ev.rmse_columns)} answer columns")

@@ -25,7 +25,7 @@ DESCRIPTION = (
 
 
 PREDICT_FIELDS = ("tta", "batch_size", "device", "precision", "workers", "compile", "threads", "chunk_rows",
-                  "which", "split", "id_column", "path_column", "recentre")
+                  "which", "split", "id_column", "path_column", "recentre", "calibration", "interval_level")
 RAY_FIELDS = ("actors", "gpus_per_actor", "cpus_per_actor")
 
 

@@ -31,6 +31,7 @@ import pandas as pd
 
 from gzmorph.errors import ConfigError
 from gzmorph.data.fits import FITS_SUFFIXES
+from gzmorph.data.votes import read_votes
 from gzmorph.data.tables import (MAX_LISTED, CatalogError, LabelWarning, listing, parse_ids_text, read_catalog_table,
                              show_id, user_stacklevel)
 from gzmorph.tree import GZ2, Tree
@@ -73,6 +74,8 @@ class Catalog:
         Name of the id column in output files.
     source : str
         Where the catalog came from (for messages and provenance).
+    votes : ndarray, shape (N, tree.n_answers), float32, optional
+        Vote counts per answer (:mod:`gzmorph.data.votes`); None when the catalog has none.
     """
 
     ids: np.ndarray
@@ -81,6 +84,7 @@ class Catalog:
     tree: Tree = GZ2
     id_column: str = "GalaxyID"
     source: str = ""
+    votes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.ids = np.asarray(self.ids)
@@ -103,7 +107,8 @@ class Catalog:
     def subset(self, index: np.ndarray) -> "Catalog":
         """The rows ``index`` (integer positions or a boolean mask), in that order."""
         index = np.asarray(index)
-        return Catalog(self.ids[index], self.paths[index], self.labels[index], self.tree, self.id_column, self.source)
+        return Catalog(self.ids[index], self.paths[index], self.labels[index], self.tree, self.id_column, self.source,
+                       None if self.votes is None else self.votes[index])
 
     @property
     def column_mask(self) -> np.ndarray:
@@ -183,7 +188,7 @@ def _open_kaggle_train(root: Path, tree: Tree, id_column: str, require_images: b
     if not image_dir.is_dir():
         raise CatalogError(f"{root}: Kaggle layout without the image folder {KAGGLE_TRAIN_DIR}/")
     ids, paths, labels = read_catalog_table(labels_file, tree, id_column, path_column=None)
-    catalog = Catalog(ids, paths, labels, tree, id_column, str(root))
+    catalog = Catalog(ids, paths, labels, tree, id_column, str(root), read_votes(labels_file, tree, labels, id_column))
     found = _scan_images(image_dir)
     keys = [str(i) for i in catalog.ids] if catalog.ids.dtype.kind in "iu" else list(catalog.ids)
     missing = np.flatnonzero([k not in found for k in keys])
@@ -273,7 +278,7 @@ def open_catalog(
         raise CatalogError(f"{path}: no such file or directory")
     if path.is_file():
         ids, paths, labels = read_catalog_table(path, tree, id_column, path_column)
-        catalog = Catalog(ids, paths, labels, tree, id_column, str(path))
+        catalog = Catalog(ids, paths, labels, tree, id_column, str(path), read_votes(path, tree, labels, id_column))
     elif (path / "cache.json").is_file():  # gzmorph.data.cache.CACHE_META
         raise CatalogError(f"{path}: a cache written by `gzmorph prepare`; open it with "
                            "gzmorph.data.source.open_source")

@@ -30,12 +30,14 @@ import numpy as np
 import pandas as pd
 
 from gzmorph.errors import CatalogError
-from gzmorph.evaluation.inputs import bad_prediction_rows, load_labels, load_predictions, match_ids, predicted_columns
+from gzmorph.evaluation import calibration as calib
+from gzmorph.evaluation.inputs import (bad_prediction_rows, load_labels, load_predictions, match_ids, predicted_columns,
+                                       read_table)
 from gzmorph.evaluation.results import Evaluation, EvaluationConfig
 from gzmorph.metrics import masked_sums, rmse_from_sums
 from gzmorph.tree import GZ2, Tree, agreement, get_tree
 
-__all__ = ["EvaluationConfig", "Evaluation", "evaluate", "UNREACHABLE_THRESHOLD"]
+__all__ = ["EvaluationConfig", "Evaluation", "evaluate", "triage_cut", "UNREACHABLE_THRESHOLD"]
 
 #: Threshold of a question where no confidence level reaches the target accuracy. It is
 #: above every possible confidence (a <= 1), so every reached image goes to an expert.
@@ -54,6 +56,7 @@ _COLUMNS = {
     "triage": ["question", "n_reached", "target_accuracy", "threshold", "coverage", "to_experts", "accuracy_kept",
                "reached_target"],
     "triage_curves": ["question", "threshold", "fraction_to_experts", "accuracy"],
+    **calib.COLUMNS,
 }
 
 
@@ -76,7 +79,7 @@ def _bins(values: np.ndarray, correct: np.ndarray, n_bins: int, question: str, r
     return rows
 
 
-def _triage(confidence: np.ndarray, correct: np.ndarray, target: float) -> tuple[dict, pd.DataFrame]:
+def triage_cut(confidence: np.ndarray, correct: np.ndarray, target: float) -> tuple[dict, pd.DataFrame]:
     """Lowest confidence threshold whose kept images (confidence >= threshold) reach ``target``.
 
     Only cuts between distinct confidences are considered (ties stay together). The
@@ -121,8 +124,8 @@ def _precision_recall(q, crowd: np.ndarray, model: np.ndarray, sse: np.ndarray, 
 
 
 def _score_question(q, pred_q: np.ndarray, lab_q: np.ndarray, sse: np.ndarray, count: np.ndarray,
-                    config: EvaluationConfig) -> dict:
-    """Accuracy, bins, precision/recall and triage of one question ``(N, n answers)``."""
+                    config: EvaluationConfig, p_correct: np.ndarray | None = None) -> dict:
+    """Accuracy, bins, precision/recall, triage and calibration of one question ``(N, n answers)``."""
     reached = lab_q.sum(axis=1) >= config.min_reach - _REACH_TOL  # the crowd reach, = parent value
     use = np.isfinite(lab_q).all(axis=1) & np.isfinite(pred_q).all(axis=1) & reached
     n = int(use.sum())
@@ -135,11 +138,12 @@ def _score_question(q, pred_q: np.ndarray, lab_q: np.ndarray, sse: np.ndarray, c
     def mean(x: np.ndarray) -> float:
         return float(x.mean()) if n else float("nan")
 
-    triage, curve = _triage(conf, correct, config.target_accuracy)
+    triage, curve = triage_cut(conf, correct, config.target_accuracy)
     triage = dict(question=q.name, n_reached=n, target_accuracy=config.target_accuracy, **triage,
                   to_experts=1.0 - triage["coverage"], reached_target=triage["threshold"] <= 1.0)
     curve.insert(0, "question", q.name)
-    return dict(
+    calibration, reliability = calib.question_calibration(q, pred_q, lab_q, use, p_correct, config.n_bins)
+    return dict(calibration=calibration, reliability=reliability,
         row=dict(n_reached=n, accuracy=mean(correct), chance=1.0 / len(q.columns), mean_agreement=mean(agree),
                  mean_confidence=mean(conf), threshold=triage["threshold"], coverage=triage["coverage"]),
         bins=(_bins(agree, correct, config.n_bins, q.name, "agreement")
@@ -148,10 +152,10 @@ def _score_question(q, pred_q: np.ndarray, lab_q: np.ndarray, sse: np.ndarray, c
 
 
 def _score(tree: Tree, pred: np.ndarray, lab: np.ndarray, labelled_col: np.ndarray,
-           config: EvaluationConfig) -> dict[str, Any]:
-    """All per-question tables of the matched images."""
+           config: EvaluationConfig, extra: dict[str, Any]) -> dict[str, Any]:
+    """All per-question tables of the matched images (``extra``: :func:`calib.extra_columns`)."""
     sse, count = masked_sums(pred, lab, axis=0)  # (n_answers,) each
-    rows, bins, pr, triage, curves, missing = [], [], [], [], [], []
+    rows, bins, pr, triage, curves, missing, cal, rel = [], [], [], [], [], [], [], []
     for q, sl in zip(tree.questions, tree.slices):
         row = dict(question=q.name, text=q.text, n_answers=len(q.columns), labelled=bool(labelled_col[sl].all()),
                    rmse=_rmse(sse[sl], count[sl]), n_images=int(np.isfinite(lab[:, sl]).all(axis=1).sum()))
@@ -159,20 +163,51 @@ def _score(tree: Tree, pred: np.ndarray, lab: np.ndarray, labelled_col: np.ndarr
             missing.append(q.name)
             rows.append(row)
             continue
-        scored = _score_question(q, pred[:, sl], lab[:, sl], sse[sl], count[sl], config)
+        scored = _score_question(q, pred[:, sl], lab[:, sl], sse[sl], count[sl], config,
+                                 extra["p_correct"].get(q.name))
         rows.append({**row, **scored["row"]})
+        cal += scored["calibration"]
+        rel += scored["reliability"]
         bins += scored["bins"]
         pr += scored["pr"]
         triage.append(scored["triage"])
         curves.append(scored["curve"])
     per_question = pd.DataFrame(rows).reindex(columns=_COLUMNS["per_question"])
     per_question["n_reached"] = per_question["n_reached"].astype("Int64")  # NaN for unscored questions
+    coverage = ([] if extra["lo"] is None else
+                calib.interval_coverage(tree, np.where(labelled_col, lab, np.nan), extra["lo"], extra["hi"],
+                                        extra.get("level")))
     return dict(rmse=_rmse(sse, count), per_question=per_question, missing_questions=missing,
+                calibration=pd.DataFrame(cal, columns=_COLUMNS["calibration"]),
+                reliability=pd.DataFrame(rel, columns=_COLUMNS["reliability"]),
+                coverage_table=pd.DataFrame(coverage, columns=_COLUMNS["coverage"]),
                 precision_recall=pd.DataFrame(pr, columns=_COLUMNS["precision_recall"]),
                 bins=pd.DataFrame(bins, columns=_COLUMNS["bins"]),
                 triage=pd.DataFrame(triage, columns=_COLUMNS["triage"]),
                 triage_curves=(pd.concat(curves, ignore_index=True) if curves
                                else pd.DataFrame(columns=_COLUMNS["triage_curves"])))
+
+
+def _add_before(ev: Evaluation, before: Any, label_keys: np.ndarray, lab_all: np.ndarray,
+                labelled_col: np.ndarray) -> None:
+    """Calibration rows (source ``uncalibrated``) and RMSE of uncalibrated predictions of the same galaxies."""
+    keys, values, src = load_predictions(before, ev.tree, ev.id_column)
+    rows, label_rows, _, _ = match_ids(keys, label_keys)
+    pred, lab = values[rows], np.where(labelled_col, lab_all[label_rows], np.nan)
+    cal, rel = [], []
+    for q, sl in zip(ev.tree.questions, ev.tree.slices):
+        if q.name not in set(ev.triage["question"]):
+            continue
+        use = (np.isfinite(lab[:, sl]).all(axis=1) & np.isfinite(pred[:, sl]).all(axis=1)
+               & (lab[:, sl].sum(axis=1) >= ev.config.min_reach - 1e-6))
+        c, r = calib.question_calibration(q, pred[:, sl], lab[:, sl], use, None, ev.config.n_bins)
+        cal += [{**row, "source": "uncalibrated"} for row in c]
+        rel += [{**row, "column": "uncalibrated"} for row in r if row["kind"] == "top"]
+    ev.calibration = pd.concat([ev.calibration, pd.DataFrame(cal, columns=_COLUMNS["calibration"])], ignore_index=True)
+    ev.reliability = pd.concat([ev.reliability, pd.DataFrame(rel, columns=_COLUMNS["reliability"])], ignore_index=True)
+    sse, count = masked_sums(pred, lab, axis=0)
+    ev.sources["before"] = src
+    ev.rmse_before = _rmse(sse, count)
 
 
 def evaluate(
@@ -186,6 +221,7 @@ def evaluate(
     min_reach: float = 0.5,
     title: str | None = None,
     drop_bad_rows: bool = False,
+    before: pd.DataFrame | str | Path | None = None,
 ) -> Evaluation:
     """Compare predictions with crowd labels; optionally write the files and HTML report.
 
@@ -210,6 +246,10 @@ def evaluate(
         Leave out prediction rows that are not probabilities (an empty or non-numeric
         cell in a predicted column, a value outside [0, 1]) instead of refusing the
         file; they are counted (``n_dropped_rows``) and listed in ``dropped_rows.csv``.
+    before : DataFrame or path, optional
+        Uncalibrated predictions of the same galaxies (``gzmorph predict --calibration
+        off``): the calibration table and diagrams show them too (source ``uncalibrated``),
+        and ``rmse_before`` their RMSE.
 
     Returns
     -------
@@ -253,13 +293,17 @@ def evaluate(
         raise CatalogError(f"no id in common between {pred_src} (e.g. {pred_keys[:3].tolist()}) and "
                          f"{lab_src} (e.g. {label_keys[:3].tolist()})")
     pred, lab = pred_all[pred_rows], lab_all[label_rows]
+    table = predictions if isinstance(predictions, pd.DataFrame) else read_table(predictions, id_column)
+    extra = calib.extra_columns(table, tree, pred_rows)
     evaluation = Evaluation(
         tree=tree, config=config, id_column=id_column,
         rmse_columns=[c for j, c in enumerate(tree.columns) if labelled_col[j]],
         n_predictions=len(pred_keys), n_labels=len(label_keys), n_matched=int(pred_rows.size),
         only_in_predictions=only_in_predictions, only_in_labels=only_in_labels,
         sources={"predictions": pred_src, "labels": lab_src}, dropped_rows=dropped,
-        **_score(tree, pred, lab, labelled_col, config))
+        **_score(tree, pred, lab, labelled_col, config, extra))
+    if before is not None:
+        _add_before(evaluation, before, label_keys, lab_all, labelled_col)
     if out is not None:
         from gzmorph.evaluation.report import write_outputs  # matplotlib is only needed for the report
 

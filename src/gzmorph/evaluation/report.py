@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from gzmorph.evaluation.html import png_data_uri, render, table_html
 from gzmorph.evaluation.results import Evaluation
 
-__all__ = ["write_outputs", "write_report", "plot_accuracy_bins", "plot_triage", "plot_rmse", "figure_png"]
+__all__ = ["write_outputs", "write_report", "plot_accuracy_bins", "plot_triage", "plot_reliability", "plot_rmse", "figure_png"]
 
 def figure_png(fig: Figure, dpi: int = 100) -> bytes:
     """Render a figure to PNG bytes."""
@@ -73,6 +73,29 @@ def plot_triage(evaluation: Evaluation, question: str) -> Figure:
            title=f"{question}: triage")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def plot_reliability(evaluation: Evaluation, question: str, kind: str) -> Figure:
+    """Reliability diagram of one question: ``kind="top"`` (accuracy of the most likely
+    answer vs its probability) or ``"fraction"`` (crowd vs predicted value per answer)."""
+    rel = evaluation.reliability
+    rel = rel[(rel["question"] == question) & (rel["kind"] == kind)]
+    fig = Figure(figsize=(5.2, 3.6))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], ":", c="0.5", lw=1, label="perfect")
+    for column, b in rel.groupby("column", sort=False):
+        label = f"most likely answer: {column}" if kind == "top" else column
+        ax.plot(b["predicted"], b["observed"], "o-", ms=3, lw=1, label=label)
+    if kind == "top":
+        cal = evaluation.calibration[evaluation.calibration["question"] == question]
+        title = f"{question}: accuracy vs probability (ECE " + ", ".join(f"{e:.3f}" for e in cal["ece"]) + ")"
+        xlabel, ylabel = "predicted probability of the most likely answer", "accuracy (crowd agrees)"
+    else:
+        title, xlabel, ylabel = f"{question}: fractions", "predicted fraction", "crowd fraction"
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
     return fig
 
 
@@ -133,6 +156,8 @@ def _figures(ev: Evaluation, plot_dir: Path) -> dict[str, bytes]:
     for name in ev.triage.loc[ev.triage["n_reached"] > 0, "question"]:
         figures[f"{name}_accuracy"] = figure_png(plot_accuracy_bins(ev, name))
         figures[f"{name}_triage"] = figure_png(plot_triage(ev, name))
+        figures[f"{name}_reliability"] = figure_png(plot_reliability(ev, name, "top"))
+        figures[f"{name}_fractions"] = figure_png(plot_reliability(ev, name, "fraction"))
     for name, png in figures.items():
         (plot_dir / f"{name}.png").write_bytes(png)
     return figures
@@ -165,6 +190,11 @@ def write_report(evaluation: Evaluation, out_dir: str | Path, title: str = "gzmo
                   unmatched=unmatched, figures=figures, question_table=table_html(_question_table(ev)),
                   unlabelled=_unlabelled(ev), triage_table=table_html(_triage_table(ev)),
                   questions=[_question(ev, q) for q in scored],
+                  calibration_table=table_html(ev.calibration),
+                  calibration_source=" and ".join(sorted(set(ev.calibration["source"]))) or "none",
+                  coverage_table=table_html(ev.coverage_table.drop(columns=["level"])) if len(ev.coverage_table) else "",
+                  coverage_level=(float(ev.coverage_table["level"].iloc[0]) if len(ev.coverage_table)
+                                  and pd.notna(ev.coverage_table["level"].iloc[0]) else None),
                   # `gzmorph analyze --out REPORT/analysis` puts the network's figures beside the report.
                   analysis_link=(out_dir / "analysis" / "analysis.html").exists())
     path = out_dir / "report.html"
@@ -174,7 +204,8 @@ def write_report(evaluation: Evaluation, out_dir: str | Path, title: str = "gzmo
 
 #: What :func:`write_outputs` writes into its folder (checked against the inputs first).
 OUTPUT_FILES = ("metrics.json", "triage_thresholds.json", "per_question.csv", "precision_recall.csv", "triage.csv",
-                "accuracy_bins.csv", "triage_curves.csv", "unmatched_ids.csv", "report.html")
+                "accuracy_bins.csv", "triage_curves.csv", "unmatched_ids.csv", "calibration.csv", "reliability.csv",
+                "interval_coverage.csv", "report.html")
 OUTPUT_FOLDERS = ("plots", "analysis")
 
 
@@ -196,7 +227,8 @@ def write_outputs(evaluation: Evaluation, out: str | Path, title: str | None = N
     write_json(ev.to_metrics(), out / "metrics.json")
     write_json(ev.thresholds_dict(), out / "triage_thresholds.json")
     tables = {"per_question": ev.per_question, "precision_recall": ev.precision_recall, "triage": ev.triage,
-              "accuracy_bins": ev.bins, "triage_curves": ev.triage_curves}
+              "accuracy_bins": ev.bins, "triage_curves": ev.triage_curves, "calibration": ev.calibration,
+              "reliability": ev.reliability, "interval_coverage": ev.coverage_table}
     for name, table in tables.items():
         table.to_csv(out / f"{name}.csv", index=False)
     pd.DataFrame({

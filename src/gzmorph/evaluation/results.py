@@ -76,13 +76,17 @@ class Evaluation:
     triage: pd.DataFrame
     triage_curves: pd.DataFrame
     missing_questions: list[str]
+    calibration: pd.DataFrame = field(default_factory=pd.DataFrame)  # per question and source: ECE, Brier
+    reliability: pd.DataFrame = field(default_factory=pd.DataFrame)  # reliability diagram bins
+    coverage_table: pd.DataFrame = field(default_factory=pd.DataFrame)  # interval coverage per answer
+    rmse_before: float | None = None  # RMSE of the uncalibrated predictions (evaluate(before=...))
     sources: dict[str, str] = field(default_factory=dict)
     #: Prediction rows left out with ``drop_bad_rows`` (id column, ``reason``): counted, never silent.
     dropped_rows: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["id", "reason"]))
 
     @property
     def thresholds(self) -> dict[str, float]:
-        """Confidence threshold per scored question (see ``gzmorph.evaluation.evaluate._triage``)."""
+        """Confidence threshold per scored question (see ``gzmorph.evaluation.evaluate.triage_cut``)."""
         return {r.question: float(r.threshold) for r in self.triage.itertuples()}
 
     @property
@@ -118,5 +122,10 @@ class Evaluation:
             "evaluated_questions": self.evaluated_questions,
             "missing_questions": list(self.missing_questions),
             "per_question": per_q.to_dict(orient="records"),
+            "rmse_before": self.rmse_before,
+            "calibration": self.calibration.astype(object).where(self.calibration.notna(), None)
+            .to_dict(orient="records"),
+            "interval_coverage": self.coverage_table.astype(object).where(self.coverage_table.notna(), None)
+            .to_dict(orient="records"),
             "triage": self.thresholds_dict(),
         }

@@ -65,6 +65,12 @@ class PredictConfig(Config):
     stretch : Stretch or None
         Colour composite of FITS cutouts (:mod:`gzmorph.data.composite`); ``None``: the
         one the run was trained with, if it was trained on FITS.
+    calibration : {"auto", "on", "off"}
+        Apply the model's ``calibration.json`` (``gzmorph calibrate``): ``auto`` when it
+        has one, ``on`` refuse a model without one, ``off`` the raw network.
+    interval_level : float or None
+        Central level of the calibrated intervals (``Class1.1_lo``/``_hi``); ``None``: the
+        calibration's (0.8 unless fitted otherwise).
     """
 
     tta: str = "none"
@@ -82,6 +88,8 @@ class PredictConfig(Config):
     path_column: str = "path"
     recentre: bool | None = None
     stretch: Stretch | None = None
+    calibration: str = "auto"
+    interval_level: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stretch, dict):
@@ -100,6 +108,10 @@ class PredictConfig(Config):
             raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', not {self.precision!r}")
         if self.split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', not {self.split!r}")
+        if self.calibration not in ("auto", "on", "off"):
+            raise ValueError(f"calibration must be 'auto', 'on' or 'off', not {self.calibration!r}")
+        if self.interval_level is not None and not 0 < self.interval_level < 1:
+            raise ValueError(f"interval_level must be in (0, 1), got {self.interval_level}")
         # Chunks hold whole batches, so resumed and uninterrupted jobs batch alike.
         rows = -(-self.chunk_rows // self.batch_size) * self.batch_size
         object.__setattr__(self, "chunk_rows", rows)

@@ -35,6 +35,7 @@ from gzmorph.data.composite import Stretch, require_survey_extra
 from gzmorph.data.decode import DecodeOptions, Item
 from gzmorph.data.source import Source, open_source
 from gzmorph.errors import CatalogError
+from gzmorph.inference.calibrator import Calibration, calibration_for
 from gzmorph.inference.config import PredictConfig
 from gzmorph.inference.ensemble import Ensemble, ModelSpec
 from gzmorph.inference.summary import PredictSummary
@@ -207,6 +208,9 @@ class PredictionJob:
         The output's shape: it decides the trained-answer mask (NaN except in CSV).
     trained : ndarray of bool or None
         Answers the runs learned (the others are NaN), or None for every answer.
+    calibration : Calibration or None
+        Applied to every chunk (:mod:`gzmorph.inference.calibrator`): calibrated
+        fractions, intervals, ``Qn_p_correct`` triage.
     """
 
     ensemble: Ensemble
@@ -215,6 +219,7 @@ class PredictionJob:
     thresholds: dict[str, float]
     layout: str
     trained: np.ndarray | None = None
+    calibration: Calibration | None = None
 
     @classmethod
     def open(cls, models: ModelSpec | Sequence[ModelSpec], source: Any, config: PredictConfig,
@@ -230,8 +235,10 @@ class PredictionJob:
                           options=decode_options(ensemble, cfg))
         if len(src.catalog) == 0:
             raise CatalogError(f"{source}: no images to predict")
-        thresholds = resolve_thresholds(triage_thresholds, ensemble.tree)
-        return cls(ensemble, src, cfg, thresholds, layout, trained_mask(ensemble, layout))
+        calibration = calibration_for([run.run_dir for run in ensemble.runs], cfg.calibration, ensemble.tree)
+        spec = triage_thresholds if calibration is None else calibration.thresholds_spec(triage_thresholds)
+        thresholds = resolve_thresholds(spec, ensemble.tree)
+        return cls(ensemble, src, cfg, thresholds, layout, trained_mask(ensemble, layout), calibration)
 
     def on(self, runtime: Runtime) -> "PredictionJob":
         """The same job with its networks on ``runtime`` (a Ray actor's device), compiled if asked."""
@@ -239,7 +246,8 @@ class PredictionJob:
             run.model.to(runtime.device).eval()
         ensemble = Ensemble(self.ensemble.runs, runtime, self.config.tta, self.ensemble.weights,
                             self.config.compile, self.config.recentre)
-        return PredictionJob(ensemble, self.source, self.config, self.thresholds, self.layout, self.trained)
+        return PredictionJob(ensemble, self.source, self.config, self.thresholds, self.layout, self.trained,
+                             self.calibration)
 
     # -------------------------------------------------------------- chunks
     @property
@@ -257,8 +265,11 @@ class PredictionJob:
 
     @property
     def columns(self) -> list[str]:
-        """The columns of the CSV output after the id: answers, then ``recentred`` when recentring."""
-        return [*self.ensemble.tree.columns, *(["recentred"] if self.ensemble.recentre else [])]
+        """The columns of the CSV output after the id: answers, their intervals when calibrated, then
+        ``recentred`` when recentring."""
+        tree = self.ensemble.tree
+        intervals = [f"{c}{s}" for c in tree.columns for s in ("_lo", "_hi")] if self.calibration else []
+        return [*tree.columns, *intervals, *(["recentred"] if self.ensemble.recentre else [])]
 
     def rows(self, k: int) -> np.ndarray:
         """The catalog rows of chunk ``k``."""
@@ -277,8 +288,11 @@ class PredictionJob:
 
     def manifest(self) -> dict[str, Any]:
         """:func:`job_manifest` of this job."""
-        return job_manifest(self.ensemble, self.config, self.source.catalog, self.thresholds, self.image_size,
-                            self.layout)
+        manifest = job_manifest(self.ensemble, self.config, self.source.catalog, self.thresholds, self.image_size,
+                                self.layout)
+        if self.calibration is not None:  # resumed parts must be calibrated alike
+            manifest.update(calibration=self.calibration.to_dict(), interval_level=self.config.interval_level)
+        return manifest
 
     def stream(self, chunks: Sequence[int], workers: int | None) -> Iterator[Item]:
         """Decoded items ``(row, image, reason, geometry)`` of ``chunks``, in order."""
@@ -313,7 +327,8 @@ class PredictionJob:
         ok = np.asarray(ok_rows, dtype=np.int64)
         table = prediction_table(cat.ids[ok], np.concatenate(probs) if probs else
                                  np.zeros((0, ensemble.tree.n_answers), np.float32),
-                                 ensemble.tree, self.thresholds, cat.id_column, trained=self.trained)
+                                 ensemble.tree, self.thresholds, cat.id_column, trained=self.trained,
+                                 calibration=self.calibration, level=self.config.interval_level)
         if ensemble.recentre:  # False: no galaxy found, the plain centre crop was used
             table = table.append_column("recentred", pa.array(np.concatenate(found) if found else
                                                               np.zeros(0, dtype=bool), pa.bool_()))

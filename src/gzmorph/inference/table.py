@@ -24,6 +24,8 @@ import numpy as np
 import pyarrow as pa
 
 from gzmorph.errors import ConfigError
+from gzmorph.inference.calibrator import Calibration
+from gzmorph.inference.uncertainty import uncertainty_arrays, uncertainty_fields
 from gzmorph.tree import Tree, agreement
 
 __all__ = [
@@ -105,15 +107,16 @@ def load_thresholds(spec: str | Path | Mapping[str, Any] | None, tree: Tree,
     return out, [n for n in names if n not in given]
 
 
-def output_schema(tree: Tree, id_column: str, id_type: pa.DataType) -> pa.Schema:
-    """Arrow schema of the full prediction table (the Parquet output)."""
+def output_schema(tree: Tree, id_column: str, id_type: pa.DataType, calibrated: bool = False) -> pa.Schema:
+    """Arrow schema of the full prediction table (the Parquet output); ``calibrated`` adds
+    the uncertainty columns (:mod:`gzmorph.inference.uncertainty`)."""
     fields = [pa.field(id_column, id_type)]
     fields += [pa.field(c, pa.float32()) for c in tree.columns]
     for q in tree.questions:
         fields += [pa.field(f"{q.name}_answer", pa.string()), pa.field(f"{q.name}_confidence", pa.float32()),
                    pa.field(f"{q.name}_reach", pa.float32()), pa.field(f"{q.name}_needs_expert", pa.bool_())]
     fields.append(pa.field("needs_expert", pa.bool_()))
-    return pa.schema(fields)
+    return pa.schema(fields + (uncertainty_fields(tree) if calibrated else []))
 
 
 def id_arrow_type(ids: np.ndarray) -> pa.DataType:
@@ -123,7 +126,8 @@ def id_arrow_type(ids: np.ndarray) -> pa.DataType:
 
 def prediction_table(ids: np.ndarray, probs: np.ndarray, tree: Tree, thresholds: Mapping[str, float],
                      id_column: str, reach_threshold: float = REACH_THRESHOLD,
-                     trained: np.ndarray | None = None) -> pa.Table:
+                     trained: np.ndarray | None = None, calibration: Calibration | None = None,
+                     level: float | None = None) -> pa.Table:
     """The full prediction table of a block of rows.
 
     Parameters
@@ -141,6 +145,11 @@ def prediction_table(ids: np.ndarray, probs: np.ndarray, tree: Tree, thresholds:
         Answers the model was trained on; the others are NaN, and a question with
         an untrained answer gets no answer, NaN confidence and never needs an expert
         (no decision rests on numbers the model never learned).
+    calibration : Calibration, optional
+        Calibrate the fractions and add the uncertainty columns; a question then needs
+        an expert when its ``Qn_p_correct`` (not its confidence) is below its threshold.
+    level : float, optional
+        Central level of the intervals (default: the calibration's).
 
     Returns
     -------
@@ -154,12 +163,19 @@ def prediction_table(ids: np.ndarray, probs: np.ndarray, tree: Tree, thresholds:
                          f"{tree.n_answers} answers")
     if trained is not None:  # NaN propagates: no reach, confidence or decision from untrained answers
         probs = np.where(np.asarray(trained, dtype=bool)[None, :], probs, np.float32(np.nan))
+    if calibration is not None:
+        probs = np.clip(calibration.fractions(probs, tree), 0.0, 1.0).astype(np.float32)
     id_type = id_arrow_type(ids)
-    schema = output_schema(tree, id_column, id_type)
+    schema = output_schema(tree, id_column, id_type, calibration is not None)
     id_values = ids.astype(np.int64) if id_type == pa.int64() else [str(v) for v in ids]
     arrays: list[Any] = [pa.array(id_values, type=id_type)]
     arrays += [pa.array(probs[:, j]) for j in range(tree.n_answers)]
     reach = tree.reach(probs)  # (N, n_questions)
+    extra, calibrated_expert = [], {}
+    if calibration is not None:
+        level = calibration.level if level is None else level
+        extra, calibrated_expert = uncertainty_arrays(probs.astype(np.float64), tree, calibration, level, thresholds,
+                                                      reach, reach_threshold)
     any_expert = np.zeros(len(ids), dtype=bool)
     for k, (q, sl) in enumerate(zip(tree.questions, tree.slices)):
         p = probs[:, sl]  # (N, n answers of q)
@@ -169,12 +185,12 @@ def prediction_table(ids: np.ndarray, probs: np.ndarray, tree: Tree, thresholds:
         confidence = agreement(np.nan_to_num(p)).astype(np.float32)
         confidence[np.isnan(p).any(axis=1)] = np.nan
         # NaN confidence (no answers) compares False: never flagged.
-        expert = (reach[:, k] >= reach_threshold) & (confidence < thresholds[q.name])
+        expert = calibrated_expert.get(q.name, (reach[:, k] >= reach_threshold) & (confidence < thresholds[q.name]))
         any_expert |= expert
         arrays += [pa.array(answer.tolist(), type=pa.string()), pa.array(confidence),
                    pa.array(reach[:, k].astype(np.float32)), pa.array(expert)]
     arrays.append(pa.array(any_expert))
-    return pa.Table.from_arrays(arrays, schema=schema)
+    return pa.Table.from_arrays(arrays + extra, schema=schema)
 
 
 def error_table(ids: np.ndarray, paths: Sequence[Any], reasons: Sequence[Any], id_column: str,

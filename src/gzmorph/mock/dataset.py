@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from gzmorph.errors import ConfigError
 from gzmorph import __version__
+from gzmorph.data.votes import VOTES
 from gzmorph.mock.labels import crowd_labels, visibility
 from gzmorph.mock.params import GalaxyParams, sample_params
 from gzmorph.mock.render import render_galaxy
@@ -221,15 +222,21 @@ def generate(out: str | Path, n: int, n_test: int = 0, seed: int = 0, workers: i
 def _write_tables(out: Path, seed: int, splits: list[tuple[str, int, int]], params: list[GalaxyParams],
                   cutouts: list[dict] | None = None) -> None:
     """Crowd-label every galaxy and write the label and truth CSVs (with the FITS truth, if any)."""
-    labels, truth = [], []
+    labels, votes, truth = [], [], []
     for k, ((split, i, gid), p) in enumerate(zip(splits, params)):
         rng = galaxy_rng(seed, split, i, "labels")
         n_vol = int(rng.integers(40, 51))
-        labels.append(crowd_labels(p, rng, n_vol))
+        fractions, counts = crowd_labels(p, rng, n_vol, with_counts=True)
+        labels.append(fractions)
+        votes.append(counts)
         truth.append({"GalaxyID": gid, "split": split, **p.to_dict(), "visibility": visibility(p),
                       "n_volunteers": n_vol, **(cutouts[k] if cutouts is not None else {})})
     table = pd.DataFrame(np.asarray(labels, dtype=np.float64).reshape(-1, GZ2.n_answers), columns=GZ2.columns)
     table.insert(0, "GalaxyID", [gid for _, _, gid in splits])
+    # The simulated volunteers' votes per answer (gzmorph.data.votes), for count losses.
+    counts = pd.DataFrame(np.asarray(votes, dtype=np.int64).reshape(-1, GZ2.n_answers),
+                          columns=[c + VOTES for c in GZ2.columns])
+    table = pd.concat([table, counts], axis=1)
     is_train = np.array([s == "train" for s, _, _ in splits], dtype=bool)
     _write_csv(table[is_train], out / LABELS_FILE)
     if not is_train.all():

@@ -185,7 +185,7 @@ def answer_probabilities(params: GalaxyParams, tree: Tree = GZ2) -> list[np.ndar
 
 
 def crowd_labels(params: GalaxyParams, rng: np.random.Generator, n_volunteers: int = 45,
-                 tree: Tree = GZ2) -> np.ndarray:
+                 tree: Tree = GZ2, with_counts: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Simulate volunteers classifying one galaxy; return the cumulative answer fractions.
 
     Every volunteer answers every question they reach (Q1 and Q6 are reached by all);
@@ -199,12 +199,16 @@ def crowd_labels(params: GalaxyParams, rng: np.random.Generator, n_volunteers: i
     rng : numpy.random.Generator
     n_volunteers : int
     tree : Tree
+    with_counts : bool
+        Also return the (unweighted) number of volunteers who gave each answer.
 
     Returns
     -------
     numpy.ndarray
         ``float64 (tree.n_answers,)``: weighted fraction of all volunteers giving each
         answer, so every question sums to the value of its parent answer.
+    counts : numpy.ndarray
+        ``int64 (tree.n_answers,)`` votes per answer (only ``with_counts``).
     """
     if n_volunteers < 1:
         raise ValueError(f"n_volunteers must be at least 1, got {n_volunteers}")
@@ -225,7 +229,10 @@ def crowd_labels(params: GalaxyParams, rng: np.random.Generator, n_volunteers: i
             pq = int(question_of[parent[qi]])
             reached[:, qi] = reached[:, pq] & (answers[:, pq] == parent[qi] - starts[pq])
     out = np.zeros(tree.n_answers)
+    counts = np.zeros(tree.n_answers, dtype=np.int64)
     for qi, sl in enumerate(tree.slices):
         chose = (answers[:, qi][:, None] == np.arange(sl.stop - sl.start)) & reached[:, qi][:, None]  # (V, k)
         out[sl] = weight @ chose / weight.sum()
-    return np.minimum(out, 1.0)  # a unanimous answer may round to 1 + 1 ulp
+        counts[sl] = chose.sum(axis=0)
+    out = np.minimum(out, 1.0)  # a unanimous answer may round to 1 + 1 ulp
+    return (out, counts) if with_counts else out

@@ -46,7 +46,9 @@ __all__ = ["PACKAGE_FORMAT", "PACKAGE_VERSION", "PACKAGE_FILES", "is_package", "
 PACKAGE_FORMAT = "gzmorph-model"
 PACKAGE_VERSION = 2  # 2: config.json carries config_sha256, the digest of its own content
 PACKAGE_FILES = {"weights": "model.safetensors", "config": "config.json", "card": "README.md",
-                 "onnx": "model.onnx", "thresholds": "triage_thresholds.json"}
+                 "onnx": "model.onnx", "thresholds": "triage_thresholds.json",
+                 # = gzmorph.inference.calibrator.CALIBRATION_FILE, the same name as in a run directory
+                 "calibration": "calibration.json"}
 
 def is_package(path: str | Path) -> bool:
     """Whether ``path`` is a folder holding a model package's ``config.json``."""

@@ -83,6 +83,13 @@ class TrainConfig(Config):
     init_from : str or None
         Run directory, model package or hf:ORG/NAME whose best weights start this run
         (fine-tuning).
+    loss : {mse, dirichlet-multinomial}
+        ``mse``: masked squared error on vote fractions (the paper).
+        ``dirichlet-multinomial``: the likelihood of vote counts (``Class1.1_votes`` or
+        ``Q1_votes`` columns) under a Dirichlet head, masked where a question was not asked.
+    assumed_votes : float or None
+        With ``dirichlet-multinomial`` on a catalog of fractions only: fractions times
+        this many pseudo-votes (GZ2: about 40). Never assumed silently.
     """
 
     model: ModelConfig | SymmetricConfig = field(default_factory=ModelConfig)
@@ -110,6 +117,8 @@ class TrainConfig(Config):
     precision: str = "auto"
     ema_decay: float = 0.0
     init_from: str | None = None
+    loss: str = "mse"
+    assumed_votes: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
@@ -142,6 +151,15 @@ class TrainConfig(Config):
             raise ValueError(f"lr_milestones must be increasing fractions in (0, 1): {self.lr_milestones}")
         if self.clip_examples < 0 or self.warmup_examples < 0:
             raise ValueError("clip_examples and warmup_examples must be >= 0")
+        if self.loss not in ("mse", "dirichlet-multinomial"):
+            raise ValueError(f"loss must be 'mse' or 'dirichlet-multinomial', not {self.loss!r}")
+        if self.assumed_votes is not None and not self.assumed_votes > 0:
+            raise ValueError(f"assumed_votes must be positive, got {self.assumed_votes}")
+        if self.assumed_votes is not None and self.loss != "dirichlet-multinomial":
+            raise ValueError("assumed_votes converts fractions to counts for loss 'dirichlet-multinomial' only")
+        if self.loss == "dirichlet-multinomial" and self.model.output != "dirichlet":
+            # Counts are modelled by concentrations: the loss implies the Dirichlet head.
+            self.model = replace(self.model, output="dirichlet")
 
     @property
     def steps(self) -> int:

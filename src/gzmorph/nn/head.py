@@ -5,14 +5,56 @@
 linear layer to the tree's answers), ``self.dropout`` and ``self.constraint`` and
 defines :meth:`features`; the forward pass from features to probabilities, the
 output layer's initialisation and the channels-last mode are defined here, once.
+
+Two output heads (``output`` in the model configs): ``"fractions"`` (the paper): ReLU,
+then the tree constraint gives the answer fractions. ``"dirichlet"``: the outputs are
+Dirichlet concentrations per answer (``softplus + MIN_CONCENTRATION``, so always
+positive); a question's concentrations describe a distribution over the crowd's split
+of that question, and their normalised means, scaled down the tree, are the predicted
+fractions (so the tree's sums hold for the means exactly as for the paper's head).
+Trained with the Dirichlet-multinomial loss of :mod:`gzmorph.training.losses` on vote counts.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["TreeNet"]
+__all__ = ["TreeNet", "OUTPUTS", "MIN_CONCENTRATION", "concentrations", "finish"]
+
+OUTPUTS = ("fractions", "dirichlet")
+#: Floor of every concentration: keeps lgamma finite and the means well defined.
+MIN_CONCENTRATION = 1e-2
+
+
+def concentrations(raw: torch.Tensor) -> torch.Tensor:
+    """Positive Dirichlet concentrations ``(B, n_answers)`` from raw outputs."""
+    return F.softplus(raw) + MIN_CONCENTRATION
+
+
+def finish(raw: torch.Tensor, constraint: torch.nn.Module, output: str, constrain: bool = True,
+           want_concentrations: bool = False) -> torch.Tensor:
+    """The network's output from the raw outputs ``(B, n_answers)``.
+
+    Parameters
+    ----------
+    raw : Tensor
+    constraint : TreeConstraint
+    output : {"fractions", "dirichlet"}
+    constrain : bool
+        ``"fractions"`` only: ``False`` clips to [0, 1] instead (the paper's first
+        examples); a Dirichlet head always gives constrained means.
+    want_concentrations : bool
+        Return the concentrations instead of the fractions (Dirichlet head only).
+    """
+    if output == "dirichlet":
+        alpha = concentrations(raw)
+        # alpha > 0: the constraint's ReLU keeps it, so the fractions are the normalised means.
+        return alpha if want_concentrations else constraint(alpha)
+    if want_concentrations:
+        raise ValueError("concentrations need a model with the 'dirichlet' output head")
+    return constraint(raw) if constrain else raw.clamp(0.0, 1.0)
 
 
 class TreeNet(nn.Module):
@@ -49,11 +91,12 @@ class TreeNet(nn.Module):
         """``x`` in the memory format the convolutions run in (NHWC after :meth:`to_channels_last`)."""
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def forward(self, crops: torch.Tensor, constrain: bool = True) -> torch.Tensor:
+    def forward(self, crops: torch.Tensor, constrain: bool = True, concentrations: bool = False) -> torch.Tensor:
         """Answer probabilities ``(B, n_answers)`` from a crops batch ``(B, 2, 3, S, S)``.
 
         ``constrain=False`` clips the raw outputs to [0, 1] instead of applying the
-        tree's constraint (the paper's first 10k training examples).
+        tree's constraint (the paper's first 10k training examples);
+        ``concentrations=True`` returns a Dirichlet head's concentrations (:func:`finish`).
         """
         out = self.output(self.dropout(self.features(crops))).float()
-        return self.constraint(out) if constrain else out.clamp(0.0, 1.0)
+        return finish(out, self.constraint, self.cfg.output, constrain, concentrations)

@@ -26,6 +26,7 @@ from gzmorph.config import Config
 from gzmorph import config
 from gzmorph.nn.head import TreeNet
 from gzmorph.nn.symmetric import SymmetricConfig, SymmetricNet
+from gzmorph.nn.head import OUTPUTS, finish
 from gzmorph.tree import GZ2, Tree, TreeConstraint
 from gzmorph.nn.viewpoints import N_VIEWPOINTS, PART_SIZE, extract_viewpoints
 
@@ -66,6 +67,9 @@ class ModelConfig(Config):
         biases 0.1 (convolutions), 0.01 (hidden dense), 0.1 (output).
         ``"kaiming"``: He-normal weights and zero biases for convolutions and hidden
         dense layers (robust for narrow networks), the output as in ``"paper"``.
+    output : {"fractions", "dirichlet"}
+        The output head (:mod:`gzmorph.nn.head`): answer fractions, or Dirichlet
+        concentrations whose means are the fractions (for vote counts).
     """
 
     conv_channels: tuple[int, ...] = (32, 64, 128, 128)
@@ -77,6 +81,7 @@ class ModelConfig(Config):
     dropout: float = 0.5
     viewpoint_merge: str = "concat"
     init: str = "paper"
+    output: str = "fractions"
 
     def __post_init__(self) -> None:
         for name in ("conv_channels", "conv_kernels", "pool_after", "dense_units"):
@@ -89,7 +94,8 @@ class ModelConfig(Config):
             raise ValueError("channels, kernel sizes and dense units must be positive")
         if len(set(self.pool_after)) != len(self.pool_after) or any(i not in range(n) for i in self.pool_after):
             raise ValueError(f"pool_after must hold distinct conv layer indices in 0..{n - 1}, got {self.pool_after}")
-        for name, allowed in (("dense_activation", _ACTIVATIONS), ("viewpoint_merge", _MERGES), ("init", _INITS)):
+        for name, allowed in (("dense_activation", _ACTIVATIONS), ("viewpoint_merge", _MERGES), ("init", _INITS),
+                              ("output", OUTPUTS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"ModelConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if int(self.maxout_pieces) != self.maxout_pieces or self.maxout_pieces < 2:

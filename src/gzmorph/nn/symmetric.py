@@ -47,6 +47,7 @@ from gzmorph.nn.cyclic import Cyclic
 from gzmorph.nn.d4 import D4_ORDER, d4_transform
 from gzmorph.nn.head import TreeNet
 from gzmorph.nn.p4m import P4M
+from gzmorph.nn.head import OUTPUTS
 from gzmorph.tree import GZ2, Tree, TreeConstraint
 
 __all__ = ["SymmetricConfig", "SymmetricNet", "d4_transform", "D4_ORDER", "SYMMETRIC_PRESETS"]
@@ -85,6 +86,8 @@ class SymmetricConfig(Config):
         How the head pools over orientations (space is always averaged).
     crops : {1, 2}
         Use crop 0 only, or average the features of both crops (adds 45-degree invariance).
+    output : {"fractions", "dirichlet"}
+        The output head (:mod:`gzmorph.nn.head`).
     """
 
     family: str = "p4m"
@@ -97,6 +100,7 @@ class SymmetricConfig(Config):
     dropout: float = 0.3
     group_pool: str = "mean"
     crops: int = 1
+    output: str = "fractions"
 
     def __post_init__(self) -> None:
         for name in ("channels", "pool_after", "roll_after"):
@@ -104,6 +108,8 @@ class SymmetricConfig(Config):
         n = len(self.channels)
         if self.family not in _FAMILIES:
             raise ValueError(f"SymmetricConfig.family must be one of {tuple(_FAMILIES)}, got {self.family!r}")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"SymmetricConfig.output must be one of {OUTPUTS}, got {self.output!r}")
         if self.group_pool not in _POOLS:
             raise ValueError(f"SymmetricConfig.group_pool must be one of {_POOLS}, got {self.group_pool!r}")
         if n == 0 or min(self.channels) < 1:

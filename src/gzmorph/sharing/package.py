@@ -1,7 +1,7 @@
 """Writing the model package of a run: :func:`export_package`.
 
 The format (``model.safetensors``, ``config.json`` with its ``config_sha256``,
-``README.md``, optional ``model.onnx`` and ``triage_thresholds.json``) and its reader,
+``README.md``, optional ``model.onnx``, ``triage_thresholds.json`` and ``calibration.json``) and its reader,
 which checks the digests, are :mod:`gzmorph.models.package`.
 """
 
@@ -98,6 +98,13 @@ def export_package(run_dir: str | Path, out: str | Path, *, which: str = "best",
         if onnx:
             export_onnx(trained, tmp / PACKAGE_FILES["onnx"])
             config["onnx"] = {"file": PACKAGE_FILES["onnx"], "sha256": sha256_file(tmp / PACKAGE_FILES["onnx"])}
+        calibration = run_dir / PACKAGE_FILES["calibration"]
+        if calibration.is_file():  # gzmorph calibrate's fit travels with the weights; predict applies it
+            shutil.copyfile(calibration, tmp / PACKAGE_FILES["calibration"])
+            config["calibration"] = {"file": PACKAGE_FILES["calibration"], "sha256": sha256_file(calibration),
+                                     **{k: v for k, v in json.loads(calibration.read_text()).items()
+                                        if k in ("temperature", "votes", "level", "thresholds", "target_accuracy",
+                                                 "fitted_on", "skipped")}}
         config = json.loads(json.dumps(config, default=str))  # as read back (tuples as lists...)
         config["config_sha256"] = config_digest(config)
         write_json(config, tmp / PACKAGE_FILES["config"])

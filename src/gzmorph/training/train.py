@@ -30,6 +30,7 @@ from gzmorph.nn.model import build_model, to_channels_last
 from gzmorph.models.resolve import resolve_model
 from gzmorph.runtime import Runtime, load_checkpoint, refuse_overwrite, resolve_device, seed_everything
 from gzmorph.training.averaging import WeightAverage
+from gzmorph.training.losses import dirichlet_multinomial_nll
 from gzmorph.training.distributed import Dist, all_sum, launch, setup
 from gzmorph.models.trainconfig import TrainConfig
 from gzmorph.training.options import RunOptions
@@ -254,7 +255,9 @@ def _result_from_run(out: Path) -> dict[str, Any]:
 
 def _loop(cfg, model, fwd, optimizer, ds, rt: Runtime, d: Dist, out: Path, step: int, best: float,
           max_minutes: float | None, progress: bool, ema: WeightAverage | None = None) -> dict[str, Any]:
-    images, labels = ds.train_images.to(rt.device), ds.train_labels.to(rt.device)
+    # The count loss trains on vote counts, the paper's loss on fractions; validation scores fractions.
+    targets = ds.train_votes if cfg.loss == "dirichlet-multinomial" else ds.train_labels
+    images, labels = ds.train_images.to(rt.device), targets.to(rt.device)
     # Each process validates its own slice of the held-out set; the sums are combined.
     val = slice(d.rank * len(ds.val_images) // d.world, (d.rank + 1) * len(ds.val_images) // d.world)
     val_images, val_labels = ds.val_images[val].to(rt.device), ds.val_labels[val].to(rt.device)
@@ -341,10 +344,14 @@ def _train_step(cfg, model, fwd, optimizer, images, labels, pca, rt: Runtime, d:
     torch.manual_seed(_step_seed(cfg.seed, step, 2_000 + d.rank))  # dropout stream of this step and rank
     for group in optimizer.param_groups:
         group["lr"] = learning_rate(cfg, step)
+    counts = cfg.loss == "dirichlet-multinomial"
     with rt.autocast_context():
-        pred = fwd(crops, constrain=step * cfg.batch_size >= cfg.clip_examples)
+        pred = fwd(crops, constrain=step * cfg.batch_size >= cfg.clip_examples, concentrations=counts)
     target = labels[idx]
-    if d.enabled:
+    if counts:
+        # A mean over rows: the DDP gradient average is then the global-batch mean as is.
+        loss = dirichlet_multinomial_nll(pred, target, get_tree(cfg.tree))
+    elif d.enabled:
         # Normalise by the global count of labelled entries so the DDP gradient average
         # (a mean over processes) equals the gradient of the global-batch loss.
         local = (~torch.isnan(target)).sum()

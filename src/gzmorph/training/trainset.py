@@ -15,12 +15,13 @@ from gzmorph.data.composite import Stretch, require_survey_extra
 from gzmorph.data.decode import DecodeOptions
 from gzmorph.errors import CatalogError
 from gzmorph.data.source import Source, open_source
+from gzmorph.data.votes import pseudo_counts
 from gzmorph.nn import augment as aug
 from gzmorph.models.trainconfig import TrainConfig
 from gzmorph.models.rundir import write_skipped
 from gzmorph.tree import Tree
 
-__all__ = ["TrainingData", "load_training_data", "data_fingerprint"]
+__all__ = ["TrainingData", "load_training_data", "data_fingerprint", "training_counts"]
 
 
 @dataclass
@@ -38,6 +39,28 @@ class TrainingData:
     train_geometry: torch.Tensor | None = None  # (N, 4) recentring geometry (augment.recentre), on the CPU
     val_geometry: torch.Tensor | None = None
     n_not_recentred: int = 0  # decoded rows where no galaxy was found (plain centre crop)
+    train_votes: torch.Tensor | None = None  # (N, n_answers) counts for the dirichlet-multinomial loss, NaN masked
+
+
+def training_counts(catalog: Catalog, cfg: TrainConfig) -> np.ndarray | None:
+    """Vote counts the count loss trains on (None for the fraction loss).
+
+    The catalog's counts where it has them; elsewhere (questions without counts, or a
+    catalog of fractions only) fractions times ``cfg.assumed_votes`` when given, else
+    NaN (masked). A catalog without any count needs ``assumed_votes``: the conversion
+    is never silent.
+    """
+    if cfg.loss != "dirichlet-multinomial":
+        return None
+    if catalog.votes is None and cfg.assumed_votes is None:
+        raise CatalogError(f"{catalog.source}: loss 'dirichlet-multinomial' needs vote counts (Class1.1_votes or "
+                           "Q1_votes columns); this catalog has fractions only: give --assumed-votes N to "
+                           "train on fractions x N pseudo-votes, or use --loss mse")
+    counts = np.full(catalog.labels.shape, np.nan, dtype=np.float32) if catalog.votes is None else catalog.votes
+    if cfg.assumed_votes is not None:
+        no_count = np.isnan(counts)
+        counts = np.where(no_count, pseudo_counts(catalog.labels, cfg.assumed_votes), counts).astype(np.float32)
+    return counts
 
 
 def data_fingerprint(catalog: Catalog) -> str:
@@ -109,6 +132,7 @@ def load_training_data(data: Any, cfg: TrainConfig, tree: Tree, out: Path, worke
     return TrainingData(
         train_images=train_images,
         train_labels=torch.from_numpy(train_cat.labels),
+        train_votes=(None if (counts := training_counts(train_cat, cfg)) is None else torch.from_numpy(counts)),
         val_images=torch.from_numpy(np.ascontiguousarray(images[va])),
         val_labels=torch.from_numpy(val_cat.labels),
         pca=aug.color_pca(train_images.numpy(), seed=cfg.seed),
