@@ -10,9 +10,10 @@ that gzmorph did not create, unless the user says so with an explicit flag.**
   (hard links, symlinked files).
 - Folders gzmorph creates carry a marker file (:data:`MARKER`, ``{"kind": ...}``) written
   by the same call that creates them: a dataset (``mock``), a cache (``prepare``), a run
-  (``train``), a report (``evaluate``), an analysis (``analyze``).  :func:`claim_folder`
-  accepts only a new or empty folder, or one marked with the expected kind; no common
-  file name (``truth.csv``, ``config.json``) is taken as proof of ownership.
+  (``train``), a report (``evaluate``), an analysis (``analyze``), an index (``similar
+  --build``).  :func:`claim_folder` accepts only a new or empty folder, or one marked
+  with the expected kind; no common file name (``truth.csv``, ``config.json``) is taken
+  as proof of ownership.
 - :func:`claim_file` refuses an existing file unless the caller's flag allows it.
 - :func:`temporary_path` gives a unique hidden temporary name, created by the same
   call, so a write never first deletes someone else's ``.X.tmp``; :func:`atomic_write`

@@ -10,7 +10,8 @@ DESCRIPTION = (
     "Then query it: --id ID... (galaxies of the index), --image FILE... (embedded with the index's model), "
     "or --queries EMB.parquet (vectors of another embedding file of the same model; --id picks rows of it). "
     "Writes the top -k neighbours with distances to --out (CSV/Parquet) and an HTML gallery of thumbnails "
-    "to --gallery. --anomalies N lists the N most anomalous galaxies instead."
+    "to --gallery. --anomalies N lists the N most anomalous galaxies instead. No output replaces an input "
+    "(the embedding file, its collection and images, the index) or an existing file or index without --overwrite."
 )
 
 
@@ -33,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-k", type=int, default=10, help="neighbours per query")
     p.add_argument("--out", metavar="FILE", help="results table (.csv or .parquet)")
     p.add_argument("--gallery", metavar="FILE.html", help="HTML page of thumbnails")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing index (--build: only a folder gzmorph wrote as an index), "
+                   "--out or --gallery")
 
 
 def _query(args: argparse.Namespace, index):
@@ -65,19 +69,44 @@ def _query(args: argparse.Namespace, index):
     return None
 
 
+def _check_outputs(args: argparse.Namespace, inputs: list) -> None:
+    """The output guard for --out and --gallery, before any work: never an input, an existing file only
+    with --overwrite."""
+    from pathlib import Path
+
+    from gzmorph.errors import OutputError
+    from gzmorph.outputs import claim_file, refuse_overwrite
+
+    given = [(option, Path(path)) for option, path in (("--out", args.out), ("--gallery", args.gallery)) if path]
+    if len(given) == 2 and given[0][1].resolve() == given[1][1].resolve():
+        raise OutputError(f"--gallery {args.gallery}: is also --out; give two files")
+    queries = [args.queries, *(args.image or [])]
+    for option, path in given:
+        refuse_overwrite([*inputs, *(q for q in queries if q)], files=[path], option=option)
+        claim_file(path, option=option, overwrite=args.overwrite)
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from gzmorph.discovery.embed import read_embeddings
     from gzmorph.discovery.gallery import write_gallery
-    from gzmorph.discovery.index import build_index, open_index
+    from gzmorph.discovery.index import (build_index, claim_index_folder, embedding_inputs, index_inputs,
+                                         open_index)
     from gzmorph.errors import ConfigError
+    from gzmorph.outputs import atomic_write
 
     if args.build:
-        index = build_index(args.build, args.index, metric=args.metric, kind=args.kind, anomaly=args.anomaly,
-                            anomaly_k=args.anomaly_k)
+        emb = read_embeddings(args.build)
+        inputs = [*embedding_inputs(emb), Path(args.index)]
+        claim_index_folder(Path(args.index), embedding_inputs(emb), args.overwrite)
+        _check_outputs(args, inputs)  # before the build, so a wrong --out costs nothing
+        index = build_index(emb, args.index, metric=args.metric, kind=args.kind, anomaly=args.anomaly,
+                            anomaly_k=args.anomaly_k, overwrite=args.overwrite)
         print(f"index of {index.n} galaxies -> {args.index}")
     else:
         index = open_index(args.index)
+        _check_outputs(args, index_inputs(index))
     if args.anomalies is not None:
         table, value, title = index.anomalies(args.anomalies), "anomaly", "Most anomalous galaxies"
         sections = [("highest anomaly score first", table)]
@@ -90,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
         sections = [(f"query {q}", part) for q, part in table.groupby("query", sort=False)]
     if args.out:
         out = Path(args.out)
-        table.to_parquet(out, index=False) if out.suffix.lower() in (".parquet", ".pq") else table.to_csv(out, index=False)
+        parquet = out.suffix.lower() in (".parquet", ".pq")
+        atomic_write(out, lambda tmp: table.to_parquet(tmp, index=False) if parquet else table.to_csv(tmp, index=False))
     else:
         print(table.to_string(index=False))
     if args.gallery:

@@ -267,6 +267,8 @@ def embed_to_file(model: ModelSpec, source: Any, out: str | Path, *, config: Pre
               desc="embed") as bar, torch_threads(cfg.threads):
         job.run_local(todo, store.write, bar.update)
     meta = job.meta
+    if isinstance(source, (str, Path)):  # the collection, an input an index's outputs must never replace
+        meta["source"] = str(Path(source).resolve())
     if meta["dim"] is None:
         meta["dim"] = pq.read_schema(store.part_path(0)).field("embedding").type.list_size
     meta["digest"] = embedding_digest(meta)

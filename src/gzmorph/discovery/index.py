@@ -18,6 +18,7 @@ tuning and is fast enough for millions of vectors of a few dozen dimensions on
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +29,36 @@ import pandas as pd
 
 from gzmorph.discovery.anomaly import anomaly_scores
 from gzmorph.discovery.embed import Embeddings, pca_path, read_embeddings
-from gzmorph.errors import CatalogError, ConfigError, MissingExtraError
-from gzmorph.runtime import atomic_write, write_json
+from gzmorph.errors import CatalogError, ConfigError, MissingExtraError, OutputError
+from gzmorph.outputs import MARKER, claim_folder, mark_folder, refuse_overwrite, temporary_folder
+from gzmorph.runtime import write_json
 
-__all__ = ["SimilarityIndex", "build_index", "open_index", "METRICS", "INDEX_KINDS", "require_faiss"]
+__all__ = ["SimilarityIndex", "build_index", "open_index", "claim_index_folder", "embedding_inputs", "index_inputs",
+           "METRICS", "INDEX_KINDS", "INDEX_FILES", "require_faiss"]
 
 METRICS = ("cosine", "l2")
 INDEX_KINDS = ("flat", "hnsw")
+#: Every file an index folder may hold (an ``--overwrite`` replaces nothing else).
+INDEX_FILES = (MARKER, "index.faiss", "items.parquet", "index.json", "pca.npz")
+
+
+def _collection_inputs(record: dict[str, Any], paths: Sequence[Any]) -> list[Path]:
+    """The collection (``source``) and model recorded by embed, and every folder holding one of ``paths``."""
+    found = [Path(record[key]) for key in ("source", "model") if isinstance(record.get(key), str)]
+    # Every folder holding an image of the collection is an input folder (one dirname per path).
+    return found + [Path(folder) for folder in sorted({os.path.dirname(str(p)) for p in paths}) if folder]
+
+
+def embedding_inputs(emb: Embeddings) -> list[Path]:
+    """The paths an embedding file stands for, as inputs of :func:`gzmorph.outputs.refuse_overwrite`:
+    itself, its PCA, the collection it was made from, the folders of its images and the model."""
+    return [emb.source, pca_path(emb.source), *_collection_inputs(emb.meta, emb.paths)]
+
+
+def index_inputs(index: "SimilarityIndex") -> list[Path]:
+    """The paths an opened index reads or stands for: its folder, its embedding file and the latter's inputs."""
+    source = [Path(index.meta["source"]), pca_path(index.meta["source"])] if index.meta.get("source") else []
+    return [index.directory, *source, *_collection_inputs(index.meta["embedding"], index.items["path"])]
 
 
 def require_faiss() -> Any:
@@ -152,8 +176,15 @@ def _faiss_index(x: np.ndarray, kind: str, faiss: Any) -> Any:
 
 
 def build_index(embeddings: str | Path | Embeddings, directory: str | Path, *, metric: str = "cosine",
-                kind: str = "flat", anomaly: str = "knn", anomaly_k: int = 10, seed: int = 0) -> SimilarityIndex:
-    """Build an index directory from an embedding file (replacing an index already there).
+                kind: str = "flat", anomaly: str = "knn", anomaly_k: int = 10, seed: int = 0,
+                overwrite: bool = False) -> SimilarityIndex:
+    """Build an index directory from an embedding file.
+
+    The folder is claimed with the output guard (:mod:`gzmorph.outputs`) before any
+    work: it must be new or empty, never an input (the embedding file, its collection,
+    an image folder of it, the model) nor inside or holding one; an existing index (a
+    folder with the ``"index"`` marker and only index files) is replaced only with
+    ``overwrite``, and atomically (built beside it, then swapped in).
 
     Parameters
     ----------
@@ -170,6 +201,8 @@ def build_index(embeddings: str | Path | Embeddings, directory: str | Path, *, m
         Neighbours of the k-NN score.  The k-NN score searches every vector: with the
         exact flat index that is quadratic in N (fine up to ~10^5 vectors on 2 cores);
         for millions use ``kind="hnsw"`` or ``anomaly="iforest"``.
+    overwrite : bool
+        Replace an index already in ``directory`` (``similar --overwrite``).
     """
     faiss = require_faiss()
     if metric not in METRICS or kind not in INDEX_KINDS:
@@ -178,21 +211,55 @@ def build_index(embeddings: str | Path | Embeddings, directory: str | Path, *, m
     if len(emb.ids) < 2:
         raise CatalogError(f"{emb.source}: {len(emb.ids)} vectors; an index needs at least 2")
     directory = Path(directory)
-    if directory.exists() and not (directory / "index.json").is_file() and any(directory.iterdir()):
-        raise ConfigError(f"{directory}: not empty and not a gzmorph index; choose another directory")
-    directory.mkdir(parents=True, exist_ok=True)
+    claim_index_folder(directory, embedding_inputs(emb), overwrite)
     x = _prepared(emb.vectors, metric)
     index = _faiss_index(x, kind, faiss)
     items = pd.DataFrame({emb.meta["id_column"]: emb.ids, "path": emb.paths})
     items["anomaly"] = anomaly_scores(x, anomaly, anomaly_k, index=index, seed=seed)
-    atomic_write(directory / "index.faiss", lambda tmp: faiss.write_index(index, str(tmp)))
-    atomic_write(directory / "items.parquet", lambda tmp: items.to_parquet(tmp, index=False))
-    if emb.meta.get("pca"):
-        shutil.copyfile(pca_path(emb.source), directory / "pca.npz")
     meta = {"embedding": emb.meta, "metric": metric, "kind": kind, "n": len(items), "anomaly": anomaly,
             "anomaly_k": anomaly_k, "source": str(emb.source.resolve())}
-    write_json(meta, directory / "index.json")
+    tmp = temporary_folder(directory)  # built beside, swapped in whole: never half an index
+    try:
+        mark_folder(tmp, "index")
+        faiss.write_index(index, str(tmp / "index.faiss"))
+        items.to_parquet(tmp / "items.parquet", index=False)
+        if emb.meta.get("pca"):
+            shutil.copyfile(pca_path(emb.source), tmp / "pca.npz")
+        write_json(meta, tmp / "index.json")
+        _swap_in(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return SimilarityIndex(directory, index, items, meta)
+
+
+def claim_index_folder(directory: Path, inputs: Sequence[Any], overwrite: bool, option: str = "INDEX") -> None:
+    """Refuse, before any work, an index folder that is an input or not an index this call may replace."""
+    refuse_overwrite(inputs, folders=[directory], option=option)
+    if not claim_folder(directory, "index", option=option, what="similarity index (gzmorph similar --build)"):
+        return
+    if not overwrite:
+        raise OutputError(f"{option} {directory}: already holds an index; pass --overwrite to replace it")
+    strays = sorted(p.name for p in directory.iterdir() if p.name not in INDEX_FILES)
+    if strays:
+        raise OutputError(f"{option} {directory}: holds {strays[0]!r}, which is not a file of an index "
+                          f"({len(strays)} such); move it out or choose another folder")
+
+
+def _swap_in(tmp: Path, directory: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``directory``, moving an old index aside and deleting it after."""
+    if not directory.exists() or not any(directory.iterdir()):
+        if directory.is_dir():
+            directory.rmdir()
+        os.replace(tmp, directory)
+        return
+    old = temporary_folder(directory)  # an empty folder of ours, replaced by the old index
+    os.replace(directory, old)
+    try:
+        os.replace(tmp, directory)
+    except BaseException:
+        os.replace(old, directory)
+        raise
+    shutil.rmtree(old)
 
 
 def open_index(directory: str | Path) -> SimilarityIndex:
