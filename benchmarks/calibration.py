@@ -48,7 +48,7 @@ def per_view(run_dir: str, catalog, which: str, batch: int = 100) -> tuple[np.nd
 
     run = load_run(run_dir, which=which, device="cpu")
     src = open_source(catalog)
-    images, failed, _ = src.load_measured(run.image_size, workers=1, progress=False, recentre=False)
+    images, failed, _ = src.load(run.image_size, workers=1, progress=False, recentre=False)
     assert not failed, failed[:3]
     dirichlet = getattr(run.model.cfg, "output", "fractions") == "dirichlet"
     views, alpha = [], []

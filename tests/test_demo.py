@@ -37,11 +37,12 @@ def test_demo_command_runs_end_to_end(tmp_path, capsys):
     report = out / "report" / "report.html"
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     assert np.isfinite(metrics["rmse"])
-    # The page shows this evaluation: its RMSE, and the RMSE plot plus two plots per scored question.
+    # The page shows this evaluation: its RMSE, and the RMSE plot plus four plots per scored question
+    # (accuracy against confidence, triage, and the two reliability diagrams).
     page = report.read_text()
     scored = sum(q["n_reached"] > 0 for q in metrics["per_question"] if q["labelled"])
     assert f"<b>{metrics['rmse']:.4f}</b>" in page and scored > 0
-    assert page.count('src="data:image/png;base64,') == 1 + 2 * scored
+    assert page.count('src="data:image/png;base64,') == 1 + 4 * scored
     assert (out / "predictions.parquet").exists() and (out / "run" / "checkpoints" / "best.pt").exists()
     # scored on the separate test galaxies, not on the validation split that chose best.pt
     assert metrics["n_matched"] == 20
