@@ -38,13 +38,13 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
 from gzmorph.errors import CatalogError, ConfigError
 from gzmorph.inference.config import PredictConfig
 from gzmorph.inference.ensemble import ModelSpec
 from gzmorph.inference.job import PredictionJob, decode_workers, iter_batches, weights_digest
-from gzmorph.inference.parts import check_outputs, errors_path, finished_output, model_files, single_machine_store
+from gzmorph.inference.parts import PartStore, check_outputs, model_files
+from gzmorph.inference.predict import run_local_to_file
 from gzmorph.inference.summary import PredictSummary
 from gzmorph.inference.table import error_table, id_arrow_type
 from gzmorph.runtime import atomic_write, torch_threads
@@ -257,24 +257,17 @@ def embed_to_file(model: ModelSpec, source: Any, out: str | Path, *, config: Pre
             job.pca = Pca.load(stored) if resume and stored.is_file() else job.fit_pca(pca_dim, pca_fit_rows)
     if job.pca is not None and Path(pca or "") != stored:
         job.pca.save(stored)
-    manifest = job.manifest()
-    if resume and (done := finished_output(out, manifest)) is not None:
-        return job.summary(out, errors_path(out), done[0], done[1], job.n, time.monotonic() - t0)
-    store = single_machine_store(out, manifest, resume)
-    todo = job.todo(store.done())
-    n_resumed = job.n - job.count(todo)
-    with tqdm(total=job.n, initial=n_resumed, unit="img", disable=not cfg.progress, dynamic_ncols=True,
-              desc="embed") as bar, torch_threads(cfg.threads):
-        job.run_local(todo, store.write, bar.update)
-    meta = job.meta
-    if isinstance(source, (str, Path)):  # the collection, an input an index's outputs must never replace
-        meta["source"] = str(Path(source).resolve())
-    if meta["dim"] is None:
-        meta["dim"] = pq.read_schema(store.part_path(0)).field("embedding").type.list_size
-    meta["digest"] = embedding_digest(meta)
-    n_emb, n_fail = store.assemble(out, job.n_chunks, job.columns, job.chunk_ids, _Metadata(meta))
-    store.remove()
-    return job.summary(out, errors_path(out), n_emb, n_fail, n_resumed, time.monotonic() - t0)
+
+    def metadata(store: PartStore) -> _Metadata:
+        meta = job.meta
+        if isinstance(source, (str, Path)):  # the collection, an input an index's outputs must never replace
+            meta["source"] = str(Path(source).resolve())
+        if meta["dim"] is None:
+            meta["dim"] = pq.read_schema(store.part_path(0)).field("embedding").type.list_size
+        meta["digest"] = embedding_digest(meta)
+        return _Metadata(meta)
+
+    return run_local_to_file(job, out, job.manifest(), cfg, resume=resume, t0=t0, desc="embed", extras=metadata)
 
 
 @dataclass

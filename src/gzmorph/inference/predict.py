@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,8 +32,8 @@ from gzmorph.inference.config import PredictConfig
 from gzmorph.inference.ensemble import WEIGHTS_KIND, ModelSpec, fit_simplex_weights, is_weights_file
 from gzmorph.inference.job import PredictionJob, decode_workers, iter_batches
 from gzmorph.outputs import refuse_overwrite
-from gzmorph.inference.parts import (check_outputs, errors_path, finished_output, model_files, output_format,
-                                     single_machine_store)
+from gzmorph.inference.parts import (PartStore, check_outputs, errors_path, finished_output, model_files,
+                                     output_format, single_machine_store)
 from gzmorph.inference.science import catalog_file, output_extras
 from gzmorph.inference.summary import PredictSummary
 from gzmorph.runtime import torch_threads, write_json
@@ -95,17 +95,30 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
     manifest = job.manifest()
     extras = output_extras(job.ensemble, manifest, source, job.source.catalog, keep_columns, keep_all)
     manifest["kept_columns"] = extras.kept_names  # another choice of columns is another output
+    return run_local_to_file(job, out, manifest, cfg, resume=resume, t0=t0, extras=lambda store: extras)
+
+
+def run_local_to_file(job: PredictionJob, out: Path, manifest: dict[str, Any], cfg: PredictConfig, *, resume: bool,
+                      t0: float, desc: str = "predict",
+                      extras: Callable[[PartStore], Any] = lambda store: None) -> PredictSummary:
+    """The local executor of a job (prediction or embedding) writing ``out``.
+
+    A finished output of the same manifest is kept as it is (with ``resume``); otherwise
+    the chunks an interrupted run left (with ``resume``) are kept and the others
+    computed, then the parts are assembled.  ``extras(store)`` gives what the assembly
+    adds (kept columns, metadata), once every chunk is written.
+    """
     if resume and (done := finished_output(out, manifest)) is not None:
         return job.summary(out, errors_path(out), done[0], done[1], job.n, time.monotonic() - t0)
     store = single_machine_store(out, manifest, resume)
     todo = job.todo(store.done())
     n_resumed = job.n - job.count(todo)
     with tqdm(total=job.n, initial=n_resumed, unit="img", disable=not cfg.progress, dynamic_ncols=True,
-              desc="predict") as bar, torch_threads(cfg.threads):
+              desc=desc) as bar, torch_threads(cfg.threads):
         job.run_local(todo, store.write, bar.update)
-    n_pred, n_fail = store.assemble(out, job.n_chunks, job.columns, job.chunk_ids, extras)
+    n_done, n_fail = store.assemble(out, job.n_chunks, job.columns, job.chunk_ids, extras(store))
     store.remove()
-    return job.summary(out, errors_path(out), n_pred, n_fail, n_resumed, time.monotonic() - t0)
+    return job.summary(out, errors_path(out), n_done, n_fail, n_resumed, time.monotonic() - t0)
 
 
 def predict(models: ModelSpec | Sequence[ModelSpec], source: Catalog | Any | str | Path, out: str | Path | None = None,
