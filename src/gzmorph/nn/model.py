@@ -26,7 +26,7 @@ from gzmorph.config import Config
 from gzmorph import config
 from gzmorph.nn.head import TreeNet
 from gzmorph.nn.symmetric import SymmetricConfig, SymmetricNet
-from gzmorph.nn.head import OUTPUTS, finish
+from gzmorph.nn.head import OUTPUTS
 from gzmorph.tree import GZ2, Tree, TreeConstraint
 from gzmorph.nn.viewpoints import N_VIEWPOINTS, PART_SIZE, extract_viewpoints
 

@@ -34,10 +34,8 @@ from gzmorph.training.losses import dirichlet_multinomial_nll
 from gzmorph.training.distributed import Dist, all_sum, launch, setup
 from gzmorph.models.trainconfig import TrainConfig
 from gzmorph.training.options import RunOptions
-from gzmorph.training.recipes import PRESETS, get_preset
 from gzmorph.models.metrics_log import append_metrics, read_metrics, truncate_metrics
-from gzmorph.models.rundir import (RUN_FILES, TrainedModel, claim_run_dir, init_weights, load_run, read_run,
-                                   save_checkpoint, save_run)
+from gzmorph.models.rundir import RUN_FILES, claim_run_dir, init_weights, read_run, save_checkpoint, save_run
 from gzmorph.training.trainset import load_training_data
 from gzmorph.tree import get_tree
 
