@@ -14,7 +14,7 @@ from gzmorph.inference.calibrator import load_calibration
 from gzmorph.inference.uncertainty import uncertainty_arrays
 from gzmorph.tree import GZ2
 from factories import make_run
-from test_calibration import simulate
+from crowd_simulation import simulate
 
 
 def _tables(tmp_path, n, seed, with_counts=True):

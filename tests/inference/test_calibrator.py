@@ -11,7 +11,7 @@ from gzmorph.evaluation.calibrate import calibrate
 from gzmorph.inference.predict import predict
 from gzmorph.tree import GZ2
 from factories import make_images, make_run  # noqa: E402
-from test_calibration import simulate
+from crowd_simulation import simulate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 N = 120

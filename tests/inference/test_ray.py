@@ -279,3 +279,23 @@ def test_partly_trained_run_writes_nan_without_decisions_as_on_one_machine(clust
         got, _ = ray_equals_local(run, images, tmp_path)
     assert got[q1].notna().all().all() and got[GZ2.columns[3:]].isna().all().all()
     assert got["Q2_answer"].isna().all() and not got["Q2_needs_expert"].any()
+
+
+def test_calibrated_run_writes_the_same_intervals_as_on_one_machine(cluster, tmp_path):
+    from gzmorph.evaluation.calibrate import calibrate
+    from gzmorph.inference.predict import predict
+    from crowd_simulation import simulate
+
+    images = tmp_path / "images"
+    make_images(images, 120)  # a calibration split needs at least 100 galaxies
+    run = make_run(tmp_path / "run", 8)
+    raw = predict(run, images, calibration="off", progress=False, workers=0)
+    _, crowd, counts = simulate(len(raw), seed=3)
+    labels = pd.DataFrame(crowd, columns=GZ2.columns)
+    labels.insert(0, "GalaxyID", raw["GalaxyID"].to_numpy())
+    labels = pd.concat([labels, pd.DataFrame(counts.astype(int), columns=[c + "_votes" for c in GZ2.columns])], axis=1)
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    calibrate(run, raw, tmp_path / "labels.csv")
+    got, _ = ray_equals_local(run, images, tmp_path, calibration="on")
+    assert got["Class1.1_lo"].notna().all() and (got["Class1.1_lo"] <= got["Class1.1_hi"]).all()
+    assert "uncertain_questions" in got.columns
