@@ -353,6 +353,7 @@ def test_issue25_leftover_evaluate_drops_bad_rows_only_when_asked(tmp_path):
     assert json.loads((tmp_path / "report" / "metrics.json").read_text())["n_dropped_rows"] == 2
 
 
+@pytest.mark.slow
 def test_issue25_leftover_refused_ddp_resume_is_one_line(trained, tmp_path, capfd):
     """The earlier round's leftover: a refused DDP resume printed a traceback from a child process."""
     run = tmp_path / "run"

@@ -197,6 +197,7 @@ def test_issue25_14_predict_never_replaces_the_mock_test_labels(tmp_path, run_a,
     assert _digest(m) == before
 
 
+@pytest.mark.slow
 def test_issue25_14_export_onnx_refuses_an_existing_file_unless_overwrite(tmp_path, run_a, capsys):
     """Item 14: `export --format onnx --out existing.onnx` overwrote it silently."""
     pytest.importorskip("onnxscript")

@@ -198,6 +198,7 @@ def test_the_cache_answers_a_second_job_without_requests(tmp_path):
     assert (tmp_path / "a" / "images" / "100.fits").read_bytes() == (tmp_path / "b" / "images" / "100.fits").read_bytes()
 
 
+@pytest.mark.slow
 def test_a_killed_job_resumes_and_loses_no_row(tmp_path):
     n = 30
     sky_csv(tmp_path / "sky.csv", n=n)

@@ -65,6 +65,7 @@ def test_calibration_on_refuses_a_run_without_one(tmp_path, capsys):
     assert "Class1.1_lo" not in df.columns
 
 
+@pytest.mark.slow
 def test_package_and_onnx_apply_the_same_calibration(calibrated, tmp_path):
     pytest.importorskip("safetensors")
     pytest.importorskip("onnxruntime")

@@ -141,6 +141,7 @@ def test_the_date_is_the_time_of_writing_unless_fixed(monkeypatch):
     assert written_date()[:10] == time.strftime("%Y-%m-%d", time.gmtime())
 
 
+@pytest.mark.slow
 def test_a_killed_science_output_resumes_to_the_same_bytes(catalogue, tmp_path):
     from factories import run_killed
 
@@ -155,6 +156,7 @@ def test_a_killed_science_output_resumes_to_the_same_bytes(catalogue, tmp_path):
     assert killed.read_bytes() == whole.read_bytes()
 
 
+@pytest.mark.slow
 def test_ray_parts_carry_the_kept_columns_and_provenance(catalogue, tmp_path):
     ray = pytest.importorskip("ray")
     from gzmorph.inference.ray import predict_ray
