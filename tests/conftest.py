@@ -40,6 +40,14 @@ def tiny_kaggle(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def run_a(tmp_path_factory) -> Path:
+    """An untrained run directory (seed 1), one per test module: some tests damage its files."""
+    from factories import make_run
+
+    return make_run(tmp_path_factory.mktemp("runs") / "a", 1)
+
+
+@pytest.fixture(scope="module")
 def one_torch_thread():
     """Run a module with one torch thread (tiny tensors), restoring the setting afterwards."""
     threads = torch.get_num_threads()

@@ -23,11 +23,6 @@ FAST = ["--workers", "0", "--batch-size", "4", "--no-progress", "--device", "cpu
 
 
 @pytest.fixture(scope="module")
-def run_a(tmp_path_factory) -> Path:
-    return make_run(tmp_path_factory.mktemp("runs") / "a", 1)
-
-
-@pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("imgs") / "images"
     make_images(folder, 6)

@@ -28,7 +28,7 @@ from gzmorph.training.train import train
 from gzmorph.tree import GZ2
 
 from conftest import make_tiny_kaggle  # noqa: E402
-from factories import PCA, SIZE, make_images, make_run  # noqa: E402
+from factories import SIZE, make_images, make_run  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -39,11 +39,6 @@ def _tiny_cfg(**changes):
     base = get_preset("small")
     return base.override(model=replace(base.model, conv_channels=(4, 4, 8, 8), dense_units=(16,)),
                          image_size=SIZE, batch_size=8, examples=16, eval_every=8, **changes)
-
-
-@pytest.fixture(scope="module")
-def run_a(tmp_path_factory) -> Path:
-    return make_run(tmp_path_factory.mktemp("runs") / "a", 1)
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +145,7 @@ def test_issue25_10_bad_configs_and_files_are_one_line_errors(tmp_path, run_a, i
 
 def _crafted_onnx(path: Path, run: Path, value: float, outputs: int = 1) -> Path:
     """An ONNX file with gzmorph's metadata whose network outputs the constant ``value``."""
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
     from gzmorph.models.onnx import META_KEY

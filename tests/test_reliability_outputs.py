@@ -36,11 +36,6 @@ def _digest(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def run_a(tmp_path_factory) -> Path:
-    return make_run(tmp_path_factory.mktemp("runs") / "a", 1)
-
-
-@pytest.fixture(scope="module")
 def run_b(tmp_path_factory) -> Path:
     return make_run(tmp_path_factory.mktemp("runs") / "b", 2)
 
