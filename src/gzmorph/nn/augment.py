@@ -51,7 +51,14 @@ __all__ = [
     "render_crops",
     "place",
     "TTA_SETS",
+    "SURVEY_STRENGTHS",
 ]
+
+
+#: The survey-robust augmentation strengths of :class:`AugmentConfig` and their largest
+#: accepted values (beyond them an image is no longer a galaxy image: a 12-px PSF on a
+#: 48-px crop, noise above the white level, 5x down-sampling, e^1 colour scales).
+SURVEY_STRENGTHS = {"psf_blur": 12.0, "noise": 0.5, "degrade": 4.0, "color_jitter": 1.0, "stretch_jitter": 2.0}
 
 
 @dataclass
@@ -86,6 +93,14 @@ class AugmentConfig(Config):
         the GZ2 convention (:mod:`gzmorph.data.recentre`, the paper's section 7.3);
         composed into the same warp by :func:`place`.  A run trained with it records
         it, and prediction with that run measures and applies it automatically.
+    psf_blur, noise, degrade, color_jitter, stretch_jitter : float
+        Survey-robust augmentation (:mod:`gzmorph.nn.survey_augment`), applied to the
+        training crops after the warp; 0 (the default) is off.  ``psf_blur``: largest
+        extra Gaussian PSF FWHM in crop pixels; ``noise``: largest sky-noise standard
+        deviation in display units ([0, 1] pixel values); ``degrade``: largest extra
+        down-up sampling factor minus 1 (1: down to half the resolution); ``color_jitter``:
+        standard deviation of the log flux scale of each band; ``stretch_jitter``: half
+        width of the log range of the asinh softening and of the flux gain of the re-stretch.
     """
 
     crop_fraction: float = 207 / 424
@@ -98,8 +113,17 @@ class AugmentConfig(Config):
     second_crop_angle: float = 45.0
     antialias: bool = True
     recentre: bool = False
+    psf_blur: float = 0.0
+    noise: float = 0.0
+    degrade: float = 0.0
+    color_jitter: float = 0.0
+    stretch_jitter: float = 0.0
 
     def __post_init__(self) -> None:
+        for name, top in SURVEY_STRENGTHS.items():
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= top):
+                raise ValueError(f"{name} must be in [0, {top}] (0: off), got {value!r}")
         if not 0 < self.crop_fraction <= 1:
             raise ValueError(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
         if int(self.out_size) != self.out_size or self.out_size < 1:

@@ -61,6 +61,19 @@ def _recentred(model: str) -> TrainConfig:
     return replace(base, augment=replace(base.augment, recentre=True))
 
 
+#: Moderate survey-robust augmentation (:mod:`gzmorph.nn.survey_augment`): an extra PSF of up
+#: to 3 crop pixels FWHM (the mock and GZ2 seeing is ~2.3 of them at 48 px), sky noise up to
+#: 0.03 (~8/255), down-sampling up to 1.5x, 10% band scales and a stretch softening and
+#: gain within a factor 1.5.
+ROBUST_AUGMENT = {"psf_blur": 3.0, "noise": 0.03, "degrade": 0.5, "color_jitter": 0.1, "stretch_jitter": 0.4}
+
+
+def _robust(model: str) -> TrainConfig:
+    """A symmetric preset with survey-robust augmentation on (for images from other surveys)."""
+    base = _symmetric(model)
+    return replace(base, augment=replace(base.augment, **ROBUST_AUGMENT))
+
+
 PRESETS: dict[str, TrainConfig] = {
     "paper": _paper("paper"),
     "paper-recentred": _recentred("paper"),
@@ -68,6 +81,7 @@ PRESETS: dict[str, TrainConfig] = {
     "small": _SMALL,
     **{f"paper-{name}": _paper(name) for name in MODEL_PRESETS if name not in ("paper", "small")},
     **{name: _symmetric(name) for name in SYMMETRIC_PRESETS},
+    "p4m-robust": _robust("p4m"),
 }
 
 

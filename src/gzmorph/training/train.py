@@ -27,6 +27,7 @@ from gzmorph.errors import RunError
 from gzmorph.metrics import masked_mse, masked_sums
 from gzmorph.nn import augment as aug
 from gzmorph.nn.model import build_model, to_channels_last
+from gzmorph.nn.survey_augment import augment_survey
 from gzmorph.models.resolve import resolve_model
 from gzmorph.runtime import Runtime, load_checkpoint, refuse_overwrite, resolve_device, seed_everything
 from gzmorph.training.averaging import WeightAverage
@@ -339,6 +340,8 @@ def _train_step(cfg, model, fwd, optimizer, images, labels, pca, rt: Runtime, d:
     t = aug.sample_transforms(len(idx), cfg.augment, gen)
     t = aug.place(t, None if geometry is None else geometry[host_idx]).to(rt.device)
     crops = aug.render_crops(images[idx], t, cfg.augment, pca)  # (B / world, 2, 3, 69, 69)
+    # Survey-robust augmentation (off in the paper presets: then crops are returned as they are).
+    crops = augment_survey(crops, cfg.augment, _step_seed(cfg.seed, step, 3_000 + d.rank))
     torch.manual_seed(_step_seed(cfg.seed, step, 2_000 + d.rank))  # dropout stream of this step and rank
     for group in optimizer.param_groups:
         group["lr"] = learning_rate(cfg, step)
