@@ -90,6 +90,14 @@ class TrainConfig(Config):
     assumed_votes : float or None
         With ``dirichlet-multinomial`` on a catalog of fractions only: fractions times
         this many pseudo-votes (GZ2: about 40). Never assumed silently.
+    freeze_stages : int
+        Fine-tuning (with init_from): keep the first this many stages of the network fixed
+        (:mod:`gzmorph.training.finetune`); 0: train everything.
+    head_only : bool
+        Fine-tuning (with init_from): train only the head (every stage frozen).
+    lr_layer_decay : float
+        Layer-wise learning-rate decay in (0, 1]: the head trains at the schedule's rate,
+        each stage below it at this factor times the rate of the one above; 1: off.
     """
 
     model: ModelConfig | SymmetricConfig = field(default_factory=ModelConfig)
@@ -119,6 +127,9 @@ class TrainConfig(Config):
     init_from: str | None = None
     loss: str = "mse"
     assumed_votes: float | None = None
+    freeze_stages: int = 0
+    head_only: bool = False
+    lr_layer_decay: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
@@ -160,6 +171,28 @@ class TrainConfig(Config):
         if self.loss == "dirichlet-multinomial" and self.model.output != "dirichlet":
             # Counts are modelled by concentrations: the loss implies the Dirichlet head.
             self.model = replace(self.model, output="dirichlet")
+        self._check_finetuning()
+
+    def _check_finetuning(self) -> None:
+        """Fine-tuning options: typed, in range, and never freezing the whole network."""
+        stages = len(getattr(self.model, "channels", None) or getattr(self.model, "conv_channels", ()))
+        if isinstance(self.freeze_stages, bool) or int(self.freeze_stages) != self.freeze_stages:
+            raise ValueError(f"freeze_stages must be a whole number, got {self.freeze_stages!r}")
+        self.freeze_stages = int(self.freeze_stages)
+        if not 0 <= self.freeze_stages <= stages:
+            raise ValueError(f"freeze_stages={self.freeze_stages} would freeze the whole network, which has "
+                             f"{stages} stages and a head: nothing left to train (use 0 to {stages}; "
+                             f"{stages} or head_only trains the head alone)" if self.freeze_stages > stages
+                             else f"freeze_stages must be >= 0, got {self.freeze_stages}")
+        if not isinstance(self.head_only, bool):
+            raise ValueError(f"head_only must be true or false, got {self.head_only!r}")
+        if self.head_only and self.freeze_stages not in (0, stages):
+            raise ValueError(f"head_only freezes all {stages} stages; freeze_stages={self.freeze_stages} "
+                             "contradicts it: give one of them")
+        if not 0 < self.lr_layer_decay <= 1:
+            raise ValueError(f"lr_layer_decay must be in (0, 1] (1: off), got {self.lr_layer_decay}")
+        if self.lr_layer_decay != 1 and (self.head_only or self.freeze_stages == stages):
+            raise ValueError("lr_layer_decay has nothing to decay when only the head trains")
 
     @property
     def steps(self) -> int:

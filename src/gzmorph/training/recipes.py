@@ -74,6 +74,19 @@ def _robust(model: str) -> TrainConfig:
     return replace(base, augment=replace(base.augment, **ROBUST_AUGMENT))
 
 
+def _finetune_small_labels() -> TrainConfig:
+    """Fine-tuning a ``p4m``-family run on 100 to 2,000 labelled galaxies of a new survey (``--init-from RUN``).
+
+    The stem stage stays frozen (its filters are edges and colours), the other stages
+    train at learning rates decaying by 0.5 per stage below the head, with a short
+    schedule (20k examples: 200 passes over 100 labels, 10 over 2,000) and a weight
+    average that follows a short run.  BENCHMARKS.md, "Across surveys", measures it.
+    """
+    base = _symmetric("p4m")
+    return replace(base, lr=1e-3, batch_size=32, examples=20_000, warmup_examples=1_000, eval_every=2_000,
+                   ema_decay=0.99, freeze_stages=1, lr_layer_decay=0.5)
+
+
 PRESETS: dict[str, TrainConfig] = {
     "paper": _paper("paper"),
     "paper-recentred": _recentred("paper"),
@@ -82,6 +95,7 @@ PRESETS: dict[str, TrainConfig] = {
     **{f"paper-{name}": _paper(name) for name in MODEL_PRESETS if name not in ("paper", "small")},
     **{name: _symmetric(name) for name in SYMMETRIC_PRESETS},
     "p4m-robust": _robust("p4m"),
+    "finetune-small-labels": _finetune_small_labels(),
 }
 
 

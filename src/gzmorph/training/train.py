@@ -31,6 +31,7 @@ from gzmorph.nn.survey_augment import augment_survey
 from gzmorph.models.resolve import resolve_model
 from gzmorph.runtime import Runtime, load_checkpoint, refuse_overwrite, resolve_device, seed_everything
 from gzmorph.training.averaging import WeightAverage
+from gzmorph.training.finetune import FineTuning, prepare_finetuning
 from gzmorph.training.losses import dirichlet_multinomial_nll
 from gzmorph.training.distributed import Dist, all_sum, launch, setup
 from gzmorph.models.trainconfig import TrainConfig
@@ -77,11 +78,14 @@ def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=torch.Generator().manual_seed(_step_seed(seed, epoch, 1))).tolist()
 
 
-def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig, groups: list[dict] | None = None
+                    ) -> torch.optim.Optimizer:
+    # groups: the fine-tuning parameter groups (frozen ones left out, each with its lr_scale)
+    params = groups if groups is not None else model.parameters()
     if cfg.optimizer == "nesterov":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
                                weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 @torch.inference_mode()
@@ -184,7 +188,8 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, options: RunOptio
     model = build_model(cfg.model, tree).to(rt.device)
     if rt.channels_last:
         model = to_channels_last(model)
-    optimizer = _make_optimizer(model, cfg)
+    tuning = prepare_finetuning(model, cfg)  # frozen stages, per-group learning rates
+    optimizer = _make_optimizer(model, cfg, tuning.param_groups)
     step, best, init = 0, math.inf, None
     if ckpt is None and cfg.init_from:
         # fine-tuning: start from that run's best weights (or a model package's, or a Hub model's)
@@ -199,7 +204,8 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, options: RunOptio
     if ema is not None and ckpt is not None:
         ema.model.load_state_dict(ckpt["ema"])
     if d.is_main:
-        save_run(out, cfg, {**facts, **({"init": init} if init else {})})
+        save_run(out, cfg, {**facts, **({"init": init} if init else {}),
+                            **({"finetuning": tuning.summary()} if tuning.param_groups else {})})
         truncate_metrics(out, step)
     fwd: torch.nn.Module = model
     if d.enabled:
@@ -208,7 +214,7 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, options: RunOptio
     if cfg.compile == "always" or (cfg.compile == "cuda" and rt.is_cuda):
         fwd = torch.compile(fwd)
     return _loop(cfg, model, fwd, optimizer, ds, rt, d, out, step, best, opts.max_minutes, progress and d.is_main,
-                 ema)
+                 ema, tuning)
 
 
 def _resolved(data: Any) -> str:
@@ -253,7 +259,8 @@ def _result_from_run(out: Path) -> dict[str, Any]:
 
 
 def _loop(cfg, model, fwd, optimizer, ds, rt: Runtime, d: Dist, out: Path, step: int, best: float,
-          max_minutes: float | None, progress: bool, ema: WeightAverage | None = None) -> dict[str, Any]:
+          max_minutes: float | None, progress: bool, ema: WeightAverage | None = None,
+          tuning: FineTuning | None = None) -> dict[str, Any]:
     # The count loss trains on vote counts, the paper's loss on fractions; validation scores fractions.
     targets = ds.train_votes if cfg.loss == "dirichlet-multinomial" else ds.train_labels
     images, labels = ds.train_images.to(rt.device), targets.to(rt.device)
@@ -266,7 +273,8 @@ def _loop(cfg, model, fwd, optimizer, ds, rt: Runtime, d: Dist, out: Path, step:
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
     try:
         while step < cfg.steps:
-            loss = _train_step(cfg, model, fwd, optimizer, images, labels, ds.pca, rt, d, step, ds.train_geometry)
+            loss = _train_step(cfg, model, fwd, optimizer, images, labels, ds.pca, rt, d, step, ds.train_geometry,
+                               tuning)
             if ema is not None:
                 ema.update(model, step)
             running, n_running, step = running + loss, n_running + 1, step + 1
@@ -331,8 +339,10 @@ def _out_of_time(t0: float, max_minutes: float | None, step: int, d: Dist, rt: R
 
 
 def _train_step(cfg, model, fwd, optimizer, images, labels, pca, rt: Runtime, d: Dist, step: int,
-                geometry: torch.Tensor | None = None) -> torch.Tensor:
+                geometry: torch.Tensor | None = None, tuning: FineTuning | None = None) -> torch.Tensor:
     model.train()
+    if tuning is not None:
+        tuning.keep_frozen()  # frozen stages keep their batch-norm statistics
     host_idx = _batch_indices(len(images), cfg, step, d.rank, d.world)
     # non_blocking: a blocking host-to-GPU copy would wait for the previous step to finish.
     idx = host_idx.to(images.device, non_blocking=True)
@@ -344,7 +354,7 @@ def _train_step(cfg, model, fwd, optimizer, images, labels, pca, rt: Runtime, d:
     crops = augment_survey(crops, cfg.augment, _step_seed(cfg.seed, step, 3_000 + d.rank))
     torch.manual_seed(_step_seed(cfg.seed, step, 2_000 + d.rank))  # dropout stream of this step and rank
     for group in optimizer.param_groups:
-        group["lr"] = learning_rate(cfg, step)
+        group["lr"] = learning_rate(cfg, step) * group.get("lr_scale", 1.0)
     counts = cfg.loss == "dirichlet-multinomial"
     with rt.autocast_context():
         pred = fwd(crops, constrain=step * cfg.batch_size >= cfg.clip_examples, concentrations=counts)
