@@ -161,17 +161,20 @@ class Canvas:
         return img + noise * np.sqrt(var) * np.float32(self.scale)
 
     @staticmethod
-    def stretch(bands: np.ndarray, pedestal: np.ndarray | None = None) -> np.ndarray:
+    def stretch(bands: np.ndarray, pedestal: np.ndarray | None = None, beta: float = _BETA,
+                soft: float = _SOFT) -> np.ndarray:
         """Lupton et al. (2004) asinh colour composite: i, r, g -> R, G, B as ``uint8 (H, W, 3)``.
 
         The stretch acts on the mean intensity and scales the three bands alike, so
         colours survive in bright cores; a pixel whose brightest channel exceeds 1 is
-        scaled down instead of clipped (no colour shift at saturation).
+        scaled down instead of clipped (no colour shift at saturation).  ``beta`` (the
+        linear range, sky-noise units) and ``soft`` (the gain) default to the SDSS-like
+        look; :mod:`gzmorph.mock.surveys` gives other surveys theirs.
         """
         i_mean = bands.mean(axis=0)
         small = np.abs(i_mean) < 1e-6
         safe = np.where(small, 1.0, i_mean)
-        fac = np.where(small, _SOFT / _BETA, _SOFT * np.arcsinh(safe / _BETA) / safe)
+        fac = np.where(small, soft / beta, soft * np.arcsinh(safe / beta) / safe)
         rgb = bands[::-1] * fac[None]  # (3, H, W) in R, G, B order
         rgb /= np.maximum(rgb.max(axis=0, keepdims=True), 1.0)
         if pedestal is not None:

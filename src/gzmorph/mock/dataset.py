@@ -69,9 +69,14 @@ def _make(task: tuple) -> GalaxyParams | tuple[GalaxyParams, dict]:
 
     A FITS task also returns the truth of the cutout (centre, size: :mod:`gzmorph.mock.fits`).
     """
-    seed, split, index, gid, folder, size, survey = task
+    seed, split, index, gid, folder, size, survey, view = task
     params = sample_params(galaxy_rng(seed, split, index, "params"))
     rng = galaxy_rng(seed, split, index, "render")
+    if view is not None:  # the same scene through another survey's eyes (gzmorph.mock.surveys)
+        from gzmorph.mock.surveys import SURVEY_VIEWS, render_view
+
+        _write_jpeg(render_view(params, rng, SURVEY_VIEWS[view], size), Path(folder) / f"{gid}.jpg")
+        return params
     if survey is not None:
         from gzmorph.mock.fits import MOCK_SURVEYS, render_cutout, write_cube
 
@@ -147,7 +152,8 @@ def _render_all(tasks: list[tuple], workers: int, progress: bool) -> list[Galaxy
 
 
 def generate(out: str | Path, n: int, n_test: int = 0, seed: int = 0, workers: int | None = None,
-             progress: bool = True, size: int = 424, format: str = "jpeg", survey: str = "legacy") -> Path:
+             progress: bool = True, size: int = 424, format: str = "jpeg", survey: str = "legacy",
+             view: str | None = None) -> Path:
     """Generate a mock Galaxy Zoo 2 dataset in the Kaggle layout.
 
     Parameters
@@ -174,6 +180,10 @@ def generate(out: str | Path, n: int, n_test: int = 0, seed: int = 0, workers: i
         ``x_true``, ``y_true``, ``r90_true`` in pixels and ``pixscale``).
     survey : {"legacy", "sdss", "hsc"}
         Bands, pixel scale, PSF, noise and units of FITS cutouts.
+    view : str, optional
+        JPEGs of the same galaxies (same seed, same ids and labels) as ``size``-pixel
+        cutouts of another survey (:data:`gzmorph.mock.surveys.SURVEY_VIEWS`: its pixel
+        scale, PSF, depth, bands and stretch); the folder marker records its ``pixscale``.
 
     Returns
     -------
@@ -198,6 +208,15 @@ def generate(out: str | Path, n: int, n_test: int = 0, seed: int = 0, workers: i
         require_survey_extra()
         if survey not in MOCK_SURVEYS:
             raise ConfigError(f"unknown mock survey {survey!r}; choose one of {', '.join(MOCK_SURVEYS)}")
+    if view is not None:
+        from gzmorph.mock.surveys import SURVEY_VIEWS
+
+        if format != "jpeg" or view not in SURVEY_VIEWS:
+            raise ConfigError(f"view must be one of {', '.join(SURVEY_VIEWS)} with JPEG output, got {view!r} "
+                              f"({format})")
+        if size > SURVEY_VIEWS[view].canvas_side():
+            raise ConfigError(f"a {view} cutout of {size} px is wider than the mock field "
+                              f"({SURVEY_VIEWS[view].canvas_side()} px at {SURVEY_VIEWS[view].pixscale}\"/px)")
     suffix = ".fits" if format == "fits" else ".jpg"
     out = Path(out)
     splits = [("train", i, TRAIN_ID_START + i) for i in range(n)] + [("test", i, TEST_ID_START + i)
@@ -206,9 +225,10 @@ def generate(out: str | Path, n: int, n_test: int = 0, seed: int = 0, workers: i
     keep = {TRAIN_DIR: {f"{TRAIN_ID_START + i}{suffix}" for i in range(n)},
             TEST_DIR: {f"{TEST_ID_START + i}{suffix}" for i in range(n_test)}}
     meta = {"generator": "gzmorph.mock", "version": __version__, "n": n, "n_test": n_test, "seed": seed,
-            "size": size, "format": format, **({"survey": survey} if format == "fits" else {})}
+            "size": size, "format": format, **({"survey": survey} if format == "fits" else {}),
+            **({"view": view, "pixscale": SURVEY_VIEWS[view].pixscale} if view is not None else {})}
     _prepare_out(out, keep, n_test > 0, meta)
-    tasks = [(seed, split, i, gid, str(out / folders[split]), size, survey if format == "fits" else None)
+    tasks = [(seed, split, i, gid, str(out / folders[split]), size, survey if format == "fits" else None, view)
              for split, i, gid in splits]
     made = _render_all(tasks, _resolve_workers(workers, len(tasks), size), progress)
     if format == "fits":

@@ -27,7 +27,7 @@ from gzmorph.mock.canvas import Canvas, sed
 from gzmorph.mock.features import draw_arc, draw_clumps, draw_disk, draw_smooth, draw_tail, sersic_sb, frame
 from gzmorph.mock.params import GalaxyParams
 
-__all__ = ["render_galaxy"]
+__all__ = ["render_galaxy", "draw_scene", "add_defects"]
 
 
 def _star(cv: Canvas, rng: np.random.Generator, x: float, y: float, flux: float, colour: float,
@@ -144,6 +144,26 @@ def _galaxy(cv: Canvas, p: GalaxyParams, rng: np.random.Generator) -> None:
         draw_arc(cv, rng, p.dx, p.dy, p.r_eff * rng.uniform(1.3, 2.2), 0.06 * p.flux)
 
 
+def draw_scene(cv: Canvas, p: GalaxyParams, rng: np.random.Generator) -> None:
+    """Draw the galaxy, its bright star or artefact and the field sources (linear, before the PSF)."""
+    _galaxy(cv, p, rng)
+    if p.star_flux > 0:
+        _star(cv, rng, p.star_dx, p.star_dy, p.star_flux, rng.uniform(-0.2, 1.2), p.psf_fwhm)
+    if p.kind == "artifact":
+        _artifact(cv, p, rng)
+    _field(cv, p, rng)
+
+
+def add_defects(img: np.ndarray, p: GalaxyParams, rng: np.random.Generator, scale: float) -> np.ndarray:
+    """Dead columns of the observed planes, then the residual sky pedestal (returned, RGB order)."""
+    if p.artifact == "column":
+        _dead_column(img, rng, scale, rng.uniform(75, 300))
+    elif rng.random() < 0.03:  # a faint defect in an otherwise normal image
+        _dead_column(img, rng, scale, rng.uniform(3, 15))
+    # Residual sky after SDSS background subtraction: slightly positive and reddish.
+    return np.array([0.02, 0.018, 0.008], dtype=np.float32) * np.float32(rng.uniform(0.5, 1.5))
+
+
 def render_galaxy(params: GalaxyParams, rng: np.random.Generator, size: int = 424) -> np.ndarray:
     """Render one galaxy image.
 
@@ -164,18 +184,8 @@ def render_galaxy(params: GalaxyParams, rng: np.random.Generator, size: int = 42
     """
     p = params
     cv = Canvas(size)
-    _galaxy(cv, p, rng)
-    if p.star_flux > 0:
-        _star(cv, rng, p.star_dx, p.star_dy, p.star_flux, rng.uniform(-0.2, 1.2), p.psf_fwhm)
-    if p.kind == "artifact":
-        _artifact(cv, p, rng)
-    _field(cv, p, rng)
+    draw_scene(cv, p, rng)
     cv.blur(p.psf_fwhm)
     img = cv.observe(rng, p.sky_noise)
-    if p.artifact == "column":
-        _dead_column(img, rng, cv.scale, rng.uniform(75, 300))
-    elif rng.random() < 0.03:  # a faint defect in an otherwise normal image
-        _dead_column(img, rng, cv.scale, rng.uniform(3, 15))
-    # Residual sky after SDSS background subtraction: slightly positive and reddish.
-    pedestal = np.array([0.02, 0.018, 0.008], dtype=np.float32) * np.float32(rng.uniform(0.5, 1.5))
+    pedestal = add_defects(img, p, rng, cv.scale)
     return Canvas.stretch(img, pedestal)
