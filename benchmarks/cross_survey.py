@@ -15,7 +15,9 @@ Rows (Kaggle RMSE over the 37 answers, ``which="last"``: the averaged weights):
 * zero-shot on each target survey: ``nothing`` (the ``p4m`` run as is), ``+ pixel scale``
   (``predict(pixel_scale=...)``: the survey's arcsec/px folded into the crop warp),
   ``+ augmentation`` (the ``p4m-robust`` run instead), ``+ adaptation`` (``adapt_bn``:
-  batch-norm statistics re-estimated on the target images), ``+ recentre``;
+  batch-norm statistics re-estimated on the target images), and ``recentre instead of
+  pixel scale`` (``p4m-robust``, ``adapt_bn`` and ``recentre``: the zoom from each
+  galaxy's measured size, the GZ2 convention that the SDSS-like mock images follow);
 * fine-tuned: the ``p4m-robust`` run fine-tuned (``finetune-small-labels``, ``init_from``)
   on 100, 500 and 2,000 labelled target cutouts, tested on the target survey.
 
@@ -42,7 +44,7 @@ import pandas as pd
 
 TRAIN_SIDE = 96
 VIEWS = {"legacy": 100, "hsc": 160}  # cutout sides (px): ~26" at each survey's scale
-ZERO_SHOT = ("nothing", "+ pixel scale", "+ augmentation", "+ adaptation", "+ recentre")
+ZERO_SHOT = ("nothing", "+ pixel scale", "+ augmentation", "+ adaptation", "recentre instead of pixel scale")
 
 
 def _fields(cls) -> set[str]:
@@ -132,11 +134,13 @@ def subset_catalog(folder: Path, k: int) -> Path:
 def zero_shot_options(row: str, pixscale: float) -> tuple[str, dict]:
     """Which base run and which predict options a zero-shot row uses (each row adds to the one above)."""
     opts: dict = {}
-    if row != "nothing":
+    if row in ("+ pixel scale", "+ augmentation", "+ adaptation"):
         opts["pixel_scale"] = pixscale
-    if row in ("+ adaptation", "+ recentre"):
+    if row in ("+ adaptation", ZERO_SHOT[-1]):
         opts["adapt_bn"] = True
-    if row == "+ recentre":
+    if row == ZERO_SHOT[-1]:
+        # The measured galaxy size sets the zoom (GZ2 convention, which the SDSS-like mock images follow);
+        # with a pixel scale as well, the run's 38" field would be composed with the GZ2 field (167.9").
         opts["recentre"] = True
     return ("p4m" if row in ("nothing", "+ pixel scale") else "p4m-robust"), opts
 
