@@ -118,3 +118,10 @@ def test_head_only_trains_only_the_head(tiny_kaggle, base_run, tmp_path):
     start = load_run(base_run, "best", device="cpu").model.state_dict()
     changed = _changed(start, _ckpt(tmp_path / "head")["model"])
     assert changed and all(k.startswith(("output.", "hidden.")) for k in changed)
+
+
+def test_train_refuses_freezing_without_init_from_before_any_work(tiny_kaggle, tmp_path):
+    with pytest.raises(RunError, match="give init_from"):
+        train(get_preset("finetune-small-labels"), tiny_kaggle, tmp_path / "r", device="cpu", workers=0,
+              progress=False)
+    assert not (tmp_path / "r").exists()

@@ -28,7 +28,7 @@ import torch
 from gzmorph.errors import RunError
 from gzmorph.models.trainconfig import TrainConfig
 
-__all__ = ["LayerGroup", "layer_groups", "FineTuning", "prepare_finetuning"]
+__all__ = ["LayerGroup", "layer_groups", "FineTuning", "prepare_finetuning", "check_init"]
 
 # The module lists whose items are a network's stages, by network class.
 _STAGE_LISTS = ("stages", "convs")
@@ -87,6 +87,13 @@ class FineTuning:
         return {"lr_scales": trained, "frozen_params": sum(p.numel() for m in self.frozen for p in m.parameters())}
 
 
+def check_init(cfg: TrainConfig) -> None:
+    """Refuse freezing without ``init_from`` (called before any work, and again when freezing)."""
+    if (cfg.freeze_stages or cfg.head_only) and not cfg.init_from:
+        raise RunError("freeze_stages and head_only keep pretrained weights fixed: give init_from (the run to "
+                       "fine-tune); without it they would freeze random weights")
+
+
 def prepare_finetuning(model: torch.nn.Module, cfg: TrainConfig) -> FineTuning:
     """Freeze the groups ``cfg`` asks for and build the optimizer's parameter groups.
 
@@ -98,9 +105,7 @@ def prepare_finetuning(model: torch.nn.Module, cfg: TrainConfig) -> FineTuning:
     """
     if not (cfg.freeze_stages or cfg.head_only or cfg.lr_layer_decay != 1.0):
         return FineTuning(None, [])
-    if (cfg.freeze_stages or cfg.head_only) and not cfg.init_from:
-        raise RunError("freeze_stages and head_only keep pretrained weights fixed: give init_from (the run to "
-                       "fine-tune); without it they would freeze random weights")
+    check_init(cfg)
     groups = layer_groups(model)
     n_frozen = len(groups) - 1 if cfg.head_only else cfg.freeze_stages
     frozen, trained = groups[:n_frozen], groups[n_frozen:]

@@ -31,7 +31,7 @@ from gzmorph.nn.survey_augment import augment_survey
 from gzmorph.models.resolve import resolve_model
 from gzmorph.runtime import Runtime, load_checkpoint, refuse_overwrite, resolve_device, seed_everything
 from gzmorph.training.averaging import WeightAverage
-from gzmorph.training.finetune import FineTuning, prepare_finetuning
+from gzmorph.training.finetune import FineTuning, check_init, prepare_finetuning
 from gzmorph.training.losses import dirichlet_multinomial_nll
 from gzmorph.training.distributed import Dist, all_sum, launch, setup
 from gzmorph.models.trainconfig import TrainConfig
@@ -149,6 +149,7 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, options: RunOptio
     device, resume, workers, progress = opts.device, opts.resume, opts.workers, opts.progress
     stretch = opts.stretch
     out = Path(out)
+    check_init(cfg)  # freezing needs pretrained weights: say so before any work
     refuse_overwrite([data], folders=[out])  # the run's files must never replace the data
     claim_run_dir(out, resume)  # before any work and before starting processes
     if opts.processes > 1:
