@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pandas as pd
@@ -73,7 +74,7 @@ def test_generate_view_keeps_ids_and_labels_and_records_the_scale(tmp_path):
         pd.testing.assert_frame_equal(pd.read_csv(sdss / name), pd.read_csv(hsc / name))
     with Image.open(hsc / "images_test_rev1" / "900001.jpg") as im:
         assert im.size == (80, 80)
-    meta = __import__("json").loads((hsc / ".gzmorph.json").read_text())
+    meta = json.loads((hsc / ".gzmorph.json").read_text())
     assert meta["view"] == "hsc" and meta["pixscale"] == SURVEY_VIEWS["hsc"].pixscale
     with pytest.raises(ConfigError, match="wider than the mock field"):
         generate(tmp_path / "big", 1, size=400, workers=0, progress=False, view="hsc")
