@@ -170,17 +170,21 @@ def one_seed(seed: int, data: dict[str, Path], out: Path, args: argparse.Namespa
             preset, opts = zero_shot_options(row, pixscale)
             try:
                 record(row, survey, predict_rmse(runs[preset], data[f"{survey}-test"], **opts))
-            except NotImplementedError as exc:
-                record(row, survey, None, str(exc))
+            except Exception as exc:  # noqa: BLE001 - one row failing must not lose the others
+                record(row, survey, None, f"{type(exc).__name__}: {exc}")
         for k in args.labels:
             row = f"fine-tuned, {k} labels"
             if (row, survey) in done:
                 continue
-            ft = train_run("finetune-small-labels", subset_catalog(data[f"{survey}-labelled"], k),
-                           out / "runs" / f"ft-{survey}-{k}-s{seed}", seed, args, init_from=str(runs["p4m-robust"]),
-                           image_size=TRAIN_SIDE, examples=args.ft_examples, **_scale_fields(pixscale, side))
-            opts = {"pixel_scale": pixscale} if _scale_fields(pixscale, side) else {}
-            record(row, survey, predict_rmse(ft, data[f"{survey}-test"], **opts))
+            try:
+                ft = train_run("finetune-small-labels", subset_catalog(data[f"{survey}-labelled"], k),
+                               out / "runs" / f"ft-{survey}-{k}-s{seed}", seed, args,
+                               init_from=str(runs["p4m-robust"]), image_size=TRAIN_SIDE, examples=args.ft_examples,
+                               **_scale_fields(pixscale, side))
+                opts = {"pixel_scale": pixscale} if _scale_fields(pixscale, side) else {}
+                record(row, survey, predict_rmse(ft, data[f"{survey}-test"], **opts))
+            except Exception as exc:  # noqa: BLE001
+                record(row, survey, None, f"{type(exc).__name__}: {exc}")
 
 
 def table(results: list[dict]) -> str:
