@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from gzmorph.config import Config
 from gzmorph.data.composite import Stretch
+from gzmorph.data.pixscale import parse_pixel_scale
 
 __all__ = ["PredictConfig", "TTA_CHOICES"]
 
@@ -71,6 +72,13 @@ class PredictConfig(Config):
     interval_level : float or None
         Central level of the calibrated intervals (``Class1.1_lo``/``_hi``); ``None``: the
         calibration's (0.8 unless fitted otherwise).
+    pixel_scale : float, str or None
+        Show each galaxy at the angular size the model was trained at
+        (:mod:`gzmorph.data.pixscale`): arcsec per pixel of the image files at their
+        native size, a survey (sdss, legacy, decals, hsc, euclid, lsst), or ``header``
+        (each FITS file's PIXSCALE or WCS); the zoom (image field over the run's recorded
+        field) goes into the one crop warp.  ``None``: off (the crop is a fixed fraction
+        of each image).
     """
 
     tta: str = "none"
@@ -90,8 +98,10 @@ class PredictConfig(Config):
     stretch: Stretch | None = None
     calibration: str = "auto"
     interval_level: float | None = None
+    pixel_scale: float | str | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "pixel_scale", parse_pixel_scale(self.pixel_scale))
         if isinstance(self.stretch, dict):
             object.__setattr__(self, "stretch", Stretch.from_dict(self.stretch))
         if self.tta not in TTA_CHOICES:
