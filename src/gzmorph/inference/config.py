@@ -8,9 +8,11 @@ from gzmorph.config import Config
 from gzmorph.data.composite import Stretch
 from gzmorph.data.pixscale import parse_pixel_scale
 
-__all__ = ["PredictConfig", "TTA_CHOICES"]
+__all__ = ["PredictConfig", "TTA_CHOICES", "ADAPT_BN_MIN"]
 
 TTA_CHOICES = ("none", "rot", "paper")
+#: Fewest decodable target images ``adapt_bn`` estimates BatchNorm statistics on (fewer give noise).
+ADAPT_BN_MIN = 32
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,15 @@ class PredictConfig(Config):
         (each FITS file's PIXSCALE or WCS); the zoom (image field over the run's recorded
         field) goes into the one crop warp.  ``None``: off (the crop is a fixed fraction
         of each image).
+    adapt_bn : bool
+        Test-time adaptation (:mod:`gzmorph.inference.adapt`): before predicting,
+        re-estimate the runs' BatchNorm statistics on a sample of the target images
+        (networks with BatchNorm layers only, such as the p4m and cyclic presets; at
+        least 32 decodable images); kept in ``<out>.adapt_bn.pt`` for ``--resume`` and
+        recorded in the manifest.
+    adapt_bn_images : int
+        Most target images the statistics are estimated on, spread evenly over the
+        collection (at least 32).
     """
 
     tta: str = "none"
@@ -99,8 +110,12 @@ class PredictConfig(Config):
     calibration: str = "auto"
     interval_level: float | None = None
     pixel_scale: float | str | None = None
+    adapt_bn: bool = False
+    adapt_bn_images: int = 1024
 
     def __post_init__(self) -> None:
+        if self.adapt_bn_images < ADAPT_BN_MIN:
+            raise ValueError(f"adapt_bn_images must be >= {ADAPT_BN_MIN}, got {self.adapt_bn_images}")
         object.__setattr__(self, "pixel_scale", parse_pixel_scale(self.pixel_scale))
         if isinstance(self.stretch, dict):
             object.__setattr__(self, "stretch", Stretch.from_dict(self.stretch))

@@ -213,6 +213,9 @@ class PredictionJob:
     calibration : Calibration or None
         Applied to every chunk (:mod:`gzmorph.inference.calibrator`): calibrated
         fractions, intervals, ``Qn_p_correct`` triage.
+    adapted : dict or None
+        With ``adapt_bn``, after :meth:`adapt`: what the runs' BatchNorm statistics were
+        re-estimated on (:mod:`gzmorph.inference.adapt`), for the manifest and summary.
     """
 
     ensemble: Ensemble
@@ -222,6 +225,7 @@ class PredictionJob:
     layout: str
     trained: np.ndarray | None = None
     calibration: Calibration | None = None
+    adapted: dict[str, Any] | None = None
 
     @classmethod
     def open(cls, models: ModelSpec | Sequence[ModelSpec], source: Any, config: PredictConfig,
@@ -229,6 +233,10 @@ class PredictionJob:
              layout: str = "memory", runtime: Runtime | None = None) -> "PredictionJob":
         """Load the models and open the source; ``runtime`` defaults to the config's device."""
         cfg = config
+        if cfg.adapt_bn:  # adaptation changes the networks' statistics: never those of a caller's loaded runs
+            from gzmorph.inference.adapt import own_copies
+
+            models = own_copies(models)
         ensemble = Ensemble.load(models, runtime or prediction_runtime(cfg), cfg.tta, weights, cfg.which,
                                  cfg.compile and runtime is None, cfg.recentre, cfg.pixel_scale is not None)
         # A missing image is an error row like an unreadable one, not a reason to stop.
@@ -252,7 +260,17 @@ class PredictionJob:
         ensemble = Ensemble(self.ensemble.runs, runtime, self.config.tta, self.ensemble.weights,
                             self.config.compile, self.config.recentre, self.ensemble.rescale)
         return PredictionJob(ensemble, self.source, self.config, self.thresholds, self.layout, self.trained,
-                             self.calibration)
+                             self.calibration, self.adapted)
+
+    def adapt(self, stats_file: Path | None = None, reuse: bool = False) -> None:
+        """With ``config.adapt_bn``: re-estimate the runs' BatchNorm statistics once, before any chunk.
+
+        ``stats_file`` keeps them (``<out>.adapt_bn.pt``); ``reuse`` (resume) loads an
+        existing one instead (:func:`gzmorph.inference.adapt.adapt_job`).
+        """
+        from gzmorph.inference.adapt import adapt_job
+
+        self.adapted = adapt_job(self, stats_file, reuse)
 
     # -------------------------------------------------------------- chunks
     @property
@@ -299,6 +317,8 @@ class PredictionJob:
             manifest.update(calibration=self.calibration.to_dict(), interval_level=self.config.interval_level)
         if self.config.pixel_scale is not None:  # absent when off, so older records still match
             manifest.update(pixel_scale=self.config.pixel_scale, model_field=self.ensemble.field)
+        if self.adapted is not None:  # model_weights above already hold the adapted statistics
+            manifest.update(adapt_bn=self.adapted)
         return manifest
 
     def stream(self, chunks: Sequence[int], workers: int | None) -> Iterator[Item]:
@@ -364,4 +384,6 @@ class PredictionJob:
                        cat.ids.dtype.kind in "iu")
         if self.ensemble.recentre:
             summary.n_not_recentred = summary.count_not_recentred()
+        if self.adapted is not None:
+            summary.n_adapted = self.adapted["n_images"]
         return summary

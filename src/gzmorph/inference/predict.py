@@ -32,8 +32,8 @@ from gzmorph.inference.config import PredictConfig
 from gzmorph.inference.ensemble import WEIGHTS_KIND, ModelSpec, fit_simplex_weights, is_weights_file
 from gzmorph.inference.job import PredictionJob, decode_workers, iter_batches
 from gzmorph.outputs import refuse_overwrite
-from gzmorph.inference.parts import (PartStore, check_outputs, errors_path, finished_output, model_files,
-                                     output_format, single_machine_store)
+from gzmorph.inference.parts import (PartStore, adapt_path, check_outputs, errors_path, finished_output,
+                                     model_files, output_format, single_machine_store)
 from gzmorph.inference.science import catalog_file, output_extras
 from gzmorph.inference.summary import PredictSummary
 from gzmorph.runtime import torch_threads, write_json
@@ -92,6 +92,7 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
     check_outputs(out, [source, *tables, *kaggle_labels, triage_thresholds, weights, *model_files(models)])
     t0 = time.monotonic()
     job = PredictionJob.open(models, source, cfg, weights, triage_thresholds, layout=fmt)
+    job.adapt(adapt_path(out), reuse=resume)  # once, before any chunk (a no-op without adapt_bn)
     manifest = job.manifest()
     extras = output_extras(job.ensemble, manifest, source, job.source.catalog, keep_columns, keep_all)
     manifest["kept_columns"] = extras.kept_names  # another choice of columns is another output
@@ -141,6 +142,7 @@ def predict(models: ModelSpec | Sequence[ModelSpec], source: Catalog | Any | str
         frame.attrs["errors"] = errors
         return frame
     job = PredictionJob.open(models, source, cfg, weights, triage_thresholds, layout="memory")
+    job.adapt()
     tables, errors = [], []
 
     def collect(k: int, table: pa.Table, err: pa.Table) -> None:

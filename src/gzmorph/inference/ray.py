@@ -44,7 +44,7 @@ from gzmorph.errors import ConfigError, MissingExtraError, OutputError
 from gzmorph.inference.config import PredictConfig
 from gzmorph.inference.ensemble import ModelSpec
 from gzmorph.inference.job import PredictionJob, prediction_runtime
-from gzmorph.inference.parts import SCIENCE_SUFFIXES, PartStore, model_files, ray_errors_dir
+from gzmorph.inference.parts import SCIENCE_SUFFIXES, PartStore, adapt_path, model_files, ray_errors_dir
 from gzmorph.inference.science import output_extras
 from gzmorph.inference.summary import RaySummary
 from gzmorph.outputs import refuse_overwrite
@@ -239,12 +239,13 @@ def predict_ray(models: ModelSpec | Sequence[ModelSpec], source: Catalog | Any |
         raise OutputError(f"{out}: a Ray job writes a directory of Parquet parts; name it e.g. "
                          f"{out.with_suffix('.parquet').name}")
     # The shared output guard, before any work: the parts never go into, onto or over an input.
-    refuse_overwrite([source, triage_thresholds, weights, *model_files(models)],
+    refuse_overwrite([source, triage_thresholds, weights, *model_files(models)], files=[adapt_path(out)],
                      folders=[out, ray_errors_dir(out)])
     t0 = time.monotonic()
     # On the driver the runs only provide metadata and travel to the actors: keep them on the CPU.
     job = PredictionJob.open(models, source, cfg, weights, triage_thresholds, layout="ray-parts",
                              runtime=resolve_device("cpu"))
+    job.adapt(adapt_path(out), reuse=resume)  # on the driver, once: the adapted runs travel to the actors
     manifest = job.manifest()
     extras = output_extras(job.ensemble, manifest, source, job.source.catalog, keep_columns, keep_all)
     manifest["kept_columns"] = extras.kept_names
