@@ -177,4 +177,4 @@ def test_recentring_composes_with_the_models_field():
     # No galaxy found: the pixel-scale zoom replaces the plain centre crop's 1.
     assert scaled_geometry(0.7, lost, GZ2_FIELD).tolist() == pytest.approx([0.0, 0.0, 0.7, 0.0])
     assert scaled_geometry(0.7).tolist() == pytest.approx([0.0, 0.0, 0.7, 1.0])
-    assert math.isclose(GZ2_FIELD, 0.396 * 424)
+    assert math.isclose(GZ2_FIELD, 0.09 * 424)

@@ -46,7 +46,7 @@ def test_a_run_records_its_scale_and_old_runs_load_with_the_gz2_default(scaled_r
     record = json.loads((old / "config.json").read_text())
     del record["train"]["pixel_scale"], record["train"]["pixel_scale_side"]  # a run from before the fields
     (old / "config.json").write_text(json.dumps(record))
-    assert load_run(old, device="cpu").config.field == pytest.approx(0.396 * 424)
+    assert load_run(old, device="cpu").config.field == pytest.approx(0.09 * 424)
 
 
 def test_two_pixel_scales_reach_the_network_alike(scaled_run, tmp_path, monkeypatch):

@@ -3,8 +3,8 @@
 A network learns galaxies at the angular size its training images showed them.  What
 matters for the crop is the **field** of an image, its side in arcsec: ``side (px) x
 pixel scale (arcsec/px)``.  Decoding resizes every image to the working size, but the
-field stays the same, so a run trained on the 424-px Kaggle JPEGs at 0.396"/px and one
-trained on their 141-px copies at 1.188"/px have the same field (167.9"), and need the
+field stays the same, so a run trained on the 424-px Kaggle JPEGs at 0.09"/px and one
+trained on their 141-px copies at 0.27"/px have the same field (38.2"), and need the
 same geometry.  An image whose field is ``F`` shown to a model trained at field ``F_m``
 is zoomed by ``F / F_m`` (``> 1`` enlarges: a smaller part of the image fills the crop),
 which :func:`gzmorph.nn.augment.place` folds into the one affine warp as the
@@ -19,14 +19,18 @@ Where a scale comes from:
   (:func:`wcs_pixel_scale`); a FITS without either is an error row naming the file.
 
 What the GZ2 images are: Galaxy Zoo 2 (and so Kaggle's) 424-px JPEGs were cut from SDSS
-imaging at ``0.02 x petroR90_r`` arcsec per pixel **per galaxy** (Willett et al.
-2013): every galaxy fills the frame alike, whatever its angular size, and no single
-pixel scale is true of them.  :data:`GZ2_PIXEL_SCALE` (SDSS's own 0.396"/px at
-:data:`GZ2_SIDE` = 424 px) is the nominal scale a run records unless told otherwise: it
-is exact only for a galaxy with petroR90_r = 19.8"; typical GZ2 galaxies, with smaller
-radii, were shown at finer pixels.  For a fixed-scale survey this nominal value gives the
-right *relative* sizes between that survey's images, and ``--recentre`` (which measures
-each galaxy) is the per-galaxy match of the GZ2 convention.
+imaging (0.396"/px) at ``0.02 x petroR90_r`` arcsec per pixel **per galaxy** (Willett et
+al. 2013): every galaxy fills the frame alike, whatever its angular size, and no single
+pixel scale is true of them.  Most were *enlarged* from SDSS's pixels, which correlates
+their sky noise: ``benchmarks/gz2_pixel_scale.py`` measures that correlation on 1,000
+of the shared Kaggle images and finds SDSS pixels enlarged 4.4 times at the median
+(4.9 assuming bicubic rather than bilinear resampling), i.e. 0.09"/px (0.08) at 424 px,
+10-90% range 0.05-0.15 (BENCHMARKS.md).  :data:`GZ2_PIXEL_SCALE` = 0.09 at
+:data:`GZ2_SIDE` = 424 (a 38" field) is therefore the scale a run records unless told
+otherwise: the median GZ2 galaxy's, not any one galaxy's.  For a fixed-scale survey it
+shows galaxies as a typical GZ2 galaxy was shown, and keeps the relative sizes of that
+survey's galaxies; ``--recentre`` (which measures each galaxy) is the per-galaxy match
+of the GZ2 convention.
 """
 
 from __future__ import annotations
@@ -48,11 +52,11 @@ SURVEY_PIXEL_SCALES: dict[str, float] = {
     "euclid": 0.1,
     "lsst": 0.2,
 }
-#: The nominal scale of the GZ2/Kaggle images (see the module docstring): SDSS pixels ...
-GZ2_PIXEL_SCALE = 0.396
+#: The median scale of the GZ2/Kaggle images (see the module docstring; measured, not a convention) ...
+GZ2_PIXEL_SCALE = 0.09
 #: ... at the side of the Kaggle JPEGs.
 GZ2_SIDE = 424
-#: Their field in arcsec (167.9").
+#: Their field in arcsec (38.2").
 GZ2_FIELD = GZ2_PIXEL_SCALE * GZ2_SIDE
 #: Smaller scales are refused: HST's finest imaging is 0.03"/px, so such a value is a unit mistake.
 MIN_PIXEL_SCALE = 0.01

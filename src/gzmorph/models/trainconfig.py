@@ -95,13 +95,13 @@ class TrainConfig(Config):
         Arcsec per pixel of the training images at their native side ``pixel_scale_side``
         (a number or a survey: sdss, legacy, decals, hsc, euclid, lsst); with it,
         prediction at a given pixel scale shows galaxies at the angular size they were
-        trained at (:mod:`gzmorph.data.pixscale`).  Default: the nominal scale of the
-        GZ2/Kaggle JPEGs, SDSS's 0.396 at 424 px (they were cut per galaxy at 0.02
-        petroR90_r arcsec/px, so this is a convention, not a measurement).
+        trained at (:mod:`gzmorph.data.pixscale`).  Default: the median scale of the
+        GZ2/Kaggle JPEGs, 0.09 at 424 px (they were cut per galaxy at 0.02 petroR90_r
+        arcsec/px; measured by ``benchmarks/gz2_pixel_scale.py``).
     pixel_scale_side : int
         The native side (px) of the training images that ``pixel_scale`` refers to; the
         run's field is ``pixel_scale x pixel_scale_side`` arcsec (the 141-px copies of the
-        Kaggle images: 1.188 at 141, the same field as 0.396 at 424).
+        Kaggle images: 0.27 at 141, the same field as 0.09 at 424).
     """
 
     model: ModelConfig | SymmetricConfig = field(default_factory=ModelConfig)
