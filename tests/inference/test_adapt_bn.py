@@ -158,6 +158,7 @@ def test_a_cyclic_run_adapts_too(tmp_path, shifted):
 
 @pytest.mark.slow
 def test_ray_uses_the_statistics_computed_once(p4m_run, shifted, tmp_path):
+    """And the pixel scale's geometry: Ray and the local job write the same rows and record."""
     ray = pytest.importorskip("ray")
     from gzmorph.inference.ray import predict_ray
 
@@ -165,7 +166,7 @@ def test_ray_uses_the_statistics_computed_once(p4m_run, shifted, tmp_path):
     if started:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     try:
-        opts = {**OPTS, "chunk_rows": 16, "adapt_bn": True}
+        opts = {**OPTS, "chunk_rows": 16, "adapt_bn": True, "pixel_scale": 0.5}
         local = predict_to_file(p4m_run, str(shifted), tmp_path / "local.parquet", **opts)
         remote = predict_ray(p4m_run, str(shifted), tmp_path / "ray.parquet", actors=2, cpus_per_actor=1, **opts)
     finally:
@@ -175,4 +176,5 @@ def test_ray_uses_the_statistics_computed_once(p4m_run, shifted, tmp_path):
     record = json.loads(manifest_path(tmp_path / "local.parquet").read_text())
     ray_record = json.loads((tmp_path / "ray.parquet" / "_manifest.json").read_text())
     assert ray_record["adapt_bn"] == record["adapt_bn"]
+    assert ray_record["pixel_scale"] == record["pixel_scale"] == 0.5
     assert adapt_path(tmp_path / "ray.parquet").is_file()
