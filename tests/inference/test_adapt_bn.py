@@ -178,3 +178,19 @@ def test_ray_uses_the_statistics_computed_once(p4m_run, shifted, tmp_path):
     assert ray_record["adapt_bn"] == record["adapt_bn"]
     assert ray_record["pixel_scale"] == record["pixel_scale"] == 0.5
     assert adapt_path(tmp_path / "ray.parquet").is_file()
+
+
+def test_a_kept_file_of_other_images_is_not_reused(p4m_run, shifted, tmp_path):
+    out = tmp_path / "p.csv"
+    few = tmp_path / "other"
+    blob_images(few, 33, seed=9)
+    predict_to_file(p4m_run, str(few), out, config=PredictConfig(adapt_bn=True, **OPTS))
+    out.unlink()
+    manifest_path(out).unlink()
+    # --resume with a kept file estimated on other images: estimated again, on these.
+    summary = predict_to_file(p4m_run, str(shifted), out, config=PredictConfig(adapt_bn=True, **OPTS), resume=True)
+    assert summary.n_adapted == 40
+    fresh = predict_to_file(p4m_run, str(shifted), tmp_path / "q.csv", config=PredictConfig(adapt_bn=True, **OPTS))
+    assert json.loads(manifest_path(out).read_text())["adapt_bn"] == \
+        json.loads(manifest_path(tmp_path / "q.csv").read_text())["adapt_bn"]
+    assert fresh.n_adapted == 40

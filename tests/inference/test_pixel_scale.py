@@ -137,3 +137,16 @@ def test_the_cli_predicts_at_a_survey_scale(scaled_run, tmp_path, capsys):
     assert main(["predict", "--model", str(scaled_run), "--images", images, "--out", str(out), "--pixel-scale",
                  "sdss", "--no-progress", "--device", "cpu"]) == 0
     assert len(pd.read_csv(out)) == 2
+
+
+def test_a_training_config_takes_a_survey_name_and_refuses_header_and_bad_sides():
+    from gzmorph.models.trainconfig import TrainConfig
+
+    cfg = TrainConfig(pixel_scale="legacy", pixel_scale_side=256)
+    assert cfg.pixel_scale == 0.262 and cfg.field == pytest.approx(67.072)
+    with pytest.raises(ValueError, match="number or a survey name"):
+        TrainConfig(pixel_scale="header")
+    with pytest.raises(ValueError, match="pixel_scale_side must be a positive"):
+        TrainConfig(pixel_scale_side=0)
+    with pytest.raises(ValueError, match="absurd"):
+        TrainConfig(pixel_scale=262)

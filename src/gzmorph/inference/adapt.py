@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from gzmorph.errors import ConfigError, RunError
+from gzmorph.errors import ConfigError
 from gzmorph.inference.config import ADAPT_BN_MIN
 from gzmorph.nn import augment as aug
 from gzmorph.runtime import atomic_save, load_checkpoint
@@ -176,14 +176,14 @@ def _digest(states: list[dict[str, torch.Tensor]]) -> str:
     return digest.hexdigest()
 
 
-def _load(ensemble: "Ensemble", path: Path) -> dict[str, Any]:
+def _kept(ensemble: "Ensemble", path: Path, sample: str) -> dict[str, Any] | None:
+    """The statistics kept in ``path``, applied to the runs, when they are these runs' on these images; else None."""
     stored = load_checkpoint(path)
     states = stored.get("model")
-    if not isinstance(states, list) or len(states) != len(ensemble.runs):
-        raise RunError(f"{path}: not the adapted statistics of these {len(ensemble.runs)} run(s)")
+    if stored.get("sample") != sample or not isinstance(states, list) or len(states) != len(ensemble.runs) \
+            or any(set(state) != set(norm_state(run.model)) for run, state in zip(ensemble.runs, states)):
+        return None
     for run, state in zip(ensemble.runs, states):
-        if set(state) != set(norm_state(run.model)):
-            raise RunError(f"{path}: its statistics do not fit the network of {run.run_dir}")
         run.model.load_state_dict(state, strict=False)
     return stored
 
@@ -199,17 +199,24 @@ def adapt_job(job: Any, stats_file: Path | None = None, reuse: bool = False) -> 
     cfg = job.config
     if not cfg.adapt_bn:
         return None
-    if stats_file is not None and reuse and Path(stats_file).is_file():
-        stored = _load(job.ensemble, Path(stats_file))
+    rows = sample_rows(job.n, cfg.adapt_bn_images)
+    sample = _sample_digest(job.source.catalog.ids[rows])
+    stored = _kept(job.ensemble, Path(stats_file), sample) if stats_file is not None and reuse and \
+        Path(stats_file).is_file() else None
+    if stored is not None:
         n = int(stored["n_images"])
-    else:
-        rows = sample_rows(job.n, cfg.adapt_bn_images)
+    else:  # computed afresh (also when a kept file was estimated on other images)
         workers = cfg.workers if cfg.workers is not None else 0
         items = job.source.stream(rows, job.image_size, workers, recentre=job.ensemble.recentre)
         n = adapt_ensemble(job.ensemble, items, cfg.batch_size)
         if stats_file is not None:
             # "model": the key every checkpoint load_checkpoint reads holds (here the statistics of each run).
             atomic_save({"model": [norm_state(run.model) for run in job.ensemble.runs], "n_images": n,
-                         "rows": torch.from_numpy(rows)}, stats_file)
+                         "sample": sample}, stats_file)
     states = [norm_state(run.model) for run in job.ensemble.runs]
     return {"n_images": n, "max_images": cfg.adapt_bn_images, "stats": _digest(states)}
+
+
+def _sample_digest(ids: np.ndarray) -> str:
+    """Which images the statistics are estimated on (their ids), so a kept file is reused only for them."""
+    return hashlib.sha1("\n".join(map(str, ids)).encode()).hexdigest()
