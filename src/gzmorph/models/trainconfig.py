@@ -179,7 +179,8 @@ class TrainConfig(Config):
     def _check_pixel_scale(self) -> None:
         scale = parse_pixel_scale(self.pixel_scale)
         if not isinstance(scale, float):
-            raise ValueError(f"pixel_scale of a training run must be a number or a survey name, not {self.pixel_scale!r}")
+            raise ValueError("pixel_scale of a training run must be a number or a survey name, "
+                             f"not {self.pixel_scale!r}")
         self.pixel_scale = scale
         if int(self.pixel_scale_side) != self.pixel_scale_side or self.pixel_scale_side < 1:
             raise ValueError(f"pixel_scale_side must be a positive number of pixels, got {self.pixel_scale_side!r}")
