@@ -178,3 +178,23 @@ def test_recentring_composes_with_the_models_field():
     assert scaled_geometry(0.7, lost, GZ2_FIELD).tolist() == pytest.approx([0.0, 0.0, 0.7, 0.0])
     assert scaled_geometry(0.7).tolist() == pytest.approx([0.0, 0.0, 0.7, 1.0])
     assert math.isclose(GZ2_FIELD, 0.09 * 424)
+
+
+def test_recentring_a_fits_cutout_composes_with_its_header_scale(tmp_path):
+    pytest.importorskip("sep")
+    from gzmorph.data.composite import STRETCH_PRESETS
+    from gzmorph.mock.fits import MOCK_SURVEYS, render_cutout, write_cube
+    from gzmorph.mock.params import sample_params
+
+    survey = MOCK_SURVEYS["legacy"]
+    rng = np.random.default_rng(4)
+    planes, _ = render_cutout(sample_params(rng), rng, 128, survey)
+    write_cube(planes, tmp_path / "c.fits", survey)
+    stretch = STRETCH_PRESETS["legacy-grz"]
+    _, measured = decode_measured(tmp_path / "c.fits", WORKING, DecodeOptions(stretch, recentre=True))
+    assert measured[3] == 1.0  # found
+    _, both = decode_measured(tmp_path / "c.fits", WORKING,
+                              DecodeOptions(stretch, recentre=True, pixel_scale="header", model_field=GZ2_FIELD / 2))
+    # The offset is the measured one; the measured zoom meets a model of half the GZ2 field at twice the zoom.
+    assert both[:2].tolist() == pytest.approx(measured[:2].tolist())
+    assert both[2] == pytest.approx(2 * measured[2], rel=1e-5)
