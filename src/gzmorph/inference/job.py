@@ -259,8 +259,7 @@ class PredictionJob:
             run.model.to(runtime.device).eval()
         ensemble = Ensemble(self.ensemble.runs, runtime, self.config.tta, self.ensemble.weights,
                             self.config.compile, self.config.recentre, self.ensemble.rescale)
-        return PredictionJob(ensemble, self.source, self.config, self.thresholds, self.layout, self.trained,
-                             self.calibration, self.adapted)
+        return replace(self, ensemble=ensemble)  # keeps a subclass's own fields (an embedding's PCA), adapted
 
     def adapt(self, stats_file: Path | None = None, reuse: bool = False) -> None:
         """With ``config.adapt_bn``: re-estimate the runs' BatchNorm statistics once, before any chunk.
