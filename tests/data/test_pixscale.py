@@ -87,7 +87,7 @@ def test_fits_header_scales_compose_like_numbers(tmp_path):
 
     stretch = Stretch(bands=("g", "r", "z"), scales=(1.0, 1.0, 1.0), q=8.0, soft=0.5)
     sizes = []
-    for name, side, scale in (("a", 100, 0.262), ("b", 180, 0.168)):
+    for name, side, scale in (("a", 100, 0.262), ("b", 180, 0.168), ("wide", 400, 0.262)):  # 26", 30", 105"
         hdu = fits.PrimaryHDU(np.repeat(galaxy(side, scale)[None], 3, 0).astype(np.float32) * 10)
         hdu.header["BANDS"] = "grz"
         hdu.header["CTYPE1"], hdu.header["CTYPE2"] = "RA---TAN", "DEC--TAN"
@@ -96,6 +96,7 @@ def test_fits_header_scales_compose_like_numbers(tmp_path):
         sizes.append(sigma_px(warped(str(tmp_path / f"{name}.fits"),
                                      DecodeOptions(stretch, pixel_scale="header", model_field=MODEL_FIELD))))
     assert sizes[0] == pytest.approx(sizes[1], rel=0.04)
+    assert sizes[2] == pytest.approx(sizes[0], rel=0.04)  # the wide one cut to the model's 60" first
 
 
 def test_a_fits_without_a_usable_wcs_is_an_error_row_naming_why(tmp_path):
@@ -124,10 +125,30 @@ def test_a_jpeg_has_no_header_scale(tmp_path):
     assert item.image is None and "JPEG/PNG has no header pixel scale" in item.reason
 
 
-def test_a_zoom_outside_the_warp_is_refused_per_image(tmp_path):
-    path = write_png(tmp_path / "wide.png", 400, 1.0)  # 400" against a 60" model: zoom 6.7
-    item = decode_item(0, path, WORKING, DecodeOptions(pixel_scale=1.0, model_field=MODEL_FIELD))
-    assert item.image is None and "zoom 6.67 is outside the warp's range 0.25-4" in item.reason
+def test_a_field_far_smaller_than_the_models_is_refused_per_image(tmp_path):
+    path = write_png(tmp_path / "small.png", 40, 0.3)  # 12" against a 60" model: zoom 0.2
+    item = decode_item(0, path, WORKING, DecodeOptions(pixel_scale=0.3, model_field=MODEL_FIELD))
+    assert item.image is None and "zoom 0.2 is outside the warp's range 0.25-4; cut a wider cutout" in item.reason
+
+
+def test_a_wider_field_is_cut_to_the_models_and_keeps_its_resolution(tmp_path):
+    def sharp(side: int) -> str:  # a compact galaxy (0.6" sigma) at 0.1"/px
+        c = (side - 1) / 2
+        yy, xx = (np.mgrid[:side, :side] - c) * 0.1
+        sb = np.exp(-(xx**2 + yy**2) / (2 * 0.6**2))
+        path = tmp_path / f"{side}.png"
+        Image.fromarray(np.round(255 * np.repeat(sb[..., None], 3, -1)).astype(np.uint8)).save(path)
+        return str(path)
+
+    options = DecodeOptions(pixel_scale=0.1, model_field=20.0)
+    tight, wide = sharp(200), sharp(800)  # 20" (the model's field) and 80" (zoom 4, or more: 1000 px)
+    image_t, geom_t = decode_measured(tight, WORKING, options)
+    image_w, geom_w = decode_measured(wide, WORKING, options)
+    assert geom_w[2] == pytest.approx(1.0) and geom_t[2] == pytest.approx(1.0)
+    assert np.abs(image_w.astype(int) - image_t.astype(int)).max() <= 1  # the same pixels: no resolution lost
+    image_x, geom_x = decode_measured(sharp(1000), WORKING, options)  # zoom 5: beyond the warp, but cut first
+    assert geom_x[2] == pytest.approx(1.0) and sigma_px(torch.from_numpy(image_x[..., 0].astype(np.float32))) == \
+        pytest.approx(sigma_px(torch.from_numpy(image_t[..., 0].astype(np.float32))), rel=0.02)
 
 
 @pytest.mark.parametrize("value, why", [

@@ -95,8 +95,8 @@ def test_the_record_names_the_scale_and_resume_refuses_another(scaled_run, tmp_p
 def test_an_image_outside_the_warps_range_is_an_error_row(scaled_run, tmp_path):
     folder = tmp_path / "mixed"
     galaxies(folder, 100, 0.396, n=2)
-    galaxies(tmp_path / "big", 1000, 0.2, n=1)  # 200" against 40": zoom 5
-    (folder / "99.png").write_bytes((tmp_path / "big" / "10.png").read_bytes())
+    galaxies(tmp_path / "small", 40, 0.2, n=1)  # 8" against 40": zoom 0.2
+    (folder / "99.png").write_bytes((tmp_path / "small" / "10.png").read_bytes())
     frame = predict(scaled_run, str(folder), pixel_scale=0.2, progress=False, device="cpu")
     errors = frame.attrs["errors"]
     assert sorted(frame["GalaxyID"]) == [10, 11]

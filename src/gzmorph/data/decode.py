@@ -150,8 +150,9 @@ def _square_planes(planes: np.ndarray) -> np.ndarray:
 
 def _decode_fits(path: str | Path, size: int | None, options: DecodeOptions
                  ) -> tuple[np.ndarray, Any, int, float | None]:
-    """A FITS cutout as its colour composite, (with ``options.recentre``) its placement, its native
-    side and its header's pixel scale."""
+    """A FITS cutout as its colour composite, (with ``options.recentre``) its placement, the native
+    side of what was kept (:func:`_kept`) and its header's pixel scale."""
+    from gzmorph.data.pixscale import kept_fraction
     from gzmorph.data.recentre import measure
 
     if options.stretch is None:
@@ -165,10 +166,23 @@ def _decode_fits(path: str | Path, size: int | None, options: DecodeOptions
     planes = _square_planes(planes)  # (3, S, S): the centre square, as for JPEGs
     _check_side(path, planes.shape[1])
     placement = measure(planes.sum(axis=0)) if options.recentre else None
+    planes = _kept(planes, kept_fraction(planes.shape[1], options.pixel_scale, info.pixscale, options.model_field,
+                                         options.recentre))
+    _check_side(path, planes.shape[1])
     out = Image.fromarray(make_composite(planes, options.stretch))
     if size is not None and out.size != (size, size):
         out = out.resize((size, size), _RESAMPLE)
     return np.array(out, dtype=np.uint8), placement, int(planes.shape[1]), info.pixscale
+
+
+def _kept(planes: np.ndarray, fraction: float) -> np.ndarray:
+    """The central ``fraction`` of ``(B, S, S)`` planes' side (the pixel scale's field; an exact crop)."""
+    if fraction >= 1:
+        return planes
+    side = planes.shape[-1]
+    k = max(1, int(round(side * fraction)))
+    top = (side - k) // 2
+    return planes[..., top : top + k, top : top + k]
 
 
 def decode_measured(path: str | Path, size: int | None = DEFAULT_SIZE,
@@ -187,7 +201,7 @@ def decode_measured(path: str | Path, size: int | None = DEFAULT_SIZE,
         image, placement, side, header_scale = _decode_fits(path, size, options)
         geometry = None if placement is None else placement.geometry()
     else:
-        image, side = _decode_raster(path, size)
+        image, side = _decode_raster(path, size, options)
         header_scale, geometry = None, None
         if options.recentre:
             from gzmorph.data.recentre import measure_rgb
@@ -236,8 +250,15 @@ def decode(path: str | Path, size: int | None = DEFAULT_SIZE, options: DecodeOpt
     return _decode_raster(path, size)[0]
 
 
-def _decode_raster(path: str | Path, size: int | None) -> tuple[np.ndarray, int]:
-    """A JPEG/PNG/... as :func:`decode` returns it, and the side of its square centre at native size."""
+def _decode_raster(path: str | Path, size: int | None, options: DecodeOptions | None = None
+                   ) -> tuple[np.ndarray, float]:
+    """A JPEG/PNG/... as :func:`decode` returns it, and the native side of the square centre it kept.
+
+    With a pixel scale (``options``), an image wider than the model's field keeps only
+    that field (:func:`gzmorph.data.pixscale.kept_fraction`), cut before the resize.
+    """
+    from gzmorph.data.pixscale import kept_fraction
+
     if size is not None and size < 1:
         raise ValueError(f"size must be a positive number of pixels or None, got {size}")
     _check_regular_file(path)
@@ -245,12 +266,22 @@ def _decode_raster(path: str | Path, size: int | None) -> tuple[np.ndarray, int]
         with Image.open(path) as im:
             native = min(im.size)
             _check_side(path, native)  # the native size, from the header (before any draft)
+            options = options or DecodeOptions()
+            fraction = kept_fraction(native, options.pixel_scale, None, options.model_field, options.recentre)
             if size is not None:
                 # Only JPEGs implement draft; it picks the largest power-of-two
                 # reduction that keeps both sides >= size, so no detail is lost.
-                im.draft(None, (size, size))
+                need = int(np.ceil(size / fraction))
+                im.draft(None, (need, need))
             im.load()  # raises OSError on a truncated file
             out = _centre_square(_to_rgb(im))
+            if fraction < 1:  # the model's field only: an exact crop before the one resize
+                side = out.size[0]
+                k = max(1, int(round(side * fraction)))
+                top = (side - k) // 2
+                out = out.crop((top, top, top + k, top + k))
+                native = native * k / side
+                _check_side(path, int(native))
             if size is not None and out.size != (size, size):
                 out = out.resize((size, size), _RESAMPLE)
             arr = np.asarray(out, dtype=np.uint8)

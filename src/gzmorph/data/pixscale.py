@@ -8,7 +8,10 @@ trained on their 141-px copies at 0.27"/px have the same field (38.2"), and need
 same geometry.  An image whose field is ``F`` shown to a model trained at field ``F_m``
 is zoomed by ``F / F_m`` (``> 1`` enlarges: a smaller part of the image fills the crop),
 which :func:`gzmorph.nn.augment.place` folds into the one affine warp as the
-``zoom`` of a geometry ``[dx, dy, zoom, found]`` (:mod:`gzmorph.data.recentre`).
+``zoom`` of a geometry ``[dx, dy, zoom, found]`` (:mod:`gzmorph.data.recentre`).  An
+image wider than the model's field is first cut to that field (:func:`kept_fraction`:
+an exact crop, before decoding's one resize), so the working pixels cover only what the
+network sees and no resolution is lost to magnifying a shrunken whole; its zoom is then 1.
 
 Where a scale comes from:
 
@@ -41,7 +44,7 @@ import numpy as np
 
 __all__ = ["SURVEY_PIXEL_SCALES", "GZ2_PIXEL_SCALE", "GZ2_SIDE", "GZ2_FIELD", "MIN_PIXEL_SCALE",
            "MAX_PIXEL_SCALE", "HEADER", "check_pixel_scale", "parse_pixel_scale", "wcs_pixel_scale",
-           "header_pixel_scale", "scale_zoom", "scaled_geometry", "pixel_geometry"]
+           "header_pixel_scale", "scale_zoom", "scaled_geometry", "pixel_geometry", "kept_fraction"]
 
 #: Native pixel scales (arcsec/px) of the surveys users bring.
 SURVEY_PIXEL_SCALES: dict[str, float] = {
@@ -160,6 +163,27 @@ def scale_zoom(side: int, pixel_scale: float, model_field: float) -> float:
     return side * pixel_scale / model_field
 
 
+def kept_fraction(side: int, spec: float | str | None, header_scale: float | None, model_field: float,
+                  recentre: bool) -> float:
+    """The central fraction of an image's side that decoding keeps: the model's field, when the image is wider.
+
+    A wider field would otherwise be resized to the working size whole and then
+    magnified by the warp, losing resolution the image has: cutting it to the model's
+    field first (an exact pixel crop, before the one resize of decoding) keeps it.
+    1 (keep all) when the image is not wider, when the scale is unknown or bad (the
+    geometry then refuses it), and with recentring (the galaxy may lie off centre).
+    """
+    if spec is None or recentre:
+        return 1.0
+    scale = header_scale if spec == HEADER else spec
+    try:
+        scale = check_pixel_scale(scale)
+    except ValueError:
+        return 1.0
+    zoom = scale_zoom(side, scale, model_field)
+    return 1.0 / zoom if zoom > 1 else 1.0
+
+
 def scaled_geometry(zoom: float, placement: np.ndarray | None = None, model_field: float = GZ2_FIELD
                     ) -> np.ndarray:
     """The ``[dx, dy, zoom, found]`` geometry of an image shown at its pixel scale.
@@ -204,8 +228,10 @@ def pixel_geometry(side: int, spec: float | str, header_scale: float | None, pla
     fits : bool
         The image is a FITS file (only the message depends on it).
 
-    A zoom outside the warp's range (:data:`gzmorph.data.recentre.ZOOM_RANGE`) is refused:
-    beyond it the crop is mostly outside the image, or a few source pixels blown up.
+    ``side`` is the part of the image decoding kept (:func:`kept_fraction`).  A zoom
+    outside the warp's range (:data:`gzmorph.data.recentre.ZOOM_RANGE`) is refused: below
+    it the crop is mostly outside the image; above it (only with recentring, which keeps
+    the whole image) a few source pixels are blown up.
     """
     from gzmorph.data.recentre import ZOOM_RANGE
 
@@ -221,7 +247,7 @@ def pixel_geometry(side: int, spec: float | str, header_scale: float | None, pla
     geometry = scaled_geometry(scale_zoom(side, scale, model_field), placement, model_field)
     lo, hi = ZOOM_RANGE
     if not lo <= geometry[2] <= hi:
-        raise ValueError(f"the image spans {side * scale:.4g}\" ({side} px x {scale:g}\"/px) against the model's "
+        raise ValueError(f"the image spans {side * scale:.4g}\" ({side:.0f} px x {scale:g}\"/px) against the model's "
                          f"{model_field:.4g}\": zoom {geometry[2]:.3g} is outside the warp's range {lo:g}-{hi:g}; "
-                         "cut a cutout of a closer field")
+                         + ("cut a wider cutout" if geometry[2] < lo else "predict without recentring"))
     return geometry
