@@ -150,3 +150,15 @@ def test_a_training_config_takes_a_survey_name_and_refuses_header_and_bad_sides(
         TrainConfig(pixel_scale_side=0)
     with pytest.raises(ValueError, match="absurd"):
         TrainConfig(pixel_scale=262)
+
+
+def test_train_records_the_pixel_scale_given_and_refuses_a_bad_one(tiny_kaggle, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(tiny_kaggle), "--out", str(out), "--preset", "small", "--examples", "16",
+            "--eval-every", "16", "--batch-size", "8", "--device", "cpu", "--workers", "0", "--no-progress"]
+    assert main([*argv, "--pixel-scale", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "positive number of arcsec per pixel" in err
+    assert main([*argv, "--pixel-scale", "hsc", "--pixel-scale-side", "256"]) == 0
+    cfg, _ = read_run(out)
+    assert (cfg.pixel_scale, cfg.pixel_scale_side) == (0.168, 256)
