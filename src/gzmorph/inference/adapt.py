@@ -114,7 +114,7 @@ def _views(ensemble: "Ensemble", k: int, images: np.ndarray, geometry: np.ndarra
         chw = x.permute(0, 3, 1, 2).float() / 255.0  # (B, 3, S, S)
         x = F.interpolate(chw, size=(run.image_size,) * 2, mode="bilinear", antialias=True,
                           align_corners=False).clamp_(0, 1)
-    geometry = geometry if ensemble.recentred[k] or getattr(ensemble, "rescale", False) else None
+    geometry = geometry if ensemble.recentred[k] or ensemble.rescale else None  # as Ensemble._forward
     for angle, scale, flip in ensemble.transforms:
         t = aug.place(aug.fixed_transforms(len(images), angle=angle, scale=scale, flip=flip), geometry)
         yield aug.render_crops(x, t.to(x.device), run.augment, run.pca)  # (B, 2, 3, s, s)
