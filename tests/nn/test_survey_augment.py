@@ -54,7 +54,7 @@ def test_paper_presets_keep_it_off_and_robust_preset_turns_it_on():
 
 # ------------------------------------------------------------------ identity
 def test_off_is_the_identity_and_neutral_draws_change_nothing():
-    x = torch.rand(4, 2, 3, 24, 24)
+    x = torch.rand(4, 2, 3, 24, 24, generator=torch.Generator().manual_seed(1))
     assert sa.augment_survey(x, AugmentConfig(), seed=3) is x
     assert sa.apply_survey(x, sa.SurveyDraws.neutral(4)) is x
     # The stretch round trip is exact below the white level.
@@ -92,7 +92,7 @@ def test_noise_has_the_expected_sd_per_example():
 
 
 def test_degrade_equals_area_down_then_bilinear_up():
-    x = torch.rand(3, 2, 3, 48, 48)
+    x = torch.rand(3, 2, 3, 48, 48, generator=torch.Generator().manual_seed(2))
     factor = torch.tensor([1.0, 1.7, 3.0])
     out = sa.degrade(x, factor)
     assert torch.equal(out[0], x[0])
@@ -118,12 +118,14 @@ def test_colour_jitter_scales_each_band_in_linear_flux():
 
 
 def test_stretch_variation_is_another_lupton_composite():
-    flux = torch.rand(2, 2, 3, 8, 8) * 0.2
+    # Below the white level everywhere (colours within 2.5x), so the stretch inverts exactly.
+    flux = 0.02 + torch.rand(2, 2, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.03
     d = sa.SurveyDraws.neutral(2)
     d.beta, d.gain = torch.tensor([0.1, sa.REFERENCE_BETA]), torch.tensor([1.0, 2.0])
     out = sa.apply_survey(crops_from_flux(flux), d)
-    assert torch.allclose(out[0], sa.to_display(flux[:1], 0.1)[0], atol=1e-5)
-    assert torch.allclose(out[1], sa.to_display(2 * flux[1:])[0], atol=1e-5)
+    # float32 through asinh, sinh and back: agreement to a few 1e-5
+    assert torch.allclose(out[0], sa.to_display(flux[:1], 0.1)[0], atol=1e-4)
+    assert torch.allclose(out[1], sa.to_display(2 * flux[1:])[0], atol=1e-4)
     # A softer stretch (larger beta) darkens the faint parts; colours (band ratios) are kept.
     assert float(out[0].mean()) < float(crops_from_flux(flux)[0].mean())
     assert torch.allclose(out[0, :, 0] / out[0, :, 1], flux[0, :, 0] / flux[0, :, 1], rtol=1e-3)
@@ -131,7 +133,7 @@ def test_stretch_variation_is_another_lupton_composite():
 
 # ------------------------------------------------------------------ draws
 def test_deterministic_under_seed_and_draws_in_range():
-    x = torch.rand(8, 2, 3, 24, 24)
+    x = torch.rand(8, 2, 3, 24, 24, generator=torch.Generator().manual_seed(3))
     a, b = sa.augment_survey(x, ALL_ON, seed=5), sa.augment_survey(x, ALL_ON, seed=5)
     assert torch.equal(a, b) and not torch.equal(a, sa.augment_survey(x, ALL_ON, seed=6))
     assert float(a.min()) >= 0 and float(a.max()) <= 1 and a.shape == x.shape

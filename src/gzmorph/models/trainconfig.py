@@ -12,6 +12,7 @@ from typing import Any
 
 from gzmorph.config import Config
 from gzmorph.data.decode import DEFAULT_SIZE
+from gzmorph.data.pixscale import GZ2_PIXEL_SCALE, GZ2_SIDE, parse_pixel_scale
 from gzmorph.nn.augment import AugmentConfig
 from gzmorph.nn.model import ModelConfig, model_config_from_dict
 from gzmorph.nn.symmetric import SymmetricConfig
@@ -98,6 +99,17 @@ class TrainConfig(Config):
     lr_layer_decay : float
         Layer-wise learning-rate decay in (0, 1]: the head trains at the schedule's rate,
         each stage below it at this factor times the rate of the one above; 1: off.
+    pixel_scale : float or str
+        Arcsec per pixel of the training images at their native side ``pixel_scale_side``
+        (a number or a survey: sdss, legacy, decals, hsc, euclid, lsst); with it,
+        prediction at a given pixel scale shows galaxies at the angular size they were
+        trained at (:mod:`gzmorph.data.pixscale`).  Default: the median scale of the
+        GZ2/Kaggle JPEGs, 0.09 at 424 px (they were cut per galaxy at 0.02 petroR90_r
+        arcsec/px; measured by ``benchmarks/gz2_pixel_scale.py``).
+    pixel_scale_side : int
+        The native side (px) of the training images that ``pixel_scale`` refers to; the
+        run's field is ``pixel_scale x pixel_scale_side`` arcsec (the 141-px copies of the
+        Kaggle images: 0.27 at 141, the same field as 0.09 at 424).
     """
 
     model: ModelConfig | SymmetricConfig = field(default_factory=ModelConfig)
@@ -130,8 +142,11 @@ class TrainConfig(Config):
     freeze_stages: int = 0
     head_only: bool = False
     lr_layer_decay: float = 1.0
+    pixel_scale: float | str = GZ2_PIXEL_SCALE
+    pixel_scale_side: int = GZ2_SIDE
 
     def __post_init__(self) -> None:
+        self._check_pixel_scale()
         if isinstance(self.model, dict):
             self.model = model_config_from_dict(self.model)
         if not isinstance(self.model, (ModelConfig, SymmetricConfig)):
@@ -193,6 +208,21 @@ class TrainConfig(Config):
             raise ValueError(f"lr_layer_decay must be in (0, 1] (1: off), got {self.lr_layer_decay}")
         if self.lr_layer_decay != 1 and (self.head_only or self.freeze_stages == stages):
             raise ValueError("lr_layer_decay has nothing to decay when only the head trains")
+
+    def _check_pixel_scale(self) -> None:
+        scale = parse_pixel_scale(self.pixel_scale)
+        if not isinstance(scale, float):
+            raise ValueError("pixel_scale of a training run must be a number or a survey name, "
+                             f"not {self.pixel_scale!r}")
+        self.pixel_scale = scale
+        if int(self.pixel_scale_side) != self.pixel_scale_side or self.pixel_scale_side < 1:
+            raise ValueError(f"pixel_scale_side must be a positive number of pixels, got {self.pixel_scale_side!r}")
+        self.pixel_scale_side = int(self.pixel_scale_side)
+
+    @property
+    def field(self) -> float:
+        """The side of the training images in arcsec (what prediction at a pixel scale matches)."""
+        return float(self.pixel_scale) * self.pixel_scale_side
 
     @property
     def steps(self) -> int:
