@@ -1,7 +1,7 @@
 """How far a model trained on SDSS-like images carries to other surveys, and how few labels it needs there.
 
 The same mock galaxies (:mod:`gzmorph.mock`) are rendered three ways: SDSS-like
-GZ2 JPEGs (96 px at 0.396"/px; training and the in-survey test) and, through
+GZ2 JPEGs (96 px at 0.3975"/px; training and the in-survey test) and, through
 :mod:`gzmorph.mock.surveys`, Legacy-like (100 px at 0.262"/px, deeper, g r z, another
 stretch) and HSC-like cutouts (160 px at 0.168"/px, half the seeing, much deeper,
 another stretch).  Every cutout covers about 26" where the SDSS-like image covers
@@ -15,9 +15,8 @@ Rows (Kaggle RMSE over the 37 answers, ``which="last"``: the averaged weights):
 * zero-shot on each target survey: ``nothing`` (the ``p4m`` run as is), ``+ pixel scale``
   (``predict(pixel_scale=...)``: the survey's arcsec/px folded into the crop warp),
   ``+ augmentation`` (the ``p4m-robust`` run instead), ``+ adaptation`` (``adapt_bn``:
-  batch-norm statistics re-estimated on the target images), and ``recentre instead of
-  pixel scale`` (``p4m-robust``, ``adapt_bn`` and ``recentre``: the zoom from each
-  galaxy's measured size, the GZ2 convention that the SDSS-like mock images follow);
+  batch-norm statistics re-estimated on the target images), ``+ recentre`` (the zoom
+  from each galaxy's measured size where one is found);
 * fine-tuned: the ``p4m-robust`` run fine-tuned (``finetune-small-labels``, ``init_from``)
   on 100, 500 and 2,000 labelled target cutouts, tested on the target survey.
 
@@ -44,7 +43,7 @@ import pandas as pd
 
 TRAIN_SIDE = 96
 VIEWS = {"legacy": 100, "hsc": 160}  # cutout sides (px): ~26" at each survey's scale
-ZERO_SHOT = ("nothing", "+ pixel scale", "+ augmentation", "+ adaptation", "recentre instead of pixel scale")
+ZERO_SHOT = ("nothing", "+ pixel scale", "+ augmentation", "+ adaptation", "+ recentre")
 
 
 def _fields(cls) -> set[str]:
@@ -134,19 +133,18 @@ def subset_catalog(folder: Path, k: int) -> Path:
 def zero_shot_options(row: str, pixscale: float) -> tuple[str, dict]:
     """Which base run and which predict options a zero-shot row uses (each row adds to the one above)."""
     opts: dict = {}
-    if row in ("+ pixel scale", "+ augmentation", "+ adaptation"):
+    if row != "nothing":
         opts["pixel_scale"] = pixscale
-    if row in ("+ adaptation", ZERO_SHOT[-1]):
+    if row in ("+ adaptation", "+ recentre"):
         opts["adapt_bn"] = True
-    if row == ZERO_SHOT[-1]:
-        # The measured galaxy size sets the zoom (GZ2 convention, which the SDSS-like mock images follow);
-        # with a pixel scale as well, the run's 38" field would be composed with the GZ2 field (167.9").
+    if row == "+ recentre":
+        # The measured galaxy size sets the zoom where a galaxy is found (the pixel scale elsewhere).
         opts["recentre"] = True
     return ("p4m" if row in ("nothing", "+ pixel scale") else "p4m-robust"), opts
 
 
 def one_seed(seed: int, data: dict[str, Path], out: Path, args: argparse.Namespace, done: set, log) -> None:
-    from gzmorph.mock.surveys import SURVEY_VIEWS, SDSS_PIXSCALE
+    from gzmorph.mock.surveys import SURVEY_VIEWS
 
     def record(row: str, survey: str, value: float | None, note: str = "") -> None:
         rec = {"seed": seed, "row": row, "survey": survey, "rmse": value, "note": note,
@@ -155,8 +153,8 @@ def one_seed(seed: int, data: dict[str, Path], out: Path, args: argparse.Namespa
         log.flush()
         print(json.dumps(rec), flush=True)
 
-    base = dict(examples=args.examples, eval_every=max(1, args.examples // 4), image_size=TRAIN_SIDE,
-                **_scale_fields(SDSS_PIXSCALE, TRAIN_SIDE))
+    # The mock field is the field a run records by default (FIELD_ARCSEC): no pixel scale to give.
+    base = dict(examples=args.examples, eval_every=max(1, args.examples // 4), image_size=TRAIN_SIDE)
     runs = {p: train_run(p, data["sdss"], out / "runs" / f"{p}-s{seed}", seed, args, **base)
             for p in ("p4m", "p4m-robust")}
     for p, row in (("p4m", "in-survey"), ("p4m-robust", "in-survey, p4m-robust")):

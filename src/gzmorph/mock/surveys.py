@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gzmorph.data.pixscale import GZ2_FIELD
 from gzmorph.mock.canvas import Canvas
 from gzmorph.mock.params import GalaxyParams
 from gzmorph.mock.render import add_defects, draw_scene
@@ -39,8 +40,11 @@ __all__ = ["SurveyView", "SURVEY_VIEWS", "FIELD_ARCSEC", "SDSS_PIXSCALE", "rende
 
 #: SDSS's pixel scale, arcsec per pixel.
 SDSS_PIXSCALE = 0.396
-#: Width of the mock field in arcsec: a 96-px SDSS-like image is at SDSS's pixel scale.
-FIELD_ARCSEC = 96 * SDSS_PIXSCALE
+#: Width of the mock field in arcsec: the field a run records by default (the GZ2 images'
+#: median scale at 424 px, :data:`gzmorph.data.pixscale.GZ2_FIELD`, 38.2"), so a run trained
+#: on the SDSS-like mock images needs no pixel scale of its own; a 96-px SDSS-like image
+#: is then at 0.3975"/px, SDSS's scale.
+FIELD_ARCSEC = GZ2_FIELD
 
 
 @dataclass(frozen=True)
