@@ -227,7 +227,7 @@ def main() -> None:
     p.add_argument("--n-train", type=int, default=3000, help="SDSS-like training galaxies")
     p.add_argument("--n-test", type=int, default=300, help="test galaxies (the same in every survey)")
     p.add_argument("--labels", type=int, nargs="+", default=[100, 500, 2000], help="target labels for fine-tuning")
-    p.add_argument("--examples", type=int, default=40_000, help="training examples of the SDSS-like runs")
+    p.add_argument("--examples", type=int, default=24_000, help="training examples of the SDSS-like runs")
     p.add_argument("--ft-examples", type=int, help="fine-tuning examples (default: the preset's)")
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)

@@ -79,12 +79,12 @@ def _finetune_small_labels() -> TrainConfig:
 
     The stem stage stays frozen (its filters are edges and colours), the other stages
     train at learning rates decaying by 0.5 per stage below the head, with a short
-    schedule (8k examples, under a minute on 2 cores: 80 passes over 100 labels, 4 over
-    2,000) and a weight average that follows a short run.  BENCHMARKS.md, "Across
+    schedule (6k examples, well under a minute on 2 cores: 60 passes over 100 labels, 3
+    over 2,000) and a weight average that follows a short run.  BENCHMARKS.md, "Across
     surveys", measures it.
     """
     base = _symmetric("p4m")
-    return replace(base, lr=1e-3, batch_size=32, examples=8_000, warmup_examples=500, eval_every=2_000,
+    return replace(base, lr=1e-3, batch_size=32, examples=6_000, warmup_examples=500, eval_every=2_000,
                    ema_decay=0.99, freeze_stages=1, lr_layer_decay=0.5)
 
 
