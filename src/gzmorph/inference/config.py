@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from gzmorph.config import Config
 from gzmorph.data.composite import Stretch
 
+PRECISIONS = ("auto", "fast", "fp32", "bf16")  # gzmorph.runtime.PRECISIONS, without importing torch here
+
 __all__ = ["PredictConfig", "TTA_CHOICES"]
 
 TTA_CHOICES = ("none", "rot", "paper")
@@ -25,12 +27,14 @@ class PredictConfig(Config):
         Images per forward pass (each pass renders ``batch_size`` crop pairs).
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-    precision : {"auto", "fp32", "bf16"}
-        ``"auto"``: bf16 autocast and channels_last on CUDA, fp32 on the CPU
-        (:func:`gzmorph.runtime.resolve_device`); ``"fp32"``: fp32 everywhere;
-        ``"bf16"``: bf16 autocast and channels_last on the CPU too (faster on CPUs with
-        native bf16, e.g. AVX512-BF16/AMX, at the cost of probabilities that differ from
-        fp32 by up to a few 1e-3).
+    precision : {"auto", "fast", "fp32", "bf16"}
+        ``"auto"``: each run's recorded rule (its preset's ``predict_precision``):
+        ``p4m`` in bf16 on CUDA and on CPUs with AVX512-BF16/AMX (measured as accurate
+        as fp32), the ``paper`` presets in fp32 everywhere, the others in bf16 on CUDA
+        only; ``"fast"``: bf16 wherever the hardware computes it natively, for every
+        run; ``"fp32"``: fp32 everywhere; ``"bf16"``: bf16 everywhere
+        (:mod:`gzmorph.inference.precision`).  bf16 probabilities differ from fp32 by
+        up to about 1e-2.
     workers : int or None
         Decoding processes (``None``: automatic, ``0``: decode in this process); on Ray,
         per actor.
@@ -38,10 +42,10 @@ class PredictConfig(Config):
         ``torch.compile`` the networks: ~10 s per run up front, then about twice the
         forward rate of the paper network on a CPU (BENCHMARKS.md); for large jobs.
     threads : int or None
-        torch intra-op threads while the job runs (``None``: torch's setting).  On a
-        CPU shared with other jobs, ``threads=1, workers=0`` can be several times
-        faster than the defaults (see BENCHMARKS.md): spinning OpenMP threads and
-        decoding processes then fight for the same cores.
+        torch intra-op threads while the job runs.  ``None``: when images are decoded
+        in this process (``workers=0``, the default on a CPU of at most 4 cores), the
+        cores less one, which the decoding thread uses beside the network
+        (:func:`gzmorph.inference.job.prediction_threads`); else torch's setting.
     chunk_rows : int
         Rows per written chunk (Parquet row group); rounded up to a multiple of
         ``batch_size``.  Bounds the memory used by predictions and the work lost
@@ -104,8 +108,8 @@ class PredictConfig(Config):
             raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
         if self.which not in ("best", "last"):
             raise ValueError(f"which must be 'best' or 'last', not {self.which!r}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', not {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
         if self.split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', not {self.split!r}")
         if self.calibration not in ("auto", "on", "off"):

@@ -30,7 +30,7 @@ from gzmorph.errors import CatalogError, OutputError
 from gzmorph.metrics import masked_rmse
 from gzmorph.inference.config import PredictConfig
 from gzmorph.inference.ensemble import WEIGHTS_KIND, ModelSpec, fit_simplex_weights, is_weights_file
-from gzmorph.inference.job import PredictionJob, decode_workers, iter_batches
+from gzmorph.inference.job import PredictionJob, decode_workers, iter_batches, prediction_threads
 from gzmorph.outputs import refuse_overwrite
 from gzmorph.inference.parts import (PartStore, check_outputs, errors_path, finished_output, model_files,
                                      output_format, single_machine_store)
@@ -114,11 +114,17 @@ def run_local_to_file(job: PredictionJob, out: Path, manifest: dict[str, Any], c
     todo = job.todo(store.done())
     n_resumed = job.n - job.count(todo)
     with tqdm(total=job.n, initial=n_resumed, unit="img", disable=not cfg.progress, dynamic_ncols=True,
-              desc=desc) as bar, torch_threads(cfg.threads):
+              desc=desc) as bar, torch_threads(job_threads(job)):
         job.run_local(todo, store.write, bar.update)
     n_done, n_fail = store.assemble(out, job.n_chunks, job.columns, job.chunk_ids, extras(store))
     store.remove()
     return job.summary(out, errors_path(out), n_done, n_fail, n_resumed, time.monotonic() - t0)
+
+
+def job_threads(job: PredictionJob) -> int | None:
+    """The torch threads of a local job (:func:`gzmorph.inference.job.prediction_threads`)."""
+    rt = job.ensemble.runtime
+    return prediction_threads(job.config, rt, decode_workers(job.config, rt))
 
 
 def predict(models: ModelSpec | Sequence[ModelSpec], source: Catalog | Any | str | Path, out: str | Path | None = None,
@@ -148,7 +154,7 @@ def predict(models: ModelSpec | Sequence[ModelSpec], source: Catalog | Any | str
         errors.append(err)
 
     with tqdm(total=job.n, unit="img", disable=not cfg.progress, dynamic_ncols=True, desc="predict") as bar, \
-            torch_threads(cfg.threads):
+            torch_threads(job_threads(job)):
         job.run_local(range(job.n_chunks), collect, bar.update)
     frame = pa.concat_tables(tables).to_pandas()  # the same conversion as reading the Parquet file
     frame.attrs["errors"] = pa.concat_tables(errors).to_pandas()
