@@ -164,7 +164,8 @@ class Ensemble:
         if images.dtype == torch.uint8:  # once for all transforms, not once per transform
             images = images.permute(0, 3, 1, 2).float().div_(255.0)  # (B, S, S, 3) -> (B, 3, S, S)
         ncrops = crops_used(run.model) if features else self._crops[k]
-        autocast = self.bf16[k] if features else self._autocast[k]
+        # Embeddings keep the runtime's precision (comparable across machines); predictions the run's rule.
+        autocast = self.runtime.autocast if features else self._autocast[k]
         total: torch.Tensor | float = 0.0
         for angle, scale, flip in self.transforms:
             with self.stopwatch("warp"):
