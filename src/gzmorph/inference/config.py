@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gzmorph.config import Config
 from gzmorph.data.composite import Stretch
 
 PRECISIONS = ("auto", "fast", "fp32", "bf16")  # gzmorph.runtime.PRECISIONS, without importing torch here
 
-__all__ = ["PredictConfig", "TTA_CHOICES"]
+__all__ = ["PredictConfig", "TTA_CHOICES", "DEFAULT_BATCH"]
+
+#: Images per forward pass by device type when ``batch_size`` is None (BENCHMARKS.md, "CPU throughput").
+DEFAULT_BATCH = {"cpu": 128, "cuda": 512}
 
 TTA_CHOICES = ("none", "rot", "paper")
 
@@ -23,8 +26,9 @@ class PredictConfig(Config):
     tta : {"none", "rot", "paper"}
         Test-time averaging: one pass, 5 rotations, or the paper's 60 transforms
         (:func:`gzmorph.nn.augment.tta_transforms`).
-    batch_size : int
-        Images per forward pass (each pass renders ``batch_size`` crop pairs).
+    batch_size : int or None
+        Images per forward pass.  ``None``: chosen for the device the job runs on
+        (:data:`DEFAULT_BATCH`: 128 on a CPU, 512 on CUDA; :meth:`for_device`).
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
     precision : {"auto", "fast", "fp32", "bf16"}
@@ -78,7 +82,7 @@ class PredictConfig(Config):
     """
 
     tta: str = "none"
-    batch_size: int = 64
+    batch_size: int | None = None
     device: str = "auto"
     precision: str = "auto"
     workers: int | None = None
@@ -100,7 +104,7 @@ class PredictConfig(Config):
             object.__setattr__(self, "stretch", Stretch.from_dict(self.stretch))
         if self.tta not in TTA_CHOICES:
             raise ValueError(f"tta must be one of {TTA_CHOICES}, not {self.tta!r}")
-        if self.batch_size < 1 or self.chunk_rows < 1:
+        if (self.batch_size is not None and self.batch_size < 1) or self.chunk_rows < 1:
             raise ValueError(f"batch_size and chunk_rows must be >= 1, got {self.batch_size}, {self.chunk_rows}")
         if self.workers is not None and self.workers < 0:
             raise ValueError(f"workers must be >= 0 or None, got {self.workers}")
@@ -116,6 +120,13 @@ class PredictConfig(Config):
             raise ValueError(f"calibration must be 'auto', 'on' or 'off', not {self.calibration!r}")
         if self.interval_level is not None and not 0 < self.interval_level < 1:
             raise ValueError(f"interval_level must be in (0, 1), got {self.interval_level}")
-        # Chunks hold whole batches, so resumed and uninterrupted jobs batch alike.
-        rows = -(-self.chunk_rows // self.batch_size) * self.batch_size
-        object.__setattr__(self, "chunk_rows", rows)
+        if self.batch_size is not None:  # else decided with the device (for_device), and rounded then
+            # Chunks hold whole batches, so resumed and uninterrupted jobs batch alike.
+            rows = -(-self.chunk_rows // self.batch_size) * self.batch_size
+            object.__setattr__(self, "chunk_rows", rows)
+
+    def for_device(self, device_type: str) -> "PredictConfig":
+        """This config with ``batch_size`` decided for ``device_type`` ("cpu", "cuda", ...) when it is None."""
+        if self.batch_size is not None:
+            return self
+        return replace(self, batch_size=DEFAULT_BATCH.get(device_type, DEFAULT_BATCH["cpu"]))

@@ -246,8 +246,9 @@ class PredictionJob:
              weights: Sequence[float] | str | Path | None = None, triage_thresholds: str | Path | dict | None = None,
              layout: str = "memory", runtime: Runtime | None = None) -> "PredictionJob":
         """Load the models and open the source; ``runtime`` defaults to the config's device."""
-        cfg = config
-        ensemble = Ensemble.load(models, runtime or prediction_runtime(cfg), cfg.tta, weights, cfg.which,
+        runtime_here = runtime or prediction_runtime(config)
+        cfg = config.for_device(runtime_here.device.type)  # the batch size, when not given
+        ensemble = Ensemble.load(models, runtime_here, cfg.tta, weights, cfg.which,
                                  cfg.compile and runtime is None, cfg.recentre, cfg.precision)
         # A missing image is an error row like an unreadable one, not a reason to stop.
         src = open_source(source, tree=ensemble.tree, split=cfg.split, id_column=cfg.id_column,

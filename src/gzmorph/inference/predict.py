@@ -192,7 +192,7 @@ def fit_weights(models: Sequence[ModelSpec], catalog: Catalog | Any | str | Path
     n_failed = 0
     with tqdm(total=len(cat), unit="img", disable=not cfg.progress, desc="fit weights") as bar, \
             torch_threads(cfg.threads):
-        for batch_rows, images, failures, geometry in iter_batches(stream, len(cat), cfg.batch_size):
+        for batch_rows, images, failures, geometry in iter_batches(stream, len(cat), job.config.batch_size):
             if images is not None:
                 per = ensemble.predict_runs(images, geometry)  # (R, B, A)
                 good = np.all([ensemble.tree.output_problems(p) == "" for p in per], axis=0)

@@ -74,10 +74,11 @@ class FusedP4M(nn.Module):
         self.cfg, self.dtype, self.crops = net.cfg, dtype, net.cfg.crops
         self.head = net  # its hidden, output and constraint layers (registered, so .to() moves them)
         banks: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for stage in net.stages:
-            for conv, norm in [stage.entry, *stage.blocks]:
-                w, b = _fold(conv, norm)
-                banks.append((w.to(dtype).contiguous(memory_format=torch.channels_last), b.to(dtype)))
+        with torch.no_grad():
+            for stage in net.stages:
+                for conv, norm in [stage.entry, *stage.blocks]:
+                    w, b = _fold(conv, norm)
+                    banks.append((w.to(dtype).contiguous(memory_format=torch.channels_last), b.to(dtype)))
         self._banks = banks
         self._layout = [len(stage.blocks) for stage in net.stages]
         self.requires_grad_(False)
