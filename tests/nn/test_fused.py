@@ -102,3 +102,11 @@ def test_render_one_crop_is_crop_zero_of_two():
     torch.testing.assert_close(one, both[:, :1])
     with pytest.raises(ValueError, match="crops must be 1 or 2"):
         aug.render_crops(images, t, cfg, pca, crops=3)
+
+
+def testmax_pool2_equalsmax_pool2d_on_both_layouts():
+    from gzmorph.nn.fused import max_pool2
+
+    x = torch.randn(3, 16, 12, 12, generator=torch.Generator().manual_seed(0))
+    for t in (x, x.contiguous(memory_format=torch.channels_last), x.bfloat16()):
+        torch.testing.assert_close(max_pool2(t), torch.nn.functional.max_pool2d(t, 2), atol=0, rtol=0)

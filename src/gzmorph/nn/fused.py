@@ -27,7 +27,7 @@ from gzmorph.nn.head import finish
 from gzmorph.nn.p4m import GroupBatchNorm
 from gzmorph.nn.symmetric import SymmetricNet
 
-__all__ = ["FusedP4M", "fuse_for_prediction", "crops_used"]
+__all__ = ["FusedP4M", "fuse_for_prediction", "crops_used", "max_pool2"]
 
 
 def crops_used(net: nn.Module) -> int:
@@ -53,6 +53,13 @@ def _fold(conv: nn.Module, norm: GroupBatchNorm) -> tuple[torch.Tensor, torch.Te
     scale = (gamma * inv_std).repeat_interleave(D4_ORDER)
     shift = (beta - bn.running_mean.float() * gamma * inv_std).repeat_interleave(D4_ORDER)
     return w * scale[:, None, None, None], shift
+
+
+def max_pool2(x: torch.Tensor) -> torch.Tensor:
+    """2x2 max-pooling of even sides as two maxima of strided views: ``F.max_pool2d`` without the
+    indices it computes on the CPU, about twice as fast on channels-last maps (equal results)."""
+    rows = torch.maximum(x[..., ::2, :], x[..., 1::2, :])  # (B, C, H, W) -> (B, C, H/2, W)
+    return torch.maximum(rows[..., ::2], rows[..., 1::2])  # -> (B, C, H/2, W/2)
 
 
 class FusedP4M(nn.Module):
@@ -101,7 +108,7 @@ class FusedP4M(nn.Module):
                 w, b = next(banks)
                 x = x + F.conv2d(x, w, b, padding=w.shape[-1] // 2)
             if i in self.cfg.pool_after:
-                x = F.max_pool2d(x, 2)  # before the ReLU: max and ReLU commute
+                x = max_pool2(x)  # before the ReLU: max and ReLU commute
             x = torch.relu_(x)
         g = x.float().unflatten(1, (-1, D4_ORDER)).mean((-2, -1))  # (B, 8C, H, W) -> (B, C, 8)
         return g.amax(-1) if self.cfg.group_pool == "max" else g.mean(-1)
