@@ -58,7 +58,6 @@ def full_res_catalog(out: Path, shared: Path, folders: list[Path], n: int | None
 
 def one(args: argparse.Namespace) -> dict:
     """In the child process: the job, timed step by step."""
-    t_import = time.time()
     import torch
 
     from gzmorph.inference import predict as predict_module
@@ -66,6 +65,7 @@ def one(args: argparse.Namespace) -> dict:
     from gzmorph.inference.job import PredictionJob
     from gzmorph.inference.science import output_extras
 
+    t_imported = time.time()
     options = json.loads(args.config)
     cfg = PredictConfig(progress=False, **options)
     t0 = time.monotonic()
@@ -82,7 +82,7 @@ def one(args: argparse.Namespace) -> dict:
     result = {
         "images": job.n, "predicted": summary.n_predicted, "failed": summary.n_failed,
         "seconds_since_launch": round(time.time() - args.launched, 3),
-        "seconds_import": round(t_import - args.launched, 3), "seconds_open": round(t_open - t0, 3),
+        "seconds_to_imported": round(t_imported - args.launched, 3), "seconds_open": round(t_open - t0, 3),
         "seconds_run": round(t_end - t_open, 3),
         "breakdown_s": {k: round(v, 3) for k, v in (watch.seconds() if watch else {}).items()},
         "bf16": getattr(job.ensemble, "bf16", None), "torch_threads": threads or torch.get_num_threads(),
