@@ -1,9 +1,9 @@
 """The local executor of a prediction job, and the Python API of prediction.
 
 :func:`predict_to_file` computes the chunks of a :class:`~gzmorph.inference.job.PredictionJob`
-in this process (decoding worker processes stream the images, bounded look-ahead,
-while the main process runs the network; or rows come from a memory-mapped
-:class:`~gzmorph.data.cache.ImageCache`), keeps each finished chunk as a part
+in this process (a thread decodes the images ahead of the network, bounded look-ahead,
+itself or through decoding worker processes, while the main thread runs the network;
+or rows come from a memory-mapped :class:`~gzmorph.data.cache.ImageCache`), keeps each finished chunk as a part
 (:mod:`gzmorph.inference.parts`) and concatenates them into the output file, so
 memory holds one batch of images and one chunk of predictions whatever the collection
 size, and a killed job resumes where it stopped and ends with the same bytes.
@@ -186,12 +186,12 @@ def fit_weights(models: Sequence[ModelSpec], catalog: Catalog | Any | str | Path
     ensemble, cat = job.ensemble, job.source.catalog
     if not cat.has_labels:
         raise CatalogError(f"{catalog}: no labels of tree {ensemble.tree.name!r}; cannot fit ensemble weights")
-    stream = job.stream(range(job.n_chunks), decode_workers(cfg, ensemble.runtime))
+    stream = job.decoded(range(job.n_chunks), decode_workers(cfg, ensemble.runtime))
     rows: list[int] = []
     preds: list[np.ndarray] = []
     n_failed = 0
     with tqdm(total=len(cat), unit="img", disable=not cfg.progress, desc="fit weights") as bar, \
-            torch_threads(cfg.threads):
+            torch_threads(job_threads(job)):
         for batch_rows, images, failures, geometry in iter_batches(stream, len(cat), job.config.batch_size):
             if images is not None:
                 per = ensemble.predict_runs(images, geometry)  # (R, B, A)
