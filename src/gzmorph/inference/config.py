@@ -12,7 +12,7 @@ PRECISIONS = ("auto", "fast", "fp32", "bf16")  # gzmorph.runtime.PRECISIONS, wit
 __all__ = ["PredictConfig", "TTA_CHOICES", "DEFAULT_BATCH"]
 
 #: Images per forward pass by device type when ``batch_size`` is None (BENCHMARKS.md, "CPU throughput").
-DEFAULT_BATCH = {"cpu": 128, "cuda": 512}
+DEFAULT_BATCH = {"cpu": 64, "cuda": 512}
 
 TTA_CHOICES = ("none", "rot", "paper")
 
@@ -28,7 +28,8 @@ class PredictConfig(Config):
         (:func:`gzmorph.nn.augment.tta_transforms`).
     batch_size : int or None
         Images per forward pass.  ``None``: chosen for the device the job runs on
-        (:data:`DEFAULT_BATCH`: 128 on a CPU, 512 on CUDA; :meth:`for_device`).
+        (:data:`DEFAULT_BATCH`: 64 on a CPU, where larger batches leave the caches and were
+        slower, 512 on CUDA; :meth:`for_device`).
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
     precision : {"auto", "fast", "fp32", "bf16"}
@@ -47,8 +48,9 @@ class PredictConfig(Config):
         forward rate of the paper network on a CPU (BENCHMARKS.md); for large jobs.
     threads : int or None
         torch intra-op threads while the job runs.  ``None``: when images are decoded
-        in this process (``workers=0``, the default on a CPU of at most 4 cores), the
-        cores less one, which the decoding thread uses beside the network
+        in this process (``workers=0``, the default on a CPU of at most 4 cores) and
+        the network makes one pass per image (``tta="none"``, one model), the cores
+        less one, which the decoding thread uses beside the network
         (:func:`gzmorph.inference.job.prediction_threads`); else torch's setting.
     chunk_rows : int
         Rows per written chunk (Parquet row group); rounded up to a multiple of
