@@ -48,9 +48,8 @@ class PredictConfig(Config):
         forward rate of the paper network on a CPU (BENCHMARKS.md); for large jobs.
     threads : int or None
         torch intra-op threads while the job runs.  ``None``: when images are decoded
-        in this process (``workers=0``, the default on a CPU of at most 4 cores) and
-        the network makes one pass per image (``tta="none"``, one model), the cores
-        less one, which the decoding thread uses beside the network
+        in this process (``workers=0``, the default on a CPU of at most 4 cores), the
+        cores less one, which the decoding thread uses beside the network
         (:func:`gzmorph.inference.job.prediction_threads`); else torch's setting.
     chunk_rows : int
         Rows per written chunk (Parquet row group); rounded up to a multiple of

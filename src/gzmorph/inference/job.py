@@ -81,20 +81,20 @@ def prediction_runtime(cfg: PredictConfig) -> Runtime:
     return runtime
 
 
-def prediction_threads(cfg: PredictConfig, rt: Runtime, workers: int | None, passes: int = 1) -> int | None:
+def prediction_threads(cfg: PredictConfig, rt: Runtime, workers: int | None) -> int | None:
     """torch threads of a job: ``cfg.threads``, or on a small CPU the cores the decoding thread leaves.
 
     When images are decoded in this process (``workers == 0``) they are decoded in a
-    thread beside the network (:func:`gzmorph.data.prefetch.prefetch`).  With one network
-    pass per image (``passes``: TTA transforms x runs) decoding costs about as much as
-    the network, so the network gets the other cores (2 cores, ``p4m``: 835 img/s with
-    one torch thread, 743 with two); with more passes the network needs every core
-    (``--tta rot``: 324 img/s with two threads, 234 with one; BENCHMARKS.md).  ``None``
-    leaves torch's setting.
+    thread beside the network (:func:`gzmorph.data.prefetch.prefetch`), and the network
+    gets the other cores.  Measured on 2 cores with ``p4m`` (BENCHMARKS.md, "CPU
+    throughput"): one pass, 835 img/s with one torch thread against 743 with two;
+    ``--tta rot`` on an idle machine 234 against 324, but on a loaded one about 137
+    against 53 (spinning OpenMP threads lose most when the cores are shared), so the
+    robust choice is kept.  ``None`` leaves torch's setting.
     """
     if cfg.threads is not None:
         return cfg.threads
-    if rt.device.type == "cpu" and workers == 0 and passes == 1:
+    if rt.device.type == "cpu" and workers == 0:
         return max(1, cpu_cores() - 1)
     return None
 

@@ -123,8 +123,8 @@ def run_local_to_file(job: PredictionJob, out: Path, manifest: dict[str, Any], c
 
 def job_threads(job: PredictionJob) -> int | None:
     """The torch threads of a local job (:func:`gzmorph.inference.job.prediction_threads`)."""
-    rt, ensemble = job.ensemble.runtime, job.ensemble
-    return prediction_threads(job.config, rt, decode_workers(job.config, rt), len(ensemble.transforms) * len(ensemble.runs))
+    rt = job.ensemble.runtime
+    return prediction_threads(job.config, rt, decode_workers(job.config, rt))
 
 
 def predict(models: ModelSpec | Sequence[ModelSpec], source: Catalog | Any | str | Path, out: str | Path | None = None,
