@@ -12,7 +12,9 @@ Loop, for every policy and seed:
 1. ``--start`` galaxies drawn at random (the seed) from the training pool are labelled
    (the crowd's vote fractions: the oracle); the rest is the unlabelled pool;
 2. a base run of ``--preset`` trains on them (for ``bald``: two members, seeds s and
-   s + 1000, whose disagreement is the BALD score);
+   s + 1000, whose disagreement is the BALD score); the start labels and the base run
+   depend only on the seed, so every policy of a seed starts from the same run
+   (``base-s<seed>``, trained once: a paired comparison);
 3. each round the pool is predicted, the policy's ``--step`` best galaxies
    (:mod:`gzmorph.review.acquisition`; ``today`` takes the flagged queue of
    :func:`gzmorph.review.queue.build_queue` then the rest by the same doubt) get their
@@ -22,13 +24,15 @@ Loop, for every policy and seed:
 
 Writes ``results.csv`` (policy, seed, labels, rmse), ``summary.csv`` (per policy and seed:
 labels needed to reach random's mean RMSE at ``--max`` labels, linearly interpolated;
-NaN if never reached) and ``curves.png``.  Never tune on the validation galaxies: the
+NaN if never reached) and ``curves.png``.  A finished loop leaves ``<policy>-s<seed>/rows.json``;
+rerunning the same command skips it (so an interrupted benchmark goes on where it stopped).  Never tune on the validation galaxies: the
 policies have no parameters fitted here.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -88,11 +92,24 @@ def rmse(run: Path, val_csv: Path, val: pd.DataFrame, columns: list[str]) -> flo
     return masked_rmse(preds[columns].to_numpy(np.float64), truth)
 
 
+def base_run(a: argparse.Namespace, data: Path, seed: int) -> Path:
+    """The run trained on the start labels of ``seed`` (shared by every policy; trained once)."""
+    run, done = a.out / f"base-s{seed}", a.out / f"base-s{seed}.done"
+    if not done.is_file():
+        cfg = get_preset(a.preset).override(examples=a.base_examples, seed=seed, val_fraction=a.val_fraction,
+                                            eval_every=a.base_examples)
+        train(cfg, data, run, device="cpu", progress=False)
+        done.touch()
+    return run
+
+
 def one_loop(a: argparse.Namespace, policy: str, seed: int, train_pool: pd.DataFrame, val_csv: Path,
              val: pd.DataFrame, columns: list[str]) -> list[dict]:
+    work = a.out / f"{policy}-s{seed}"
+    if (work / "rows.json").is_file():
+        return json.loads((work / "rows.json").read_text())
     rng = np.random.default_rng(seed)
     labelled = list(rng.choice(train_pool["GalaxyID"].to_numpy(), size=a.start, replace=False))
-    work = a.out / f"{policy}-s{seed}"
     work.mkdir(parents=True, exist_ok=True)
     member_seeds = [seed, seed + 1000] if policy == "bald" else [seed]
     runs, rows, n_round = [], [], 0
@@ -101,13 +118,12 @@ def one_loop(a: argparse.Namespace, policy: str, seed: int, train_pool: pd.DataF
         train_pool[train_pool["GalaxyID"].isin(labelled)].to_csv(data, index=False)
         new_runs = []
         for m, s in enumerate(member_seeds):
-            run = work / f"round{n_round}-m{m}"
             if n_round == 0:
-                cfg = get_preset(a.preset).override(examples=a.base_examples, seed=s, val_fraction=a.val_fraction,
-                                                    eval_every=a.base_examples)
-            else:
-                cfg = run_config(runs[m]).override(examples=a.finetune_examples, warmup_examples=0, clip_examples=0,
-                                                   eval_every=a.finetune_examples, init_from=str(runs[m]), seed=s)
+                new_runs.append(base_run(a, data, s))
+                continue
+            run = work / f"round{n_round}-m{m}"
+            cfg = run_config(runs[m]).override(examples=a.finetune_examples, warmup_examples=0, clip_examples=0,
+                                               eval_every=a.finetune_examples, init_from=str(runs[m]), seed=s)
             train(cfg, data, run, device="cpu", progress=False)
             new_runs.append(run)
         runs = new_runs
@@ -115,6 +131,7 @@ def one_loop(a: argparse.Namespace, policy: str, seed: int, train_pool: pd.DataF
                      "rmse": rmse(runs[0], val_csv, val, columns), "time": time.time()})
         print(rows[-1], flush=True)
         if len(labelled) >= a.max:
+            (work / "rows.json").write_text(json.dumps(rows))
             return rows
         pool = train_pool[~train_pool["GalaxyID"].isin(labelled)].reset_index(drop=True)
         labelled += acquire(policy, runs, pool, work / "pool.csv", min(a.step, a.max - len(labelled)), rng)

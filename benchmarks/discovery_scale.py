@@ -6,6 +6,12 @@ Vectors: a mixture of 100 Gaussian clusters in ``dim`` dimensions (like a PCA-re
 embedding), cosine metric.  Reports build seconds, the index's bytes, the process's
 peak RSS, the time of 1,000 single-vector queries (k=10) for the exact flat index and
 the HNSW graph, and HNSW's recall@10 against the exact answer.
+
+    nice -n 5 python benchmarks/discovery_scale.py --n 200000 --kinds flat,hnsw,hnswlib,usearch
+
+compares faiss with the other maintained HNSW libraries at the same graph settings
+(M=32 links, efConstruction 40 as faiss's default, efSearch 64): ``hnswlib`` and
+``usearch`` (``pip install hnswlib usearch``; not dependencies of gzmorph).
 """
 
 from __future__ import annotations
@@ -15,6 +21,36 @@ import resource
 import time
 
 import numpy as np
+
+
+def build_index(kind: str, x: np.ndarray, threads: int) -> tuple[object, object, object]:
+    """(index, search(q) -> (Q, 10) ids, size() -> bytes) of one library's index over ``x``."""
+    n, dim = x.shape
+    if kind in ("flat", "hnsw"):
+        import faiss
+
+        index = faiss.IndexHNSWFlat(dim, 32) if kind == "hnsw" else faiss.IndexFlatL2(dim)
+        if kind == "hnsw":
+            index.hnsw.efSearch = 64
+        index.add(x)
+        return index, lambda q: index.search(q, 10)[1], lambda: len(faiss.serialize_index(index))
+    if kind == "hnswlib":
+        import hnswlib
+
+        index = hnswlib.Index(space="l2", dim=dim)
+        index.init_index(max_elements=n, M=32, ef_construction=40)
+        index.add_items(x, np.arange(n), num_threads=threads)
+        index.set_ef(64)
+        index.set_num_threads(threads)
+        return index, lambda q: index.knn_query(q, k=10)[0], lambda: index.index_file_size()
+    if kind == "usearch":
+        from usearch.index import Index
+
+        index = Index(ndim=dim, metric="l2sq", connectivity=32, expansion_add=40, expansion_search=64)
+        index.add(np.arange(n), x, threads=threads)
+        return (index, lambda q: np.atleast_2d(index.search(q, 10, threads=threads).keys),
+                lambda: index.serialized_length)
+    raise SystemExit(f"unknown kind {kind!r}: flat, hnsw, hnswlib or usearch")
 
 
 def main() -> None:
@@ -36,19 +72,14 @@ def main() -> None:
     exact = None
     for kind in a.kinds.split(","):
         t0 = time.perf_counter()
-        if kind == "hnsw":
-            index = faiss.IndexHNSWFlat(a.dim, 32)
-            index.hnsw.efSearch = 64
-        else:
-            index = faiss.IndexFlatL2(a.dim)
-        index.add(x)
+        index, search, size = build_index(kind, x, a.threads)
         build = time.perf_counter() - t0
-        nbytes = len(faiss.serialize_index(index))
+        nbytes = size()
         t0 = time.perf_counter()
-        found = np.stack([index.search(q[i:i + 1], 10)[1][0] for i in range(len(q))])
+        found = np.stack([search(q[i:i + 1])[0] for i in range(len(q))])
         single = (time.perf_counter() - t0) / len(q)
         t0 = time.perf_counter()
-        index.search(q, 10)
+        search(q)
         batched = (time.perf_counter() - t0) / len(q)
         if kind == "flat":
             exact = found

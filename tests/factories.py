@@ -24,16 +24,17 @@ PCA = {"eigenvector": [0.58, 0.58, 0.57], "eigenvalue": 0.01}
 
 
 def make_run(path: Path, seed: int, image_size: int = SIZE, step: int = 0, *, tree: Tree = GZ2,
-             recentre: bool = False, data: dict | None = None) -> Path:
+             recentre: bool = False, data: dict | None = None, train: dict | None = None) -> Path:
     """A run directory holding an untrained tiny network, written by :func:`save_run`.
 
     ``tree``, ``recentre`` (``augment.recentre``) and ``data`` (facts such as
-    ``label_columns`` or ``stretch``) describe how the run was trained.
+    ``label_columns`` or ``stretch``) describe how the run was trained; ``train``
+    overrides other fields of its ``TrainConfig`` (``pixel_scale``...).
     """
     base = get_preset("small")
     cfg = base.override(model=replace(base.model, conv_channels=(4, 4, 8, 8), dense_units=(16,)),
                         image_size=image_size, seed=seed, tree=base.tree if tree is GZ2 else tree.to_dict(),
-                        augment=replace(base.augment, recentre=recentre))
+                        augment=replace(base.augment, recentre=recentre)).override(**(train or {}))
     torch.manual_seed(seed)
     model = GalaxyNet(cfg.model, tree)
     save_run(path, cfg, {"pca": PCA, **(data or {})})

@@ -25,7 +25,8 @@ DESCRIPTION = (
 
 
 PREDICT_FIELDS = ("tta", "batch_size", "device", "precision", "workers", "compile", "threads", "chunk_rows",
-                  "which", "split", "id_column", "path_column", "recentre", "calibration", "interval_level")
+                  "which", "split", "id_column", "path_column", "recentre", "calibration", "interval_level",
+                  "pixel_scale", "adapt_bn", "adapt_bn_images")
 RAY_FIELDS = ("actors", "gpus_per_actor", "cpus_per_actor")
 
 

@@ -8,7 +8,8 @@ HELP = "train a network on labelled images (Kaggle dir, catalog or cache)"
 
 
 OVERRIDES = ("examples", "batch_size", "lr", "eval_every", "image_size", "val_fraction", "split_seed", "seed",
-             "tree", "compile", "precision", "ema_decay", "init_from", "loss", "assumed_votes")
+             "tree", "compile", "precision", "ema_decay", "init_from", "loss", "assumed_votes",
+             "pixel_scale", "pixel_scale_side")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

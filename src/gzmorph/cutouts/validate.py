@@ -13,7 +13,7 @@ import io
 import warnings
 from dataclasses import dataclass
 
-import numpy as np
+from gzmorph.data.pixscale import wcs_pixel_scale
 
 __all__ = ["BadBody", "BodyInfo", "check_body", "FITS_MAGIC", "JPEG_MAGIC"]
 
@@ -51,33 +51,6 @@ def _wrong_type(body: bytes, content_type: str, expected: str) -> BadBody:
     return BadBody(f"service answered {what} instead of {expected}: {_snippet(body)!r}", retry=True)
 
 
-_CELESTIAL = ("RA--", "DEC-", "GLON", "GLAT", "ELON", "ELAT")
-
-
-def _wcs_scale(header) -> float | None:
-    """Pixel scale (arcsec/px, along x) of a celestial WCS header, or None without one.
-
-    Read from the keywords rather than by building an ``astropy.wcs.WCS``, which costs
-    more than the rest of the check: the norm of the first column of the CD matrix
-    (else of ``CDELT`` times the PC matrix), as ``proj_plane_pixel_scales`` computes it.
-    """
-    ctypes = [str(header.get(f"CTYPE{i}", "")).upper()[:4] for i in (1, 2)]
-    if not all(c in _CELESTIAL for c in ctypes):
-        return None
-    try:
-        if "CD1_1" in header or "CD2_1" in header:
-            col = (float(header.get("CD1_1", 0.0)), float(header.get("CD2_1", 0.0)))
-        elif "CDELT1" in header:
-            cdelt = float(header["CDELT1"])
-            col = (cdelt * float(header.get("PC1_1", 1.0)), cdelt * float(header.get("PC2_1", 0.0)))
-        else:
-            return None
-    except (TypeError, ValueError):
-        return None
-    scale = float(np.hypot(*col)) * 3600.0
-    return scale if scale > 0 else None
-
-
 def _check_fits(body: bytes, size: int, pixscale: float, need_wcs: bool) -> BodyInfo:
     from astropy.io import fits
 
@@ -105,7 +78,7 @@ def _check_fits(body: bytes, size: int, pixscale: float, need_wcs: bool) -> Body
         raise BadBody(f"unreadable FITS body ({problem})", retry=True)
     if shape[-2:] != (size, size):
         raise BadBody(f"FITS image of {shape[-1]}x{shape[-2]} px, {size}x{size} requested", retry=False)
-    scale = _wcs_scale(header)
+    scale = wcs_pixel_scale(header)
     if need_wcs and scale is None:
         raise BadBody("FITS without a celestial WCS: its pixel scale is unknown", retry=False)
     if scale is not None and abs(scale - pixscale) > SCALE_TOLERANCE * pixscale:

@@ -195,7 +195,8 @@ def _atomic_frame(frame: pd.DataFrame, path: Path) -> None:
 
 
 def _same_catalog(root: Path, meta: dict, catalog: Catalog, size: int, options: DecodeOptions) -> bool:
-    if meta.get("options", DecodeOptions().to_dict()) != options.to_dict():
+    # Through from_dict, so options added since the cache was started take their defaults.
+    if DecodeOptions.from_dict(meta.get("options") or {}) != options:
         return False
     if meta.get("size") != size or meta.get("n") != len(catalog) or meta.get("id_column") != catalog.id_column:
         return False

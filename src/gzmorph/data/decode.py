@@ -32,6 +32,7 @@ from PIL import Image, ImageFile
 from gzmorph.config import Config
 from gzmorph.data.composite import Stretch, make_composite
 from gzmorph.data.fits import FitsError, is_fits, read_bands
+from gzmorph.data.pixscale import GZ2_FIELD
 
 __all__ = ["DEFAULT_SIZE", "ImageError", "DecodeOptions", "Item", "decode", "decode_measured", "decode_item"]
 
@@ -98,10 +99,18 @@ class DecodeOptions(Config):
     recentre : bool
         Measure every image's galaxy centre and size (:mod:`gzmorph.data.recentre`):
         on the linear bands of a FITS cutout, on the decoded pixels of a JPEG.
+    pixel_scale : float, "header" or None
+        Show every image at its angular size (:mod:`gzmorph.data.pixscale`): arcsec per
+        pixel of the files at their native size, or ``"header"`` (each FITS file's own);
+        every item then carries the geometry whose zoom is its field over ``model_field``.
+    model_field : float
+        The field (arcsec) of the images the model was trained on.
     """
 
     stretch: Stretch | None = None
     recentre: bool = False
+    pixel_scale: float | str | None = None
+    model_field: float = GZ2_FIELD
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -139,8 +148,11 @@ def _square_planes(planes: np.ndarray) -> np.ndarray:
     return planes[:, top : top + side, left : left + side]
 
 
-def _decode_fits(path: str | Path, size: int | None, options: DecodeOptions) -> tuple[np.ndarray, Any]:
-    """A FITS cutout as its colour composite, and (with ``options.recentre``) its placement."""
+def _decode_fits(path: str | Path, size: int | None, options: DecodeOptions
+                 ) -> tuple[np.ndarray, Any, int, float | None]:
+    """A FITS cutout as its colour composite, (with ``options.recentre``) its placement, the native
+    side of what was kept (:func:`_kept`) and its header's pixel scale."""
+    from gzmorph.data.pixscale import kept_fraction
     from gzmorph.data.recentre import measure
 
     if options.stretch is None:
@@ -148,16 +160,29 @@ def _decode_fits(path: str | Path, size: int | None, options: DecodeOptions) -> 
     if "{band}" not in str(path):
         _check_regular_file(path)
     try:
-        planes, _ = read_bands(path, options.stretch.bands)
+        planes, info = read_bands(path, options.stretch.bands)
     except FitsError as exc:
         raise ImageError(path, exc.reason) from None
     planes = _square_planes(planes)  # (3, S, S): the centre square, as for JPEGs
     _check_side(path, planes.shape[1])
     placement = measure(planes.sum(axis=0)) if options.recentre else None
+    planes = _kept(planes, kept_fraction(planes.shape[1], options.pixel_scale, info.pixscale, options.model_field,
+                                         options.recentre))
+    _check_side(path, planes.shape[1])
     out = Image.fromarray(make_composite(planes, options.stretch))
     if size is not None and out.size != (size, size):
         out = out.resize((size, size), _RESAMPLE)
-    return np.array(out, dtype=np.uint8), placement
+    return np.array(out, dtype=np.uint8), placement, int(planes.shape[1]), info.pixscale
+
+
+def _kept(planes: np.ndarray, fraction: float) -> np.ndarray:
+    """The central ``fraction`` of ``(B, S, S)`` planes' side (the pixel scale's field; an exact crop)."""
+    if fraction >= 1:
+        return planes
+    side = planes.shape[-1]
+    k = max(1, int(round(side * fraction)))
+    top = (side - k) // 2
+    return planes[..., top : top + k, top : top + k]
 
 
 def decode_measured(path: str | Path, size: int | None = DEFAULT_SIZE,
@@ -173,14 +198,24 @@ def decode_measured(path: str | Path, size: int | None = DEFAULT_SIZE,
     """
     options = options or DecodeOptions()
     if is_fits(path) or "{band}" in str(path):
-        image, placement = _decode_fits(path, size, options)
-        return image, None if placement is None else placement.geometry()
-    image = decode(path, size)
-    if not options.recentre:
-        return image, None
-    from gzmorph.data.recentre import measure_rgb
+        image, placement, side, header_scale = _decode_fits(path, size, options)
+        geometry = None if placement is None else placement.geometry()
+    else:
+        image, side = _decode_raster(path, size, options)
+        header_scale, geometry = None, None
+        if options.recentre:
+            from gzmorph.data.recentre import measure_rgb
 
-    return image, measure_rgb(image).geometry()
+            geometry = measure_rgb(image).geometry()
+    if options.pixel_scale is None:
+        return image, geometry
+    from gzmorph.data.pixscale import pixel_geometry
+
+    try:
+        return image, pixel_geometry(side, options.pixel_scale, header_scale, geometry, options.model_field,
+                                     fits=is_fits(path) or "{band}" in str(path))
+    except ValueError as exc:
+        raise ImageError(path, str(exc)) from None
 
 
 def decode(path: str | Path, size: int | None = DEFAULT_SIZE, options: DecodeOptions | None = None) -> np.ndarray:
@@ -212,16 +247,41 @@ def decode(path: str | Path, size: int | None = DEFAULT_SIZE, options: DecodeOpt
         raise ValueError(f"size must be a positive number of pixels or None, got {size}")
     if is_fits(path) or "{band}" in str(path):
         return _decode_fits(path, size, options or DecodeOptions())[0]
+    return _decode_raster(path, size)[0]
+
+
+def _decode_raster(path: str | Path, size: int | None, options: DecodeOptions | None = None
+                   ) -> tuple[np.ndarray, float]:
+    """A JPEG/PNG/... as :func:`decode` returns it, and the native side of the square centre it kept.
+
+    With a pixel scale (``options``), an image wider than the model's field keeps only
+    that field (:func:`gzmorph.data.pixscale.kept_fraction`), cut before the resize.
+    """
+    from gzmorph.data.pixscale import kept_fraction
+
+    if size is not None and size < 1:
+        raise ValueError(f"size must be a positive number of pixels or None, got {size}")
     _check_regular_file(path)
     try:
         with Image.open(path) as im:
-            _check_side(path, min(im.size))  # the native size, from the header (before any draft)
+            native = min(im.size)
+            _check_side(path, native)  # the native size, from the header (before any draft)
+            options = options or DecodeOptions()
+            fraction = kept_fraction(native, options.pixel_scale, None, options.model_field, options.recentre)
             if size is not None:
                 # Only JPEGs implement draft; it picks the largest power-of-two
                 # reduction that keeps both sides >= size, so no detail is lost.
-                im.draft(None, (size, size))
+                need = int(np.ceil(size / fraction))
+                im.draft(None, (need, need))
             im.load()  # raises OSError on a truncated file
             out = _centre_square(_to_rgb(im))
+            if fraction < 1:  # the model's field only: an exact crop before the one resize
+                side = out.size[0]
+                k = max(1, int(round(side * fraction)))
+                top = (side - k) // 2
+                out = out.crop((top, top, top + k, top + k))
+                native = native * k / side
+                _check_side(path, int(native))
             if size is not None and out.size != (size, size):
                 out = out.resize((size, size), _RESAMPLE)
             arr = np.asarray(out, dtype=np.uint8)
@@ -236,7 +296,7 @@ def decode(path: str | Path, size: int | None = DEFAULT_SIZE, options: DecodeOpt
             reason = f"truncated file ({reason})"
         raise ImageError(path, reason) from None
     # Pillow may hand back a read-only view of its buffer; callers write into batches.
-    return np.ascontiguousarray(arr) if arr.flags.writeable else arr.copy()
+    return (np.ascontiguousarray(arr) if arr.flags.writeable else arr.copy()), native
 
 
 def _check_side(path: str | Path, side: int) -> None:

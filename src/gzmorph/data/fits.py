@@ -27,17 +27,19 @@ applies ``BSCALE``/``BZERO`` to integer data).  What happens to bad data (tested
 * every error is an :class:`~gzmorph.data.decode.ImageError` naming the file, which a
   long job turns into an error row.
 
-The header's pixel scale (``PIXSCALE``, else ``CD1_1``/``CD1_2``, else ``CDELT1``, in
-arcsec per pixel) and ``BUNIT`` are kept in :class:`FitsInfo`.
+The header's pixel scale (``PIXSCALE``, else the celestial WCS's ``CD``/``CDELT``, in
+arcsec per pixel: :func:`gzmorph.data.pixscale.header_pixel_scale`) and ``BUNIT`` are kept
+in :class:`FitsInfo`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from gzmorph.data.pixscale import header_pixel_scale
 
 __all__ = ["FITS_SUFFIXES", "is_fits", "FitsInfo", "FitsError", "read_bands", "MAX_BAD_FRACTION"]
 
@@ -69,16 +71,6 @@ class FitsInfo:
     unit: str | None  # BUNIT
     layout: str  # "cube", "extensions" or "files"
     shape: tuple[int, int]
-
-
-def _pixscale(header) -> float | None:
-    if "PIXSCALE" in header:
-        return abs(float(header["PIXSCALE"]))
-    if "CD1_1" in header:
-        return 3600.0 * math.hypot(float(header["CD1_1"]), float(header.get("CD1_2", 0.0)))
-    if "CDELT1" in header:
-        return 3600.0 * abs(float(header["CDELT1"]))
-    return None
 
 
 def _band_of(value) -> str:
@@ -236,4 +228,4 @@ def read_bands(path: str | Path, bands: tuple[str, ...]) -> tuple[np.ndarray, Fi
         raise FitsError(f"bands of different shapes {sorted(shapes)}")
     out = np.stack([_sanitise(p, b) for p, b in zip(planes, bands)])  # (B, H, W)
     unit = header.get("BUNIT") if header is not None else None
-    return out, FitsInfo(_pixscale(header), None if unit is None else str(unit), layout, out.shape[1:])
+    return out, FitsInfo(header_pixel_scale(header), None if unit is None else str(unit), layout, out.shape[1:])

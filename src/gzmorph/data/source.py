@@ -12,7 +12,7 @@ row is a recorded ``(row, reason)``, never an exception.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -89,7 +89,7 @@ class Source:
 
     def _options(self, recentre: bool) -> DecodeOptions:
         options = self.options or DecodeOptions()
-        return options if recentre == options.recentre else DecodeOptions(options.stretch, recentre)
+        return options if recentre == options.recentre else replace(options, recentre=recentre)
 
     def stream(self, rows: np.ndarray | None = None, size: int | None = None, workers: int | None = None,
                recentre: bool = False) -> Iterator[Item]:

@@ -6,15 +6,18 @@ from dataclasses import dataclass, replace
 
 from gzmorph.config import Config
 from gzmorph.data.composite import Stretch
+from gzmorph.data.pixscale import parse_pixel_scale
 
 PRECISIONS = ("auto", "fast", "fp32", "bf16")  # gzmorph.runtime.PRECISIONS, without importing torch here
 
-__all__ = ["PredictConfig", "TTA_CHOICES", "DEFAULT_BATCH"]
+__all__ = ["PredictConfig", "TTA_CHOICES", "DEFAULT_BATCH", "ADAPT_BN_MIN"]
 
 #: Images per forward pass by device type when ``batch_size`` is None (BENCHMARKS.md, "CPU throughput").
 DEFAULT_BATCH = {"cpu": 64, "cuda": 512}
 
 TTA_CHOICES = ("none", "rot", "paper")
+#: Fewest decodable target images ``adapt_bn`` estimates BatchNorm statistics on (fewer give noise).
+ADAPT_BN_MIN = 32
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,22 @@ class PredictConfig(Config):
     interval_level : float or None
         Central level of the calibrated intervals (``Class1.1_lo``/``_hi``); ``None``: the
         calibration's (0.8 unless fitted otherwise).
+    pixel_scale : float, str or None
+        Show each galaxy at the angular size the model was trained at
+        (:mod:`gzmorph.data.pixscale`): arcsec per pixel of the image files at their
+        native size, a survey (sdss, legacy, decals, hsc, euclid, lsst), or ``header``
+        (each FITS file's PIXSCALE or WCS); the zoom (image field over the run's recorded
+        field) goes into the one crop warp.  ``None``: off (the crop is a fixed fraction
+        of each image).
+    adapt_bn : bool
+        Test-time adaptation (:mod:`gzmorph.inference.adapt`): before predicting,
+        re-estimate the runs' BatchNorm statistics on a sample of the target images
+        (networks with BatchNorm layers only, such as the p4m and cyclic presets; at
+        least 32 decodable images); kept in ``<out>.adapt_bn.pt`` for ``--resume`` and
+        recorded in the manifest.
+    adapt_bn_images : int
+        Most target images the statistics are estimated on, spread evenly over the
+        collection (at least 32).
     """
 
     tta: str = "none"
@@ -99,8 +118,14 @@ class PredictConfig(Config):
     stretch: Stretch | None = None
     calibration: str = "auto"
     interval_level: float | None = None
+    pixel_scale: float | str | None = None
+    adapt_bn: bool = False
+    adapt_bn_images: int = 1024
 
     def __post_init__(self) -> None:
+        if self.adapt_bn_images < ADAPT_BN_MIN:
+            raise ValueError(f"adapt_bn_images must be >= {ADAPT_BN_MIN}, got {self.adapt_bn_images}")
+        object.__setattr__(self, "pixel_scale", parse_pixel_scale(self.pixel_scale))
         if isinstance(self.stretch, dict):
             object.__setattr__(self, "stretch", Stretch.from_dict(self.stretch))
         if self.tta not in TTA_CHOICES:

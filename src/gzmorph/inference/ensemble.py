@@ -59,6 +59,10 @@ class Ensemble:
     recentre : bool or None
         Apply each image's recentring geometry to every run (True), to none (False),
         or to the runs trained with it (None: ``augment.recentre`` of each run).
+    rescale : bool
+        Every image comes with the geometry of its pixel scale
+        (:mod:`gzmorph.data.pixscale`), applied to every run; the runs must then share
+        one recorded field (:attr:`field`) and one recentring choice.
     precision : {"auto", "fast", "fp32", "bf16"} or None
         The rule of :mod:`gzmorph.inference.precision`, decided per run (``bf16``);
         None: ``runtime.autocast`` for every run.
@@ -71,7 +75,7 @@ class Ensemble:
 
     def __init__(self, runs: Sequence[TrainedModel], runtime: Runtime, tta: str = "none",
                  weights: Sequence[float] | None = None, compile: bool = False,
-                 recentre: bool | None = None, precision: str | None = None) -> None:
+                 recentre: bool | None = None, rescale: bool = False, precision: str | None = None) -> None:
         if not runs:
             raise ConfigError("no model given")
         self.runs = list(runs)
@@ -95,17 +99,44 @@ class Ensemble:
         self.precision = precision
         self.bf16 = [runtime.autocast if precision is None else uses_bf16(run, precision, runtime)
                      for run in self.runs]
+        self._compile = compile
+        self.refresh()
+        self.stopwatch = Stopwatch()
+        self.recentred = [bool(run.augment.recentre) if recentre is None else recentre for run in self.runs]
+        self.rescale = rescale
+        if rescale:
+            self._check_rescale()
+        self._compiled = compile
+        self._batch = 0  # padded batch size of the compiled graphs
+
+    def _check_rescale(self) -> None:
+        fields = sorted({round(run.config.field, 6) for run in self.runs})
+        if len(fields) > 1:
+            raise ConfigError("the runs were trained at different fields (" + ", ".join(f'{f:g}"' for f in fields)
+                              + "): one pixel-scale warp cannot serve them all; predict them separately")
+        if len(set(self.recentred)) > 1:
+            raise ConfigError("with a pixel scale the runs must all recentre or none (give --recentre or "
+                              "--no-recentre)")
+
+    @property
+    def field(self) -> float:
+        """The field (arcsec) the runs were trained at (the first run's: with ``rescale`` they all share it)."""
+        return float(self.runs[0].config.field)
+
+    def refresh(self) -> None:
+        """(Re)build the networks prediction calls from the runs' current weights.
+
+        A ``p4m`` network gets its fused form, which copies the weights and batch-norm
+        statistics: call this after changing them (``--adapt-bn`` does).
+        """
         fused = [fuse_for_prediction(run.model, torch.bfloat16 if bf16 else torch.float32)
                  for run, bf16 in zip(self.runs, self.bf16)]
         base = [f if f is not None else run.model for f, run in zip(fused, self.runs)]
         self._autocast = [bf16 and f is None for bf16, f in zip(self.bf16, fused)]  # a fused net has its dtype
         self._crops = [crops_used(net) for net in base]
         # An onnxruntime network (gzmorph.models.onnx.OnnxNet) has nothing for torch to compile.
-        self._nets = [torch.compile(net) if compile and not getattr(net, "is_onnx", False) else net for net in base]
-        self.stopwatch = Stopwatch()
-        self.recentred = [bool(run.augment.recentre) if recentre is None else recentre for run in self.runs]
-        self._compiled = compile
-        self._batch = 0  # padded batch size of the compiled graphs
+        self._nets = [torch.compile(net) if self._compile and not getattr(net, "is_onnx", False) else net
+                      for net in base]
 
     @property
     def recentre(self) -> bool:
@@ -115,7 +146,8 @@ class Ensemble:
     @classmethod
     def load(cls, models: ModelSpec | Sequence[ModelSpec], runtime: Runtime, tta: str = "none",
              weights: Sequence[float] | str | Path | None = None, which: str = "best",
-             compile: bool = False, recentre: bool | None = None, precision: str | None = None) -> "Ensemble":
+             compile: bool = False, recentre: bool | None = None, rescale: bool = False,
+             precision: str | None = None) -> "Ensemble":
         """Load models (or take loaded runs); ``weights`` may be a weights JSON file.
 
         A model is a run directory, a model package, an ``.onnx`` file or
@@ -127,7 +159,7 @@ class Ensemble:
             run.model.to(runtime.device).eval()
         if isinstance(weights, (str, Path)):
             weights = load_weights(weights, [run.run_dir for run in runs])
-        return cls(runs, runtime, tta, weights, compile, recentre, precision)
+        return cls(runs, runtime, tta, weights, compile, recentre, rescale, precision)
 
     @property
     def trained(self) -> np.ndarray:
@@ -157,7 +189,7 @@ class Ensemble:
                 raise ConfigError(f"{run.run_dir}: this network has no feature layer to embed "
                                   "(an ONNX file?); give a run directory or a model package")
             net = run.model.pooled_features
-        geometry = geometry if self.recentred[k] else None
+        geometry = geometry if self.recentred[k] or self.rescale else None
         n = images.shape[0]
         if self._compiled:
             self._batch = max(self._batch, n)
@@ -192,8 +224,8 @@ class Ensemble:
         ``S`` get the batch resized on the device.  ``geometry`` ``(B, 4)``
         (:mod:`gzmorph.data.recentre`) is applied to the runs that recentre.
         """
-        if geometry is None and self.recentre:
-            raise ValueError("this ensemble recentres: give the geometry of the images")
+        if geometry is None and (self.recentre or self.rescale):
+            raise ValueError("this ensemble recentres or rescales: give the geometry of the images")
         x = torch.from_numpy(np.ascontiguousarray(images)).to(self.runtime.device, non_blocking=True)
         resized: dict[int, torch.Tensor] = {}
         out = []

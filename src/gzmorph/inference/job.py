@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -117,6 +117,8 @@ def decode_options(ensemble: Ensemble, cfg: PredictConfig) -> DecodeOptions:
         stored = [run.stretch for run in ensemble.runs if run.stretch]
         stretch = Stretch.from_dict(stored[0]) if stored else None
     options = DecodeOptions(stretch, ensemble.recentre)
+    if cfg.pixel_scale is not None:  # the zoom of each image's field over the runs' (data/pixscale.py)
+        options = replace(options, pixel_scale=cfg.pixel_scale, model_field=ensemble.field)
     if options.stretch is not None or options.recentre:
         require_survey_extra()
     return options
@@ -235,6 +237,9 @@ class PredictionJob:
     calibration : Calibration or None
         Applied to every chunk (:mod:`gzmorph.inference.calibrator`): calibrated
         fractions, intervals, ``Qn_p_correct`` triage.
+    adapted : dict or None
+        With ``adapt_bn``, after :meth:`adapt`: what the runs' BatchNorm statistics were
+        re-estimated on (:mod:`gzmorph.inference.adapt`), for the manifest and summary.
     """
 
     ensemble: Ensemble
@@ -244,6 +249,7 @@ class PredictionJob:
     layout: str
     trained: np.ndarray | None = None
     calibration: Calibration | None = None
+    adapted: dict[str, Any] | None = None
 
     @classmethod
     def open(cls, models: ModelSpec | Sequence[ModelSpec], source: Any, config: PredictConfig,
@@ -252,14 +258,22 @@ class PredictionJob:
         """Load the models and open the source; ``runtime`` defaults to the config's device."""
         runtime_here = runtime or prediction_runtime(config)
         cfg = config.for_device(runtime_here.device.type)  # the batch size, when not given
+        if cfg.adapt_bn:  # adaptation changes the networks' statistics: never those of a caller's loaded runs
+            from gzmorph.inference.adapt import own_copies
+
+            models = own_copies(models)
         ensemble = Ensemble.load(models, runtime_here, cfg.tta, weights, cfg.which,
-                                 cfg.compile and runtime is None, cfg.recentre, cfg.precision)
+                                 cfg.compile and runtime is None, cfg.recentre, cfg.pixel_scale is not None,
+                                 precision=cfg.precision)
         # A missing image is an error row like an unreadable one, not a reason to stop.
         src = open_source(source, tree=ensemble.tree, split=cfg.split, id_column=cfg.id_column,
                           path_column=cfg.path_column, require_images=False,
                           options=decode_options(ensemble, cfg))
         if len(src.catalog) == 0:
             raise CatalogError(f"{source}: no images to predict")
+        if cfg.pixel_scale is not None and src.cache is not None:
+            raise CatalogError(f"{source}: a cache holds resized pixels without their native side: predict the "
+                               "image files to use a pixel scale")
         calibration = calibration_for([run.run_dir for run in ensemble.runs], cfg.calibration, ensemble.tree)
         spec = triage_thresholds if calibration is None else calibration.thresholds_spec(triage_thresholds)
         thresholds = resolve_thresholds(spec, ensemble.tree)
@@ -270,9 +284,21 @@ class PredictionJob:
         for run in self.ensemble.runs:
             run.model.to(runtime.device).eval()
         ensemble = Ensemble(self.ensemble.runs, runtime, self.config.tta, self.ensemble.weights,
-                            self.config.compile, self.config.recentre, self.config.precision)
-        return PredictionJob(ensemble, self.source, self.config, self.thresholds, self.layout, self.trained,
-                             self.calibration)
+                            self.config.compile, self.config.recentre, self.ensemble.rescale,
+                            precision=self.config.precision)
+        return replace(self, ensemble=ensemble)  # keeps a subclass's own fields (an embedding's PCA), adapted
+
+    def adapt(self, stats_file: Path | None = None, reuse: bool = False) -> None:
+        """With ``config.adapt_bn``: re-estimate the runs' BatchNorm statistics once, before any chunk.
+
+        ``stats_file`` keeps them (``<out>.adapt_bn.pt``); ``reuse`` (resume) loads an
+        existing one instead (:func:`gzmorph.inference.adapt.adapt_job`).  The fused
+        prediction forms are then rebuilt from the adapted networks.
+        """
+        from gzmorph.inference.adapt import adapt_job
+
+        self.adapted = adapt_job(self, stats_file, reuse)
+        self.ensemble.refresh()
 
     # -------------------------------------------------------------- chunks
     @property
@@ -317,6 +343,10 @@ class PredictionJob:
                                 self.layout)
         if self.calibration is not None:  # resumed parts must be calibrated alike
             manifest.update(calibration=self.calibration.to_dict(), interval_level=self.config.interval_level)
+        if self.config.pixel_scale is not None:  # absent when off, so older records still match
+            manifest.update(pixel_scale=self.config.pixel_scale, model_field=self.ensemble.field)
+        if self.adapted is not None:  # model_weights above already hold the adapted statistics
+            manifest.update(adapt_bn=self.adapted)
         return manifest
 
     def stream(self, chunks: Sequence[int], workers: int | None) -> Iterator[Item]:
@@ -402,4 +432,6 @@ class PredictionJob:
                        cat.ids.dtype.kind in "iu")
         if self.ensemble.recentre:
             summary.n_not_recentred = summary.count_not_recentred()
+        if self.adapted is not None:
+            summary.n_adapted = self.adapted["n_images"]
         return summary

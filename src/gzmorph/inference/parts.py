@@ -39,7 +39,7 @@ from gzmorph.inference.table import CSV_FLOAT, ERROR_COLUMNS
 from gzmorph.runtime import atomic_write, refuse_overwrite
 
 __all__ = ["PartStore", "finished_output", "MANIFEST", "check_outputs", "model_files", "single_machine_store",
-           "output_format", "errors_path", "manifest_path", "parts_dir", "ray_errors_dir", "read_science",
+           "output_format", "errors_path", "manifest_path", "adapt_path", "parts_dir", "ray_errors_dir", "read_science",
            "SCIENCE_SUFFIXES"]
 
 MANIFEST = "_manifest.json"
@@ -84,6 +84,12 @@ def manifest_path(out: str | Path) -> Path:
     """The settings record of a finished output: ``<output>.manifest.json`` next to it."""
     out = Path(out)
     return out.with_name(out.name + ".manifest.json")
+
+
+def adapt_path(out: str | Path) -> Path:
+    """The BatchNorm statistics a ``--adapt-bn`` job estimated: ``<output>.adapt_bn.pt`` next to it."""
+    out = Path(out)
+    return out.with_name(out.name + ".adapt_bn.pt")
 
 
 def parts_dir(out: str | Path) -> Path:
@@ -333,7 +339,7 @@ def check_outputs(out: Path, inputs: Sequence[Any]) -> None:
     input (catalog, thresholds, weights, a run's files), and the files must not be
     existing directories (found at the end of a long job otherwise).
     """
-    files = [out, errors_path(out), manifest_path(out)]
+    files = [out, errors_path(out), manifest_path(out), adapt_path(out)]
     folders = [parts_dir(out), parts_dir(out).with_name(parts_dir(out).name + ".errors")]
     refuse_overwrite([i for i in inputs if isinstance(i, (str, Path))], files=files, folders=folders)
     for path in files:

@@ -32,8 +32,8 @@ from gzmorph.inference.config import PredictConfig
 from gzmorph.inference.ensemble import WEIGHTS_KIND, ModelSpec, fit_simplex_weights, is_weights_file
 from gzmorph.inference.job import PredictionJob, decode_workers, iter_batches, prediction_threads
 from gzmorph.outputs import refuse_overwrite
-from gzmorph.inference.parts import (PartStore, check_outputs, errors_path, finished_output, model_files,
-                                     output_format, single_machine_store)
+from gzmorph.inference.parts import (PartStore, adapt_path, check_outputs, errors_path, finished_output,
+                                     model_files, output_format, single_machine_store)
 from gzmorph.inference.science import catalog_file, output_extras
 from gzmorph.inference.summary import PredictSummary
 from gzmorph.runtime import torch_threads, write_json
@@ -92,6 +92,7 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
     check_outputs(out, [source, *tables, *kaggle_labels, triage_thresholds, weights, *model_files(models)])
     t0 = time.monotonic()
     job = PredictionJob.open(models, source, cfg, weights, triage_thresholds, layout=fmt)
+    job.adapt(adapt_path(out), reuse=resume)  # once, before any chunk (a no-op without adapt_bn)
     manifest = job.manifest()
     extras = output_extras(job.ensemble, manifest, source, job.source.catalog, keep_columns, keep_all)
     manifest["kept_columns"] = extras.kept_names  # another choice of columns is another output
@@ -100,13 +101,17 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
 
 def run_local_to_file(job: PredictionJob, out: Path, manifest: dict[str, Any], cfg: PredictConfig, *, resume: bool,
                       t0: float, desc: str = "predict",
-                      extras: Callable[[PartStore], Any] = lambda store: None) -> PredictSummary:
-    """The local executor of a job (prediction or embedding) writing ``out``.
+                      extras: Callable[[PartStore], Any] = lambda store: None,
+                      execute: Callable[..., None] | None = None) -> PredictSummary:
+    """Run a job (prediction or embedding) whose output is the single file ``out``.
 
     A finished output of the same manifest is kept as it is (with ``resume``); otherwise
     the chunks an interrupted run left (with ``resume``) are kept and the others
     computed, then the parts are assembled.  ``extras(store)`` gives what the assembly
-    adds (kept columns, metadata), once every chunk is written.
+    adds (kept columns, metadata), once every chunk is written.  ``execute(job, todo,
+    sink, progress)`` computes the chunks: by default this process
+    (:meth:`PredictionJob.run_local`); :func:`gzmorph.inference.ray.ray_executor` sends
+    them to Ray actors, and the file is the same.
     """
     if resume and (done := finished_output(out, manifest)) is not None:
         return job.summary(out, errors_path(out), done[0], done[1], job.n, time.monotonic() - t0)
@@ -115,7 +120,10 @@ def run_local_to_file(job: PredictionJob, out: Path, manifest: dict[str, Any], c
     n_resumed = job.n - job.count(todo)
     with tqdm(total=job.n, initial=n_resumed, unit="img", disable=not cfg.progress, dynamic_ncols=True,
               desc=desc) as bar, torch_threads(job_threads(job)):
-        job.run_local(todo, store.write, bar.update)
+        if execute is None:
+            job.run_local(todo, store.write, bar.update)
+        else:
+            execute(job, todo, store.write, bar.update)
     n_done, n_fail = store.assemble(out, job.n_chunks, job.columns, job.chunk_ids, extras(store))
     store.remove()
     return job.summary(out, errors_path(out), n_done, n_fail, n_resumed, time.monotonic() - t0)
@@ -147,6 +155,7 @@ def predict(models: ModelSpec | Sequence[ModelSpec], source: Catalog | Any | str
         frame.attrs["errors"] = errors
         return frame
     job = PredictionJob.open(models, source, cfg, weights, triage_thresholds, layout="memory")
+    job.adapt()
     tables, errors = [], []
 
     def collect(k: int, table: pa.Table, err: pa.Table) -> None:

@@ -44,13 +44,13 @@ from gzmorph.errors import ConfigError, MissingExtraError, OutputError
 from gzmorph.inference.config import PredictConfig
 from gzmorph.inference.ensemble import ModelSpec
 from gzmorph.inference.job import PredictionJob, prediction_runtime
-from gzmorph.inference.parts import SCIENCE_SUFFIXES, PartStore, model_files, ray_errors_dir
+from gzmorph.inference.parts import SCIENCE_SUFFIXES, PartStore, adapt_path, model_files, ray_errors_dir
 from gzmorph.inference.science import output_extras
 from gzmorph.inference.summary import RaySummary
 from gzmorph.outputs import refuse_overwrite
 from gzmorph.runtime import resolve_device
 
-__all__ = ["RayConfig", "RaySummary", "predict_ray", "ray_errors_dir", "ChunkActor", "INSTALL_HINT"]
+__all__ = ["RayConfig", "RaySummary", "predict_ray", "ray_executor", "ray_errors_dir", "ChunkActor", "INSTALL_HINT"]
 
 INSTALL_HINT = "Ray is not installed: pip install 'gzmorph[ray]'"
 
@@ -185,6 +185,23 @@ def _run_on_ray(ray: Any, job: PredictionJob, todo: Sequence[int], rcfg: RayConf
             ray.shutdown()
 
 
+def ray_executor(rcfg: RayConfig) -> Callable[[PredictionJob, Sequence[int], Callable, Callable], None]:
+    """An executor for :func:`gzmorph.inference.predict.run_local_to_file`: the chunks on Ray actors.
+
+    The driver still writes the parts and assembles the single output file, so a job
+    (an embedding, say) gives the same bytes on Ray as in this process.  Fails at once
+    when the ``ray`` extra is missing.
+    """
+    ray = _import_ray()
+
+    def execute(job: PredictionJob, todo: Sequence[int], sink: Callable[[int, pa.Table, pa.Table], Any],
+                progress: Callable[[int], Any]) -> None:
+        # On the driver the networks only travel to the actors: ship them from the CPU.
+        _run_on_ray(ray, job.on(resolve_device("cpu")), todo, rcfg, sink, progress)
+
+    return execute
+
+
 def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     ray_fields = {f.name for f in fields(RayConfig)}
     predict_fields = {f.name for f in fields(PredictConfig)}
@@ -243,12 +260,13 @@ def predict_ray(models: ModelSpec | Sequence[ModelSpec], source: Catalog | Any |
         raise OutputError(f"{out}: a Ray job writes a directory of Parquet parts; name it e.g. "
                          f"{out.with_suffix('.parquet').name}")
     # The shared output guard, before any work: the parts never go into, onto or over an input.
-    refuse_overwrite([source, triage_thresholds, weights, *model_files(models)],
+    refuse_overwrite([source, triage_thresholds, weights, *model_files(models)], files=[adapt_path(out)],
                      folders=[out, ray_errors_dir(out)])
     t0 = time.monotonic()
     # On the driver the runs only provide metadata and travel to the actors: keep them on the CPU.
     job = PredictionJob.open(models, source, cfg, weights, triage_thresholds, layout="ray-parts",
                              runtime=resolve_device("cpu"))
+    job.adapt(adapt_path(out), reuse=resume)  # on the driver, once: the adapted runs travel to the actors
     manifest = job.manifest()
     extras = output_extras(job.ensemble, manifest, source, job.source.catalog, keep_columns, keep_all)
     manifest["kept_columns"] = extras.kept_names

@@ -27,6 +27,7 @@ class PredictSummary:
     id_column: str = "GalaxyID"
     integer_ids: bool = True
     n_not_recentred: int | None = None  # with recentring: predicted rows that kept the plain centre crop
+    n_adapted: int | None = None  # with adapt_bn: target images the BatchNorm statistics were estimated on
 
     def read(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The output file and the error file as DataFrames (string ids stay strings)."""
@@ -61,7 +62,9 @@ class PredictSummary:
                                              if self.n_resumed else "")
                 + ("" if self.n_not_recentred is None else
                    f"; recentred {self.n_predicted - self.n_not_recentred}, no galaxy found in "
-                   f"{self.n_not_recentred} (plain centre crop, recentred = False)"))
+                   f"{self.n_not_recentred} (plain centre crop, recentred = False)")
+                + ("" if self.n_adapted is None else
+                   f"; BatchNorm statistics adapted on {self.n_adapted} target images"))
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any
 
 from gzmorph.config import Config
 from gzmorph.data.decode import DEFAULT_SIZE
+from gzmorph.data.pixscale import GZ2_PIXEL_SCALE, GZ2_SIDE, parse_pixel_scale
 from gzmorph.nn.augment import AugmentConfig
 from gzmorph.nn.model import ModelConfig, model_config_from_dict
 from gzmorph.nn.symmetric import SymmetricConfig
@@ -97,6 +98,17 @@ class TrainConfig(Config):
     assumed_votes : float or None
         With ``dirichlet-multinomial`` on a catalog of fractions only: fractions times
         this many pseudo-votes (GZ2: about 40). Never assumed silently.
+    pixel_scale : float or str
+        Arcsec per pixel of the training images at their native side ``pixel_scale_side``
+        (a number or a survey: sdss, legacy, decals, hsc, euclid, lsst); with it,
+        prediction at a given pixel scale shows galaxies at the angular size they were
+        trained at (:mod:`gzmorph.data.pixscale`).  Default: the median scale of the
+        GZ2/Kaggle JPEGs, 0.09 at 424 px (they were cut per galaxy at 0.02 petroR90_r
+        arcsec/px; measured by ``benchmarks/gz2_pixel_scale.py``).
+    pixel_scale_side : int
+        The native side (px) of the training images that ``pixel_scale`` refers to; the
+        run's field is ``pixel_scale x pixel_scale_side`` arcsec (the 141-px copies of the
+        Kaggle images: 0.27 at 141, the same field as 0.09 at 424).
     """
 
     model: ModelConfig | SymmetricConfig = field(default_factory=ModelConfig)
@@ -127,8 +139,11 @@ class TrainConfig(Config):
     init_from: str | None = None
     loss: str = "mse"
     assumed_votes: float | None = None
+    pixel_scale: float | str = GZ2_PIXEL_SCALE
+    pixel_scale_side: int = GZ2_SIDE
 
     def __post_init__(self) -> None:
+        self._check_pixel_scale()
         if isinstance(self.model, dict):
             self.model = model_config_from_dict(self.model)
         if not isinstance(self.model, (ModelConfig, SymmetricConfig)):
@@ -170,6 +185,21 @@ class TrainConfig(Config):
         if self.loss == "dirichlet-multinomial" and self.model.output != "dirichlet":
             # Counts are modelled by concentrations: the loss implies the Dirichlet head.
             self.model = replace(self.model, output="dirichlet")
+
+    def _check_pixel_scale(self) -> None:
+        scale = parse_pixel_scale(self.pixel_scale)
+        if not isinstance(scale, float):
+            raise ValueError("pixel_scale of a training run must be a number or a survey name, "
+                             f"not {self.pixel_scale!r}")
+        self.pixel_scale = scale
+        if int(self.pixel_scale_side) != self.pixel_scale_side or self.pixel_scale_side < 1:
+            raise ValueError(f"pixel_scale_side must be a positive number of pixels, got {self.pixel_scale_side!r}")
+        self.pixel_scale_side = int(self.pixel_scale_side)
+
+    @property
+    def field(self) -> float:
+        """The side of the training images in arcsec (what prediction at a pixel scale matches)."""
+        return float(self.pixel_scale) * self.pixel_scale_side
 
     @property
     def steps(self) -> int:
