@@ -298,7 +298,8 @@ class PredictionJob:
         from gzmorph.inference.adapt import adapt_job
 
         self.adapted = adapt_job(self, stats_file, reuse)
-        self.ensemble.refresh()
+        if self.adapted is not None:
+            self.ensemble.refresh()
 
     # -------------------------------------------------------------- chunks
     @property
