@@ -44,7 +44,7 @@ def test_field_docs_are_the_help_and_doc_choices_are_the_choices(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["predict", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--tta {none,rot,paper}" in text and "--precision {auto,fp32,bf16}" in text
+    assert "--tta {none,rot,paper}" in text and "--precision {auto,fast,fp32,bf16}" in text
     assert "Rows per written chunk (Parquet row group)" in text  # PredictConfig's docstring
     assert "CPUs reserved by each actor" in text  # RayConfig's docstring
     with pytest.raises(SystemExit):

@@ -18,7 +18,7 @@ import torch
 from gzmorph.errors import ConfigError, RunError
 from gzmorph.outputs import atomic_write, refuse_overwrite  # re-exported: their home is the torch-free outputs
 
-__all__ = ["Runtime", "resolve_device", "cpu_has_native_bf16", "PRECISIONS", "seed_everything", "atomic_write",
+__all__ = ["Runtime", "resolve_device", "cpu_has_native_bf16", "cpu_flags", "PRECISIONS", "seed_everything", "atomic_write",
            "atomic_save", "load_checkpoint", "write_json", "refuse_overwrite"]
 
 
@@ -49,10 +49,33 @@ class Runtime:
 PRECISIONS = ("auto", "fast", "fp32", "bf16")
 
 
+#: /proc/cpuinfo flags of native bf16 arithmetic (what oneDNN's bf16 kernels use).
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_flags(path: str | Path = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU feature flags the kernel reports (empty where there is no ``/proc/cpuinfo``)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): only then is CPU bf16 faster."""
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): only then is CPU bf16 faster.
+
+    torch's own probes (``torch.cpu._is_amx_tile_supported``, ``_is_avx512_bf16_supported``,
+    what its oneDNN kernels dispatch on) where this torch has them, else the kernel's
+    CPU flags (:data:`BF16_CPU_FLAGS`).
+    """
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    if any(callable(p) for p in probes):
+        return any(bool(p()) for p in probes if callable(p))
+    return bool(cpu_flags() & set(BF16_CPU_FLAGS))
 
 
 def resolve_device(spec: str | None = "auto", fast: bool = True, precision: str = "auto") -> Runtime:
@@ -71,8 +94,9 @@ def resolve_device(spec: str | None = "auto", fast: bool = True, precision: str 
         raise ConfigError(f"device {spec!r} requested but CUDA is not available on this machine")
     cuda = device.type == "cuda"
     if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        # fp32 means fp32: no TF32 matmuls either (the paper preset's default).
+        torch.backends.cuda.matmul.allow_tf32 = precision != "fp32"
+        torch.backends.cudnn.allow_tf32 = precision != "fp32"
         torch.backends.cudnn.benchmark = True
     if precision == "fp32":
         autocast = False

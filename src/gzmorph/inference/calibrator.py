@@ -30,8 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.special import gammaln
-from scipy.stats import beta
 
 from gzmorph.errors import ConfigError, RunError
 from gzmorph.models.package import PACKAGE_FILES
@@ -70,6 +68,8 @@ def betabinom_interval(p: np.ndarray, kappa: float | np.ndarray, n: int, level: 
     quantiles would take every edge value whole and, with ~40 votes, cover some 88%
     instead of 80%; mid-p bounds cover the nominal rate on average.
     """
+    from scipy.special import gammaln  # here: scipy's import is a second of every prediction's start-up
+
     p = np.asarray(p, dtype=np.float64)
     ok = np.isfinite(p)
     q = np.clip(np.where(ok, p, 0.5), _P_EPS, 1 - _P_EPS)
@@ -119,6 +119,8 @@ def vote_interval(p: np.ndarray, kappa: float | np.ndarray, n: int, level: float
     with bounds within half a vote of 0 or 1 snapped there (a crowd that gave an answer
     no vote says exactly 0).
     """
+    from scipy.stats import beta  # here: scipy.stats takes about a second to import
+
     p = np.asarray(p, dtype=np.float64)
     ok = np.isfinite(p)
     q = np.clip(np.where(ok, p, 0.5), _P_EPS, 1 - _P_EPS)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gzmorph.config import Config
 from gzmorph.data.composite import Stretch
 from gzmorph.data.pixscale import parse_pixel_scale
 
-__all__ = ["PredictConfig", "TTA_CHOICES", "ADAPT_BN_MIN"]
+PRECISIONS = ("auto", "fast", "fp32", "bf16")  # gzmorph.runtime.PRECISIONS, without importing torch here
+
+__all__ = ["PredictConfig", "TTA_CHOICES", "DEFAULT_BATCH", "ADAPT_BN_MIN"]
+
+#: Images per forward pass by device type when ``batch_size`` is None (BENCHMARKS.md, "CPU throughput").
+DEFAULT_BATCH = {"cpu": 64, "cuda": 512}
 
 TTA_CHOICES = ("none", "rot", "paper")
 #: Fewest decodable target images ``adapt_bn`` estimates BatchNorm statistics on (fewer give noise).
@@ -24,16 +29,20 @@ class PredictConfig(Config):
     tta : {"none", "rot", "paper"}
         Test-time averaging: one pass, 5 rotations, or the paper's 60 transforms
         (:func:`gzmorph.nn.augment.tta_transforms`).
-    batch_size : int
-        Images per forward pass (each pass renders ``batch_size`` crop pairs).
+    batch_size : int or None
+        Images per forward pass.  ``None``: chosen for the device the job runs on
+        (:data:`DEFAULT_BATCH`: 64 on a CPU, where larger batches leave the caches and were
+        slower, 512 on CUDA; :meth:`for_device`).
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-    precision : {"auto", "fp32", "bf16"}
-        ``"auto"``: bf16 autocast and channels_last on CUDA, fp32 on the CPU
-        (:func:`gzmorph.runtime.resolve_device`); ``"fp32"``: fp32 everywhere;
-        ``"bf16"``: bf16 autocast and channels_last on the CPU too (faster on CPUs with
-        native bf16, e.g. AVX512-BF16/AMX, at the cost of probabilities that differ from
-        fp32 by up to a few 1e-3).
+    precision : {"auto", "fast", "fp32", "bf16"}
+        ``"auto"``: each run's recorded rule (its preset's ``predict_precision``):
+        ``p4m`` in bf16 on CUDA and on CPUs with AVX512-BF16/AMX (measured as accurate
+        as fp32), the ``paper`` presets in fp32 everywhere, the others in bf16 on CUDA
+        only; ``"fast"``: bf16 wherever the hardware computes it natively, for every
+        run; ``"fp32"``: fp32 everywhere; ``"bf16"``: bf16 everywhere
+        (:mod:`gzmorph.inference.precision`).  bf16 probabilities differ from fp32 by
+        up to about 1e-2.
     workers : int or None
         Decoding processes (``None``: automatic, ``0``: decode in this process); on Ray,
         per actor.
@@ -41,10 +50,10 @@ class PredictConfig(Config):
         ``torch.compile`` the networks: ~10 s per run up front, then about twice the
         forward rate of the paper network on a CPU (BENCHMARKS.md); for large jobs.
     threads : int or None
-        torch intra-op threads while the job runs (``None``: torch's setting).  On a
-        CPU shared with other jobs, ``threads=1, workers=0`` can be several times
-        faster than the defaults (see BENCHMARKS.md): spinning OpenMP threads and
-        decoding processes then fight for the same cores.
+        torch intra-op threads while the job runs.  ``None``: when images are decoded
+        in this process (``workers=0``, the default on a CPU of at most 4 cores), the
+        cores less one, which the decoding thread uses beside the network
+        (:func:`gzmorph.inference.job.prediction_threads`); else torch's setting.
     chunk_rows : int
         Rows per written chunk (Parquet row group); rounded up to a multiple of
         ``batch_size``.  Bounds the memory used by predictions and the work lost
@@ -93,7 +102,7 @@ class PredictConfig(Config):
     """
 
     tta: str = "none"
-    batch_size: int = 64
+    batch_size: int | None = None
     device: str = "auto"
     precision: str = "auto"
     workers: int | None = None
@@ -121,7 +130,7 @@ class PredictConfig(Config):
             object.__setattr__(self, "stretch", Stretch.from_dict(self.stretch))
         if self.tta not in TTA_CHOICES:
             raise ValueError(f"tta must be one of {TTA_CHOICES}, not {self.tta!r}")
-        if self.batch_size < 1 or self.chunk_rows < 1:
+        if (self.batch_size is not None and self.batch_size < 1) or self.chunk_rows < 1:
             raise ValueError(f"batch_size and chunk_rows must be >= 1, got {self.batch_size}, {self.chunk_rows}")
         if self.workers is not None and self.workers < 0:
             raise ValueError(f"workers must be >= 0 or None, got {self.workers}")
@@ -129,14 +138,21 @@ class PredictConfig(Config):
             raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
         if self.which not in ("best", "last"):
             raise ValueError(f"which must be 'best' or 'last', not {self.which!r}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', not {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
         if self.split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', not {self.split!r}")
         if self.calibration not in ("auto", "on", "off"):
             raise ValueError(f"calibration must be 'auto', 'on' or 'off', not {self.calibration!r}")
         if self.interval_level is not None and not 0 < self.interval_level < 1:
             raise ValueError(f"interval_level must be in (0, 1), got {self.interval_level}")
-        # Chunks hold whole batches, so resumed and uninterrupted jobs batch alike.
-        rows = -(-self.chunk_rows // self.batch_size) * self.batch_size
-        object.__setattr__(self, "chunk_rows", rows)
+        if self.batch_size is not None:  # else decided with the device (for_device), and rounded then
+            # Chunks hold whole batches, so resumed and uninterrupted jobs batch alike.
+            rows = -(-self.chunk_rows // self.batch_size) * self.batch_size
+            object.__setattr__(self, "chunk_rows", rows)
+
+    def for_device(self, device_type: str) -> "PredictConfig":
+        """This config with ``batch_size`` decided for ``device_type`` ("cpu", "cuda", ...) when it is None."""
+        if self.batch_size is not None:
+            return self
+        return replace(self, batch_size=DEFAULT_BATCH.get(device_type, DEFAULT_BATCH["cpu"]))

@@ -25,7 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from gzmorph.errors import ConfigError
+from gzmorph.inference.precision import uses_bf16
+from gzmorph.inference.timing import Stopwatch
 from gzmorph.nn import augment as aug
+from gzmorph.nn.fused import crops_used, fuse_for_prediction
 from gzmorph.nn.model import to_channels_last
 from gzmorph.models.resolve import resolve_model
 from gzmorph.models.rundir import TrainedModel
@@ -60,11 +63,19 @@ class Ensemble:
         Every image comes with the geometry of its pixel scale
         (:mod:`gzmorph.data.pixscale`), applied to every run; the runs must then share
         one recorded field (:attr:`field`) and one recentring choice.
+    precision : {"auto", "fast", "fp32", "bf16"} or None
+        The rule of :mod:`gzmorph.inference.precision`, decided per run (``bf16``);
+        None: ``runtime.autocast`` for every run.
+
+    A ``p4m`` network predicts through its fused form (:mod:`gzmorph.nn.fused`, same
+    outputs, a fraction of the work), and a network that reads one crop gets only that
+    one rendered.  ``stopwatch`` accumulates the seconds of the crop warp and of the
+    networks (:mod:`gzmorph.inference.timing`).
     """
 
     def __init__(self, runs: Sequence[TrainedModel], runtime: Runtime, tta: str = "none",
                  weights: Sequence[float] | None = None, compile: bool = False,
-                 recentre: bool | None = None, rescale: bool = False) -> None:
+                 recentre: bool | None = None, rescale: bool = False, precision: str | None = None) -> None:
         if not runs:
             raise ConfigError("no model given")
         self.runs = list(runs)
@@ -85,9 +96,12 @@ class Ensemble:
         if runtime.channels_last:
             for run in self.runs:
                 to_channels_last(run.model)
-        # An onnxruntime network (gzmorph.models.onnx.OnnxNet) has nothing for torch to compile.
-        self._nets = [torch.compile(run.model) if compile and not getattr(run.model, "is_onnx", False)
-                      else run.model for run in self.runs]
+        self.precision = precision
+        self.bf16 = [runtime.autocast if precision is None else uses_bf16(run, precision, runtime)
+                     for run in self.runs]
+        self._compile = compile
+        self.refresh()
+        self.stopwatch = Stopwatch()
         self.recentred = [bool(run.augment.recentre) if recentre is None else recentre for run in self.runs]
         self.rescale = rescale
         if rescale:
@@ -109,6 +123,21 @@ class Ensemble:
         """The field (arcsec) the runs were trained at (the first run's: with ``rescale`` they all share it)."""
         return float(self.runs[0].config.field)
 
+    def refresh(self) -> None:
+        """(Re)build the networks prediction calls from the runs' current weights.
+
+        A ``p4m`` network gets its fused form, which copies the weights and batch-norm
+        statistics: call this after changing them (``--adapt-bn`` does).
+        """
+        fused = [fuse_for_prediction(run.model, torch.bfloat16 if bf16 else torch.float32)
+                 for run, bf16 in zip(self.runs, self.bf16)]
+        base = [f if f is not None else run.model for f, run in zip(fused, self.runs)]
+        self._autocast = [bf16 and f is None for bf16, f in zip(self.bf16, fused)]  # a fused net has its dtype
+        self._crops = [crops_used(net) for net in base]
+        # An onnxruntime network (gzmorph.models.onnx.OnnxNet) has nothing for torch to compile.
+        self._nets = [torch.compile(net) if self._compile and not getattr(net, "is_onnx", False) else net
+                      for net in base]
+
     @property
     def recentre(self) -> bool:
         """True when some run uses the recentring geometry (it must be measured)."""
@@ -117,7 +146,8 @@ class Ensemble:
     @classmethod
     def load(cls, models: ModelSpec | Sequence[ModelSpec], runtime: Runtime, tta: str = "none",
              weights: Sequence[float] | str | Path | None = None, which: str = "best",
-             compile: bool = False, recentre: bool | None = None, rescale: bool = False) -> "Ensemble":
+             compile: bool = False, recentre: bool | None = None, rescale: bool = False,
+             precision: str | None = None) -> "Ensemble":
         """Load models (or take loaded runs); ``weights`` may be a weights JSON file.
 
         A model is a run directory, a model package, an ``.onnx`` file or
@@ -129,7 +159,7 @@ class Ensemble:
             run.model.to(runtime.device).eval()
         if isinstance(weights, (str, Path)):
             weights = load_weights(weights, [run.run_dir for run in runs])
-        return cls(runs, runtime, tta, weights, compile, recentre, rescale)
+        return cls(runs, runtime, tta, weights, compile, recentre, rescale, precision)
 
     @property
     def trained(self) -> np.ndarray:
@@ -163,13 +193,20 @@ class Ensemble:
         n = images.shape[0]
         if self._compiled:
             self._batch = max(self._batch, n)
+        if images.dtype == torch.uint8:  # once for all transforms, not once per transform
+            images = images.permute(0, 3, 1, 2).float().div_(255.0)  # (B, S, S, 3) -> (B, 3, S, S)
+        ncrops = crops_used(run.model) if features else self._crops[k]
+        # Embeddings keep the runtime's precision (comparable across machines); predictions the run's rule.
+        autocast = self.runtime.autocast if features else self._autocast[k]
         total: torch.Tensor | float = 0.0
         for angle, scale, flip in self.transforms:
-            t = aug.place(aug.fixed_transforms(n, angle=angle, scale=scale, flip=flip), geometry).to(images.device)
-            crops = aug.render_crops(images, t, run.augment, run.pca)  # (B, 2, 3, 69, 69)
+            with self.stopwatch("warp"):
+                t = aug.place(aug.fixed_transforms(n, angle=angle, scale=scale, flip=flip), geometry)
+                crops = aug.render_crops(images, t.to(images.device), run.augment, run.pca, crops=ncrops)
             if self._compiled and n < self._batch and not features:  # (B, ...) -> (batch, ...): one graph shape
                 crops = torch.cat([crops, crops.new_zeros((self._batch - n, *crops.shape[1:]))])
-            with self.runtime.autocast_context():
+            with self.stopwatch("forward"), torch.autocast(device_type=self.runtime.device.type,
+                                                           dtype=torch.bfloat16, enabled=autocast):
                 total += net(crops)[:n].float()
         return total / len(self.transforms)
 

@@ -33,6 +33,7 @@ import pyarrow as pa
 
 from gzmorph.data.composite import Stretch, require_survey_extra
 from gzmorph.data.decode import DecodeOptions, Item
+from gzmorph.data.prefetch import prefetch
 from gzmorph.data.source import Source, open_source
 from gzmorph.errors import CatalogError
 from gzmorph.inference.calibrator import Calibration, calibration_for
@@ -44,7 +45,8 @@ from gzmorph.inference.table import (DEFAULT_THRESHOLD, REACH_THRESHOLD, error_t
 from gzmorph.runtime import Runtime, cpu_cores, resolve_device
 from gzmorph.tree import Tree
 
-__all__ = ["PredictConfig", "PredictionJob", "decode_workers", "prediction_runtime", "resolve_thresholds",
+__all__ = ["PredictConfig", "PredictionJob", "decode_workers", "prediction_runtime", "prediction_threads",
+           "resolve_thresholds",
            "decode_options", "iter_batches", "job_manifest", "weights_digest", "ids_digest", "MANIFEST_VERSION"]
 
 MANIFEST_VERSION = 3  # 3: models identified by the content of their weights
@@ -67,12 +69,34 @@ def decode_workers(cfg: PredictConfig, rt: Runtime) -> int | None:
 
 
 def prediction_runtime(cfg: PredictConfig) -> Runtime:
-    """The device and speed paths (autocast, channels_last) of a prediction job."""
-    runtime = resolve_device(cfg.device, fast=cfg.precision != "fp32")
-    if cfg.precision == "bf16" and not runtime.autocast:
-        # Runtime keeps bf16 to CUDA by default; here the user asked for it explicitly.
+    """The device and speed paths (autocast, channels_last) of a prediction job.
+
+    Each run's precision is then decided by :mod:`gzmorph.inference.precision` (the
+    ensemble's ``bf16``); ``autocast`` here is the one of callers that do not (embedding).
+    """
+    runtime = resolve_device(cfg.device, fast=cfg.precision != "fp32", precision=cfg.precision)
+    if cfg.precision == "bf16" and not runtime.channels_last:
+        # Runtime keeps channels_last to CUDA by default; here the user asked for bf16 explicitly.
         runtime = Runtime(device=runtime.device, autocast=True, channels_last=True)
     return runtime
+
+
+def prediction_threads(cfg: PredictConfig, rt: Runtime, workers: int | None) -> int | None:
+    """torch threads of a job: ``cfg.threads``, or on a small CPU the cores the decoding thread leaves.
+
+    When images are decoded in this process (``workers == 0``) they are decoded in a
+    thread beside the network (:func:`gzmorph.data.prefetch.prefetch`), and the network
+    gets the other cores.  Measured on 2 cores with ``p4m`` (BENCHMARKS.md, "CPU
+    throughput"): one pass, 835 img/s with one torch thread against 743 with two;
+    ``--tta rot`` on an idle machine 234 against 324, but on a loaded one about 137
+    against 53 (spinning OpenMP threads lose most when the cores are shared), so the
+    robust choice is kept.  ``None`` leaves torch's setting.
+    """
+    if cfg.threads is not None:
+        return cfg.threads
+    if rt.device.type == "cpu" and workers == 0:
+        return max(1, cpu_cores() - 1)
+    return None
 
 
 def resolve_thresholds(spec: str | Path | dict | None, tree: Tree) -> dict[str, float]:
@@ -232,13 +256,15 @@ class PredictionJob:
              weights: Sequence[float] | str | Path | None = None, triage_thresholds: str | Path | dict | None = None,
              layout: str = "memory", runtime: Runtime | None = None) -> "PredictionJob":
         """Load the models and open the source; ``runtime`` defaults to the config's device."""
-        cfg = config
+        runtime_here = runtime or prediction_runtime(config)
+        cfg = config.for_device(runtime_here.device.type)  # the batch size, when not given
         if cfg.adapt_bn:  # adaptation changes the networks' statistics: never those of a caller's loaded runs
             from gzmorph.inference.adapt import own_copies
 
             models = own_copies(models)
-        ensemble = Ensemble.load(models, runtime or prediction_runtime(cfg), cfg.tta, weights, cfg.which,
-                                 cfg.compile and runtime is None, cfg.recentre, cfg.pixel_scale is not None)
+        ensemble = Ensemble.load(models, runtime_here, cfg.tta, weights, cfg.which,
+                                 cfg.compile and runtime is None, cfg.recentre, cfg.pixel_scale is not None,
+                                 precision=cfg.precision)
         # A missing image is an error row like an unreadable one, not a reason to stop.
         src = open_source(source, tree=ensemble.tree, split=cfg.split, id_column=cfg.id_column,
                           path_column=cfg.path_column, require_images=False,
@@ -258,18 +284,22 @@ class PredictionJob:
         for run in self.ensemble.runs:
             run.model.to(runtime.device).eval()
         ensemble = Ensemble(self.ensemble.runs, runtime, self.config.tta, self.ensemble.weights,
-                            self.config.compile, self.config.recentre, self.ensemble.rescale)
+                            self.config.compile, self.config.recentre, self.ensemble.rescale,
+                            precision=self.config.precision)
         return replace(self, ensemble=ensemble)  # keeps a subclass's own fields (an embedding's PCA), adapted
 
     def adapt(self, stats_file: Path | None = None, reuse: bool = False) -> None:
         """With ``config.adapt_bn``: re-estimate the runs' BatchNorm statistics once, before any chunk.
 
         ``stats_file`` keeps them (``<out>.adapt_bn.pt``); ``reuse`` (resume) loads an
-        existing one instead (:func:`gzmorph.inference.adapt.adapt_job`).
+        existing one instead (:func:`gzmorph.inference.adapt.adapt_job`).  The fused
+        prediction forms are then rebuilt from the adapted networks.
         """
         from gzmorph.inference.adapt import adapt_job
 
         self.adapted = adapt_job(self, stats_file, reuse)
+        if self.adapted is not None:
+            self.ensemble.refresh()
 
     # -------------------------------------------------------------- chunks
     @property
@@ -325,6 +355,13 @@ class PredictionJob:
         rows = np.concatenate([self.rows(k) for k in chunks]) if chunks else np.zeros(0, np.int64)
         return self.source.stream(rows, self.image_size, workers, recentre=self.ensemble.recentre)
 
+    def decoded(self, chunks: Sequence[int], workers: int | None) -> Iterator[Item]:
+        """:meth:`stream`, decoded ahead in a thread while the network runs (both executors).
+
+        At most ``4 * 32`` items wait decoded (:func:`~gzmorph.data.prefetch.prefetch`).
+        """
+        return prefetch(self.stream(chunks, workers), depth=4, group=32, stopwatch=self.ensemble.stopwatch)
+
     # -------------------------------------------------------------- one chunk
     def compute_chunk(self, k: int, items: Iterator[Item],
                       progress: Callable[[int], Any] | None = None) -> tuple[pa.Table, pa.Table]:
@@ -333,7 +370,7 @@ class PredictionJob:
         ``items`` yields the chunk's decoded items first (it may go on with the next
         chunks'); ``progress`` is called with the inputs done after every batch.
         """
-        cat, ensemble = self.source.catalog, self.ensemble
+        ensemble = self.ensemble
         ok_rows: list[int] = []
         probs: list[np.ndarray] = []
         found: list[np.ndarray] = []
@@ -350,6 +387,13 @@ class PredictionJob:
             failed += failures
             if progress is not None:
                 progress(len(rows) + len(failures))
+        with ensemble.stopwatch("table"):
+            return self._tables(ok_rows, probs, found, failed)
+
+    def _tables(self, ok_rows: list[int], probs: list[np.ndarray], found: list[np.ndarray],
+                failed: list[tuple[int, str]]) -> tuple[pa.Table, pa.Table]:
+        """A chunk's prediction table and error table from its batches' results."""
+        cat, ensemble = self.source.catalog, self.ensemble
         ok = np.asarray(ok_rows, dtype=np.int64)
         table = prediction_table(cat.ids[ok], np.concatenate(probs) if probs else
                                  np.zeros((0, ensemble.tree.n_answers), np.float32),
@@ -368,11 +412,17 @@ class PredictionJob:
         """The local executor: compute ``chunks`` in this process, in order, handing each to ``sink``.
 
         One decoding stream runs through all the chunks, so decoding processes never
-        wait at a chunk boundary.
+        wait at a chunk boundary, and it runs ahead of the network (:meth:`decoded`).
+        The caller sets the torch threads (:func:`prediction_threads`).
         """
-        stream = self.stream(chunks, decode_workers(self.config, self.ensemble.runtime))
-        for k in chunks:
-            sink(k, *self.compute_chunk(k, stream, progress))
+        stream = self.decoded(chunks, decode_workers(self.config, self.ensemble.runtime))
+        try:
+            for k in chunks:
+                tables = self.compute_chunk(k, stream, progress)
+                with self.ensemble.stopwatch("write"):
+                    sink(k, *tables)
+        finally:
+            stream.close()  # stops the decoding thread at once, also when a chunk failed
 
     # -------------------------------------------------------------- summary
     def summary(self, out: Path, errors_file: Path, n_predicted: int, n_failed: int, n_resumed: int,

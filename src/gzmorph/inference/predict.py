@@ -1,9 +1,9 @@
 """The local executor of a prediction job, and the Python API of prediction.
 
 :func:`predict_to_file` computes the chunks of a :class:`~gzmorph.inference.job.PredictionJob`
-in this process (decoding worker processes stream the images, bounded look-ahead,
-while the main process runs the network; or rows come from a memory-mapped
-:class:`~gzmorph.data.cache.ImageCache`), keeps each finished chunk as a part
+in this process (a thread decodes the images ahead of the network, bounded look-ahead,
+itself or through decoding worker processes, while the main thread runs the network;
+or rows come from a memory-mapped :class:`~gzmorph.data.cache.ImageCache`), keeps each finished chunk as a part
 (:mod:`gzmorph.inference.parts`) and concatenates them into the output file, so
 memory holds one batch of images and one chunk of predictions whatever the collection
 size, and a killed job resumes where it stopped and ends with the same bytes.
@@ -30,7 +30,7 @@ from gzmorph.errors import CatalogError, OutputError
 from gzmorph.metrics import masked_rmse
 from gzmorph.inference.config import PredictConfig
 from gzmorph.inference.ensemble import WEIGHTS_KIND, ModelSpec, fit_simplex_weights, is_weights_file
-from gzmorph.inference.job import PredictionJob, decode_workers, iter_batches
+from gzmorph.inference.job import PredictionJob, decode_workers, iter_batches, prediction_threads
 from gzmorph.outputs import refuse_overwrite
 from gzmorph.inference.parts import (PartStore, adapt_path, check_outputs, errors_path, finished_output,
                                      model_files, output_format, single_machine_store)
@@ -119,7 +119,7 @@ def run_local_to_file(job: PredictionJob, out: Path, manifest: dict[str, Any], c
     todo = job.todo(store.done())
     n_resumed = job.n - job.count(todo)
     with tqdm(total=job.n, initial=n_resumed, unit="img", disable=not cfg.progress, dynamic_ncols=True,
-              desc=desc) as bar, torch_threads(cfg.threads):
+              desc=desc) as bar, torch_threads(job_threads(job)):
         if execute is None:
             job.run_local(todo, store.write, bar.update)
         else:
@@ -127,6 +127,12 @@ def run_local_to_file(job: PredictionJob, out: Path, manifest: dict[str, Any], c
     n_done, n_fail = store.assemble(out, job.n_chunks, job.columns, job.chunk_ids, extras(store))
     store.remove()
     return job.summary(out, errors_path(out), n_done, n_fail, n_resumed, time.monotonic() - t0)
+
+
+def job_threads(job: PredictionJob) -> int | None:
+    """The torch threads of a local job (:func:`gzmorph.inference.job.prediction_threads`)."""
+    rt = job.ensemble.runtime
+    return prediction_threads(job.config, rt, decode_workers(job.config, rt))
 
 
 def predict(models: ModelSpec | Sequence[ModelSpec], source: Catalog | Any | str | Path, out: str | Path | None = None,
@@ -157,7 +163,7 @@ def predict(models: ModelSpec | Sequence[ModelSpec], source: Catalog | Any | str
         errors.append(err)
 
     with tqdm(total=job.n, unit="img", disable=not cfg.progress, dynamic_ncols=True, desc="predict") as bar, \
-            torch_threads(cfg.threads):
+            torch_threads(job_threads(job)):
         job.run_local(range(job.n_chunks), collect, bar.update)
     frame = pa.concat_tables(tables).to_pandas()  # the same conversion as reading the Parquet file
     frame.attrs["errors"] = pa.concat_tables(errors).to_pandas()
@@ -189,13 +195,13 @@ def fit_weights(models: Sequence[ModelSpec], catalog: Catalog | Any | str | Path
     ensemble, cat = job.ensemble, job.source.catalog
     if not cat.has_labels:
         raise CatalogError(f"{catalog}: no labels of tree {ensemble.tree.name!r}; cannot fit ensemble weights")
-    stream = job.stream(range(job.n_chunks), decode_workers(cfg, ensemble.runtime))
+    stream = job.decoded(range(job.n_chunks), decode_workers(cfg, ensemble.runtime))
     rows: list[int] = []
     preds: list[np.ndarray] = []
     n_failed = 0
     with tqdm(total=len(cat), unit="img", disable=not cfg.progress, desc="fit weights") as bar, \
-            torch_threads(cfg.threads):
-        for batch_rows, images, failures, geometry in iter_batches(stream, len(cat), cfg.batch_size):
+            torch_threads(job_threads(job)):
+        for batch_rows, images, failures, geometry in iter_batches(stream, len(cat), job.config.batch_size):
             if images is not None:
                 per = ensemble.predict_runs(images, geometry)  # (R, B, A)
                 good = np.all([ensemble.tree.output_problems(p) == "" for p in per], axis=0)

@@ -120,7 +120,11 @@ class ChunkActor:
 
     def compute(self, k: int) -> tuple[int, pa.Table, pa.Table]:
         """Chunk ``k``: its number, prediction rows and error rows."""
-        return (k, *self.job.compute_chunk(k, self.job.stream([k], self.workers)))
+        stream = self.job.decoded([k], self.workers)  # decoded ahead of the network, as locally
+        try:
+            return (k, *self.job.compute_chunk(k, stream))
+        finally:
+            stream.close()
 
 
 def _import_ray() -> Any:

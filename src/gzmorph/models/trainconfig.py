@@ -78,6 +78,13 @@ class TrainConfig(Config):
         torch.compile of the training step: never, on CUDA only, or always.
     precision : {"auto", "fast", "fp32", "bf16"}
         "auto": bf16 on CUDA only; "fast": also on CPUs with AVX512-BF16/AMX; or forced.
+    predict_precision : {"auto", "fast", "fp32", "bf16"} or None
+        What ``gzmorph predict --precision auto`` uses for this run, in the words of
+        ``precision``: a recorded property of the preset (:mod:`gzmorph.training.recipes`).
+        ``"fast"`` (bf16 also on CPUs with AVX512-BF16/AMX) only where bf16 predictions
+        were measured as accurate as fp32; ``"fp32"`` for the ``paper`` presets.  None
+        (runs from before the field): the value of the preset with the same network and
+        optimizer (:func:`gzmorph.training.recipes.recorded_predict_precision`).
     ema_decay : float
         Weights averaged with this decay per step for validation, best.pt and
         prediction; 0: off.
@@ -135,6 +142,7 @@ class TrainConfig(Config):
     seed: int = 0
     compile: str = "off"
     precision: str = "auto"
+    predict_precision: str | None = None
     ema_decay: float = 0.0
     init_from: str | None = None
     loss: str = "mse"
@@ -157,6 +165,8 @@ class TrainConfig(Config):
             raise ValueError(f"compile must be 'off', 'cuda' or 'always', not {self.compile!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        if self.predict_precision is not None and self.predict_precision not in PRECISIONS:
+            raise ValueError(f"predict_precision must be one of {PRECISIONS} or None, not {self.predict_precision!r}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if isinstance(self.augment, dict):

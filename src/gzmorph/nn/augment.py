@@ -385,7 +385,8 @@ def _prefilter(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
     return F.interpolate(x, size=(working, working), mode="area")
 
 
-def render_crops(images: torch.Tensor, t: Transforms, cfg: AugmentConfig, pca: dict | None = None) -> torch.Tensor:
+def render_crops(images: torch.Tensor, t: Transforms, cfg: AugmentConfig, pca: dict | None = None,
+                 crops: int = 2) -> torch.Tensor:
     """Render the two crops of every image of a batch on the batch's device.
 
     Parameters
@@ -399,10 +400,13 @@ def render_crops(images: torch.Tensor, t: Transforms, cfg: AugmentConfig, pca: d
         Crop geometry (``crop_fraction``, ``out_size``, ``second_crop_angle``).
     pca : dict or None
         Output of :func:`color_pca`; ``None`` or empty disables the brightness shift.
+    crops : {2, 1}
+        Render both crops, or crop 0 only (for a network that reads only crop 0:
+        prediction does not render what it throws away).
 
     Returns
     -------
-    Tensor, float32, shape (B, 2, 3, out_size, out_size)
+    Tensor, float32, shape (B, crops, 3, out_size, out_size)
         Crop 0 with transform ``t``, crop 1 the same turned a further
         ``second_crop_angle`` degrees; pixels in [0, 1].  Outside the image reads 0
         (dark sky).
@@ -412,13 +416,16 @@ def render_crops(images: torch.Tensor, t: Transforms, cfg: AugmentConfig, pca: d
         raise ValueError(f"{len(t)} transforms for {x.shape[0]} images")
     b, n = x.shape[0], cfg.out_size
     x = _prefilter(x, cfg)
-    theta = _affine(t, cfg, x.device)
-    grid = F.affine_grid(theta, [2 * b, 3, n, n], align_corners=False)  # (2B, n, n, 2)
-    # Both crops in one call without copying the images: stack each image's two grids
-    # vertically, (2, B, n, n, 2) -> (B, 2n, n, 2).
-    grid = grid.view(2, b, n, n, 2).transpose(0, 1).reshape(b, 2 * n, n, 2)
-    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (B, 3, 2n, n)
-    crops = out.view(b, 3, 2, n, n).transpose(1, 2).contiguous()  # (B, 2, 3, n, n)
+    if crops not in (1, 2):
+        raise ValueError(f"crops must be 1 or 2, got {crops}")
+    c = crops
+    theta = _affine(t, cfg, x.device)[: c * b]  # crop 0's rows come first
+    grid = F.affine_grid(theta, [c * b, 3, n, n], align_corners=False)  # (cB, n, n, 2)
+    # Both crops in one call without copying the images: stack each image's grids
+    # vertically, (c, B, n, n, 2) -> (B, c*n, n, 2).
+    grid = grid.view(c, b, n, n, 2).transpose(0, 1).reshape(b, c * n, n, 2)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (B, 3, cn, n)
+    crops = out.view(b, 3, c, n, n).transpose(1, 2).contiguous()  # (B, c, 3, n, n)
     if pca:
         lam = float(pca["eigenvalue"])
         alpha = t.brightness.to(crops.device, torch.float32)
