@@ -1,7 +1,8 @@
 """Ensembles of trained runs: weighted mean, test-time averaging, fitted weights.
 
 :class:`Ensemble` turns a batch of uint8 images into tree-consistent probabilities:
-for every ``(angle, scale, flip)`` of :func:`gzmorph.nn.augment.tta_transforms` the crops
+for every ``(angle, scale, flip)`` of the run's test-time set (:func:`gzmorph.nn.tta.run_tta`,
+matched to each network's symmetry period) the crops
 are rendered with fixed transforms and each run's outputs are averaged, then the runs
 are combined with non-negative weights summing to one (uniform by default, or fitted
 on labelled data by :func:`gzmorph.inference.predict.fit_weights` with
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from gzmorph.errors import ConfigError
 from gzmorph.nn import augment as aug
 from gzmorph.nn.model import to_channels_last
+from gzmorph.nn.tta import run_tta
 from gzmorph.models.resolve import resolve_model
 from gzmorph.models.rundir import TrainedModel
 from gzmorph.runtime import Runtime
@@ -76,7 +78,9 @@ class Ensemble:
         self.weights = w / w.sum()
         self.runtime = runtime
         self.tta = tta
-        self.transforms = aug.tta_transforms(tta)
+        # Each run's own set, matched to its symmetry period (gzmorph.nn.tta): p4m turns
+        # within 90 degrees, the paper's network within 45.
+        self.run_transforms = [run_tta(tta, run) for run in self.runs]
         self.image_size = max(run.image_size for run in self.runs)
         if runtime.channels_last:
             for run in self.runs:
@@ -87,6 +91,11 @@ class Ensemble:
         self.recentred = [bool(run.augment.recentre) if recentre is None else recentre for run in self.runs]
         self._compiled = compile
         self._batch = 0  # padded batch size of the compiled graphs
+
+    @property
+    def transforms(self) -> list[tuple[float, float, bool]]:
+        """The first run's test-time transforms (each run's are :attr:`run_transforms`)."""
+        return self.run_transforms[0]
 
     @property
     def recentre(self) -> bool:
@@ -143,14 +152,14 @@ class Ensemble:
         if self._compiled:
             self._batch = max(self._batch, n)
         total: torch.Tensor | float = 0.0
-        for angle, scale, flip in self.transforms:
+        for angle, scale, flip in self.run_transforms[k]:
             t = aug.place(aug.fixed_transforms(n, angle=angle, scale=scale, flip=flip), geometry).to(images.device)
             crops = aug.render_crops(images, t, run.augment, run.pca)  # (B, 2, 3, 69, 69)
             if self._compiled and n < self._batch and not features:  # (B, ...) -> (batch, ...): one graph shape
                 crops = torch.cat([crops, crops.new_zeros((self._batch - n, *crops.shape[1:]))])
             with self.runtime.autocast_context():
                 total += net(crops)[:n].float()
-        return total / len(self.transforms)
+        return total / len(self.run_transforms[k])
 
     @torch.inference_mode()
     def predict_runs(self, images: np.ndarray, geometry: np.ndarray | None = None,

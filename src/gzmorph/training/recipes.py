@@ -8,6 +8,7 @@ directory as ``config.json``.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 from gzmorph.models.trainconfig import TrainConfig
@@ -15,7 +16,7 @@ from gzmorph.nn.augment import AugmentConfig
 from gzmorph.nn.model import MODEL_PRESETS
 from gzmorph.nn.symmetric import SYMMETRIC_PRESETS
 
-__all__ = ["PRESETS", "get_preset"]
+__all__ = ["PRESETS", "RENAMED_PRESETS", "get_preset"]
 
 
 def _paper(model: str) -> TrainConfig:
@@ -61,18 +62,44 @@ def _recentred(model: str) -> TrainConfig:
     return replace(base, augment=replace(base.augment, recentre=True))
 
 
+# Model presets that are not the paper's variants: no "paper-" preset of their own.
+_NOT_PAPER = ("paper", "small", "pooled")
+
 PRESETS: dict[str, TrainConfig] = {
     "paper": _paper("paper"),
     "paper-recentred": _recentred("paper"),
     "fast": _FAST,
     "small": _SMALL,
-    **{f"paper-{name}": _paper(name) for name in MODEL_PRESETS if name not in ("paper", "small")},
+    **{f"paper-{name}": _paper(name) for name in MODEL_PRESETS if name not in _NOT_PAPER},
+    # The paper's network and recipe with the 16 viewpoints averaged: this project's variant.
+    "pooled": _paper("pooled"),
     **{name: _symmetric(name) for name in SYMMETRIC_PRESETS},
 }
 
+# Issue 20 candidates that let p4m see more (defined and tested for invariance; their
+# accuracy is not measured yet, see BENCHMARKS.md "Protocol"):
+# - "p4m-72": one crop at 72 px, 2.875 original pixels per network pixel (the paper's 69 px
+#   is 3; p4m needs a side divisible by 8 for exact invariance through its 3 poolings, and
+#   the 141-px working images hold the 3x resolution anyway).  About 2.25x p4m's cost.
+# - "p4m-2crop": p4m on both crops (0 and 45 degrees) with their features averaged, which
+#   adds invariance to 45-degree turns (exact for turns of the sampling angle, up to
+#   interpolation for turned images).  About 2x p4m's cost.
+PRESETS["p4m-72"] = replace(PRESETS["p4m"], augment=replace(PRESETS["p4m"].augment, out_size=72))
+PRESETS["p4m-2crop"] = replace(PRESETS["p4m"], model=replace(SYMMETRIC_PRESETS["p4m"], crops=2))
+
+#: Old preset names still accepted, with a deprecation message: old name -> current name.
+#: Run directories never need them (``config.json`` holds the whole configuration).
+RENAMED_PRESETS: dict[str, str] = {"paper-pooled": "pooled"}
+
 
 def get_preset(name: str) -> TrainConfig:
-    """A fresh copy of preset ``name``."""
+    """A fresh copy of preset ``name`` (an old name of :data:`RENAMED_PRESETS` warns and maps)."""
+    if name in RENAMED_PRESETS:
+        new = RENAMED_PRESETS[name]
+        warnings.warn(f"preset {name!r} is deprecated: it is not one of the paper's variants and is now "
+                      f"called {new!r} (the same network and recipe); use --preset {new}", FutureWarning,
+                      stacklevel=2)
+        name = new
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
     return TrainConfig.from_dict(PRESETS[name].to_dict())
