@@ -57,7 +57,12 @@ def _symmetric(model: str) -> TrainConfig:
 
 
 def _recentred(model: str) -> TrainConfig:
-    """The paper's network and recipe on recentred, rescaled images (its section 7.3)."""
+    """The paper's network and recipe on recentred, rescaled images (its section 7.3).
+
+    The recentring rule is :mod:`gzmorph.data.recentre`'s, which differs from the paper's
+    code in the channel measured, the object chosen, the size measure and the clip range
+    (the table in that module's docstring).
+    """
     base = _paper(model)
     return replace(base, augment=replace(base.augment, recentre=True))
 
