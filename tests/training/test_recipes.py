@@ -85,3 +85,9 @@ def test_only_the_two_crop_p4m_is_invariant_to_45_degree_turns_up_to_interpolati
     assert change["p4m-2crop"] < 1.5  # measured 0.94: the interpolation, nothing more
     assert change["p4m"] > 2.0  # measured 3.1: one crop sees a 45-degree turn
     assert get_preset("p4m-72").augment.out_size == 72 and get_preset("p4m-2crop").model.crops == 2
+
+
+def test_provenance_tells_presets_that_share_a_network_apart():
+    for name in ("p4m", "p4m-72", "p4m-2crop", "paper", "paper-recentred", "pooled"):
+        assert _preset_of(get_preset(name)) == name
+    assert _preset_of(get_preset("p4m").override(seed=3)) == "p4m"  # other settings do not matter
