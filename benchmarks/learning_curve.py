@@ -63,7 +63,8 @@ def seed_summary(curves: dict[int, list[dict]]) -> list[dict]:
     out = []
     for minutes in common:
         rows = [next(r for r in curves[s] if r["minutes"] == minutes) for s in sorted(curves)]
-        record = {"minutes": minutes, "seeds": sorted(curves), "examples_mean": float(np.mean([r["examples"] for r in rows]))}
+        record = {"minutes": minutes, "seeds": sorted(curves),
+                  "examples_mean": float(np.mean([r["examples"] for r in rows]))}
         for key in sorted(k for k in rows[0] if k.startswith("rmse17_")):
             values = [r[key] for r in rows]
             sd = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
