@@ -134,7 +134,7 @@ class EmbeddingJob(PredictionJob):
                 raise ConfigError(f"embed takes one model (an embedding is one network's), got {len(model)}")
             model = model[0]
         job = PredictionJob.open(model, source, config, layout="parquet")
-        return cls(job.ensemble, job.source, job.config, job.thresholds, job.layout, None, pca)
+        return cls(job.ensemble, job.source, job.config, job.thresholds, job.layout, pca=pca)
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -218,7 +218,7 @@ class _Metadata:
 
 def embed_to_file(model: ModelSpec, source: Any, out: str | Path, *, config: PredictConfig | None = None,
                   pca_dim: int | None = None, pca: str | Path | None = None, pca_fit_rows: int = 20000,
-                  resume: bool = False, **options: Any) -> PredictSummary:
+                  resume: bool = False, ray_config: Any = None, **options: Any) -> PredictSummary:
     """Embed every image of ``source`` into the Parquet file ``out``, streaming, resumable.
 
     Parameters
@@ -239,6 +239,10 @@ def embed_to_file(model: ModelSpec, source: Any, out: str | Path, *, config: Pre
         Images the PCA is fitted on (evenly spread).
     resume : bool
         Keep the chunks (and the PCA) of an interrupted run of the same job.
+    ray_config : RayConfig, optional
+        Compute the chunks on a Ray cluster (:func:`gzmorph.inference.ray.ray_executor`,
+        ``pip install 'gzmorph[ray]'``); this process fits the PCA and writes the same
+        file as without Ray, so either may resume the other's interrupted job.
     """
     cfg = config or PredictConfig(**options)
     out = Path(out)
@@ -248,6 +252,11 @@ def embed_to_file(model: ModelSpec, source: Any, out: str | Path, *, config: Pre
         raise ConfigError("give either pca_dim (a positive number of dimensions) or a stored pca file, not both")
     stored = pca_path(out)
     check_outputs(out, [source, pca, *model_files(model)])
+    execute = None
+    if ray_config is not None:  # imported only when asked: Ray is an optional extra
+        from gzmorph.inference.ray import ray_executor
+
+        execute = ray_executor(ray_config)
     t0 = time.monotonic()
     job = EmbeddingJob.open_embedding(model, source, cfg)
     if pca is not None:
@@ -267,7 +276,8 @@ def embed_to_file(model: ModelSpec, source: Any, out: str | Path, *, config: Pre
         meta["digest"] = embedding_digest(meta)
         return _Metadata(meta)
 
-    return run_local_to_file(job, out, job.manifest(), cfg, resume=resume, t0=t0, desc="embed", extras=metadata)
+    return run_local_to_file(job, out, job.manifest(), cfg, resume=resume, t0=t0, desc="embed", extras=metadata,
+                             execute=execute)
 
 
 @dataclass

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -246,8 +246,7 @@ class PredictionJob:
             run.model.to(runtime.device).eval()
         ensemble = Ensemble(self.ensemble.runs, runtime, self.config.tta, self.ensemble.weights,
                             self.config.compile, self.config.recentre)
-        return PredictionJob(ensemble, self.source, self.config, self.thresholds, self.layout, self.trained,
-                             self.calibration)
+        return replace(self, ensemble=ensemble)  # keeps a subclass's own fields (an embedding's PCA)
 
     # -------------------------------------------------------------- chunks
     @property

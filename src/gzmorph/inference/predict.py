@@ -100,13 +100,17 @@ def predict_to_file(models: ModelSpec | Sequence[ModelSpec], source: Catalog | A
 
 def run_local_to_file(job: PredictionJob, out: Path, manifest: dict[str, Any], cfg: PredictConfig, *, resume: bool,
                       t0: float, desc: str = "predict",
-                      extras: Callable[[PartStore], Any] = lambda store: None) -> PredictSummary:
-    """The local executor of a job (prediction or embedding) writing ``out``.
+                      extras: Callable[[PartStore], Any] = lambda store: None,
+                      execute: Callable[..., None] | None = None) -> PredictSummary:
+    """Run a job (prediction or embedding) whose output is the single file ``out``.
 
     A finished output of the same manifest is kept as it is (with ``resume``); otherwise
     the chunks an interrupted run left (with ``resume``) are kept and the others
     computed, then the parts are assembled.  ``extras(store)`` gives what the assembly
-    adds (kept columns, metadata), once every chunk is written.
+    adds (kept columns, metadata), once every chunk is written.  ``execute(job, todo,
+    sink, progress)`` computes the chunks: by default this process
+    (:meth:`PredictionJob.run_local`); :func:`gzmorph.inference.ray.ray_executor` sends
+    them to Ray actors, and the file is the same.
     """
     if resume and (done := finished_output(out, manifest)) is not None:
         return job.summary(out, errors_path(out), done[0], done[1], job.n, time.monotonic() - t0)
@@ -115,7 +119,10 @@ def run_local_to_file(job: PredictionJob, out: Path, manifest: dict[str, Any], c
     n_resumed = job.n - job.count(todo)
     with tqdm(total=job.n, initial=n_resumed, unit="img", disable=not cfg.progress, dynamic_ncols=True,
               desc=desc) as bar, torch_threads(cfg.threads):
-        job.run_local(todo, store.write, bar.update)
+        if execute is None:
+            job.run_local(todo, store.write, bar.update)
+        else:
+            execute(job, todo, store.write, bar.update)
     n_done, n_fail = store.assemble(out, job.n_chunks, job.columns, job.chunk_ids, extras(store))
     store.remove()
     return job.summary(out, errors_path(out), n_done, n_fail, n_resumed, time.monotonic() - t0)

@@ -50,7 +50,7 @@ from gzmorph.inference.summary import RaySummary
 from gzmorph.outputs import refuse_overwrite
 from gzmorph.runtime import resolve_device
 
-__all__ = ["RayConfig", "RaySummary", "predict_ray", "ray_errors_dir", "ChunkActor", "INSTALL_HINT"]
+__all__ = ["RayConfig", "RaySummary", "predict_ray", "ray_executor", "ray_errors_dir", "ChunkActor", "INSTALL_HINT"]
 
 INSTALL_HINT = "Ray is not installed: pip install 'gzmorph[ray]'"
 
@@ -179,6 +179,23 @@ def _run_on_ray(ray: Any, job: PredictionJob, todo: Sequence[int], rcfg: RayConf
     finally:
         if started:
             ray.shutdown()
+
+
+def ray_executor(rcfg: RayConfig) -> Callable[[PredictionJob, Sequence[int], Callable, Callable], None]:
+    """An executor for :func:`gzmorph.inference.predict.run_local_to_file`: the chunks on Ray actors.
+
+    The driver still writes the parts and assembles the single output file, so a job
+    (an embedding, say) gives the same bytes on Ray as in this process.  Fails at once
+    when the ``ray`` extra is missing.
+    """
+    ray = _import_ray()
+
+    def execute(job: PredictionJob, todo: Sequence[int], sink: Callable[[int, pa.Table, pa.Table], Any],
+                progress: Callable[[int], Any]) -> None:
+        # On the driver the networks only travel to the actors: ship them from the CPU.
+        _run_on_ray(ray, job.on(resolve_device("cpu")), todo, rcfg, sink, progress)
+
+    return execute
 
 
 def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
