@@ -10,6 +10,15 @@ Usage::
         --data .device/gz2-kaggle-5k-141px
 
 Prints one JSON line with the numbers (and writes it to ``RUN/benchmark.json``).
+
+The split is scored with the ``last`` weights (the averaged ones, when the recipe keeps
+an average), never ``best``: ``best`` is the checkpoint with the lowest RMSE on this same
+split, so scoring it would report a number chosen on the data it reports (issue 20).
+Rows of BENCHMARKS.md measured before this rule are marked there.
+
+Development protocol (BENCHMARKS.md, "Protocol"): explore on the development split with
+``--data runs/splits/train4500.csv --val-fraction 0.1111111`` (train on the first 4,000,
+score the last 500 of the training split) and report on the validation split once.
 """
 
 from __future__ import annotations
@@ -48,25 +57,32 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("runs/accuracy_5k"))
     p.add_argument("--tta", nargs="+", default=["none", "rot"])
     p.add_argument("--recentre", action="store_true", help="train (and so predict) with recentring (issue 12)")
+    p.add_argument("--seed", type=int, help="training seed (default: the preset's)")
+    p.add_argument("--val-fraction", type=float,
+                   help="held-out fraction, last by id (1/9 of train4500.csv is the development split)")
     args = p.parse_args()
 
     cfg = get_preset(args.preset).override(examples=args.examples, batch_size=args.batch_size,
-                                           eval_every=args.eval_every)
+                                           eval_every=args.eval_every, seed=args.seed,
+                                           val_fraction=args.val_fraction)
     if args.recentre:
         cfg = cfg.override(augment=replace(cfg.augment, recentre=True))
-    run = args.out / f"{args.preset}-{args.examples}{'-recentred' if args.recentre else ''}"
+    seed = "" if args.seed is None else f"-seed{args.seed}"
+    run = args.out / f"{args.preset}-{args.examples}{'-recentred' if args.recentre else ''}{seed}"
     t0 = time.monotonic()
     result = train(cfg, args.data, run, device=args.device, resume=(run / "checkpoints" / "last.pt").exists())
     train_s = time.monotonic() - t0
     _, val = train_val_split(open_catalog(args.data), cfg.val_fraction)
     record = {"preset": args.preset, "recentre": cfg.augment.recentre, "examples": result["examples"], "batch_size": cfg.batch_size,
-              "train_seconds": round(train_s, 1), "best_val_rmse17": result["best_val_rmse"],
+              "train_seconds": round(train_s, 1), "seed": cfg.seed, "weights": "last",
+              # min over the validations of training: chosen on the split below, so optimistic
+              "min_val_rmse17_during_training": result["best_val_rmse"],
               "device": args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"),
               "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
               "cpu": platform.processor() or platform.machine(), "torch": torch.__version__, "n_val": len(val)}
     for tta in args.tta:
         t = time.monotonic()
-        df = predict([run], val, tta=tta, device=args.device, progress=False)
+        df = predict([run], val, tta=tta, device=args.device, progress=False, which="last")
         pred = df[val.tree.columns].to_numpy(dtype=np.float64)
         # Rows of the output follow the input order; align by id all the same.
         order = {k: i for i, k in enumerate(df[val.id_column].tolist())}

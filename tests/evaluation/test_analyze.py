@@ -97,11 +97,27 @@ def test_labels_joined_by_id(run_dir, catalog, tmp_path):
 def test_filters_are_contrast_normalised_per_filter():
     weight = np.random.default_rng(0).normal(size=(8, 3, 5, 5)) * np.arange(1, 9)[:, None, None, None]
     fig = plot_filters(weight)
+    tiles = []  # tiles[channel][filter]
     for ax in fig.axes:
         mosaic = ax.images[0].get_array()  # one row of 8 tiles of 5 px with 1-px white gaps
         assert mosaic.shape == (5, 8 * 6 - 1)
-        tiles = [mosaic[:, c * 6 : c * 6 + 5] for c in range(8)]
-        assert all(t.min() == pytest.approx(0) and t.max() == pytest.approx(1) for t in tiles)
+        tiles.append([mosaic[:, c * 6 : c * 6 + 5] for c in range(8)])
+    for f in range(8):  # each filter spans [0, 1] over its three channels together
+        assert min(tiles[c][f].min() for c in range(3)) == pytest.approx(0)
+        assert max(tiles[c][f].max() for c in range(3)) == pytest.approx(1)
+
+
+def test_filters_share_one_range_across_their_colour_channels():
+    rng = np.random.default_rng(1)
+    weight = rng.normal(size=(2, 3, 5, 5))
+    weight[:, 0] *= 1e-3  # a red channel 1000 times weaker than green and blue
+    fig = plot_filters(weight)
+    red, green = (np.asarray(ax.images[0].get_array()) for ax in fig.axes[:2])
+    zero = (0 - weight[0].min()) / (weight[0].max() - weight[0].min())  # where a zero weight is drawn
+    red0, green0 = red[:, :5], green[:, :5]
+    assert red0.max() - red0.min() < 0.01  # drawn flat, not stretched to full range
+    assert np.allclose(red0, zero, atol=0.01)
+    assert green0.max() - green0.min() > 0.3
 
 
 def test_unit_table_ranks_images():

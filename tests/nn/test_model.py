@@ -75,7 +75,8 @@ _VARIANT_CHECKS = {
     "filters-8433": lambda m: m.first_layer_weight.shape == (32, 3, 8, 8),
     "2dense": lambda m: len(m.dense) == 1,
     "conv4-256": lambda m: m.cfg.viewpoint_features == 1024 and m.dense[0].linear.in_features == 16 * 1024,
-    "relu-dense": lambda m: m.dense[0].linear.out_features == 2048,  # no maxout pieces
+    # ReLU units as many as the maxout layers' linear filters (2048 x 2), no maxout pieces
+    "relu-dense": lambda m: m.dense[0].linear.out_features == 4096 and m.dense[0].pieces == 1,
     "pooled": lambda m: m.dense[0].linear.in_features == 512,
     "small": lambda m: count_parameters(m) < 2_000_000,
     "paper": lambda m: m.dense[0].linear.in_features == 8192,

@@ -17,12 +17,12 @@ OVERRIDES += ("freeze_stages", "head_only", "lr_layer_decay")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from gzmorph.options import add_config_options, add_data_options
     from gzmorph.models.trainconfig import TrainConfig
-    from gzmorph.training.recipes import PRESETS
+    from gzmorph.training.recipes import PRESETS, RENAMED_PRESETS
 
     p.add_argument("--data", required=True, help="Kaggle directory, CSV/Parquet catalog, or cache from `gzmorph prepare`")
     add_data_options(p, ("id_column", "path_column"))
     p.add_argument("--out", required=True, help="run directory to write (config, metrics, checkpoints)")
-    p.add_argument("--preset", choices=sorted(PRESETS),
+    p.add_argument("--preset", choices=sorted(PRESETS) + sorted(RENAMED_PRESETS),  # old names warn
                    help="model + training recipe (default: paper, or with --init-from that run's configuration)")
     add_config_options(p, TrainConfig, fields=OVERRIDES, keep_defaults="the preset's")
     add_data_options(p, ("device",))

@@ -37,6 +37,37 @@ on linear data, use 8.48.
 Not found (no source near the centre, or no measurable size): the plain centre crop
 (offset 0, zoom 1), flagged ``found = 0`` (the ``recentred`` column of predictions).
 
+How this differs from the paper's recentring.  The paper (section 7.3) says only that
+SExtractor estimated the position and size of the central object, and that the image was
+recentred and rescaled.  Its public code (``kaggle-galaxies``:
+``extract_pysex_params_gen2.py``, ``realtime_augmentation.py``) does, on each 424-px
+JPEG, and this module does instead:
+
+=================  ==============================================  ==========================================
+step               the paper's code                                here
+=================  ==============================================  ==========================================
+channel measured   the green channel of the JPEG                   the sum of the three channels (JPEG), or
+                                                                   of the sky-subtracted linear bands (FITS)
+detection          SExtractor, ``DETECT_THRESH`` 2 (its other      ``sep`` at 1.5 sigma over one global
+                   settings at their defaults)                     background cell, 5 pixels, deblended
+object chosen      largest ``pi * A * B`` (isophotal ellipse       largest flux among the sources within a
+                   area) x ``exp(-d^2 / 5000)``, ``d`` the         quarter of the side (106 px at 424) of
+                   distance in px from the centre: a size          the centre; none there: not found
+                   ranking with a Gaussian centrality prior
+centre             ``X_IMAGE``, ``Y_IMAGE`` (barycentre)           sep's barycentre (the same quantity)
+size measure       ``PETRO_RADIUS * A_IMAGE``: SExtractor's        circular SDSS Petrosian R90 (radius of
+                   elliptical Petrosian aperture along the         90% of the Petrosian flux), else the 90%
+                   major axis, in px                               flux radius
+zoom               ``160 / (PETRO_RADIUS * A_IMAGE)``: that        ``side / (5.24 R90)`` (JPEG; 8.48 for
+                   aperture brought to 160 px of 424               FITS): the median GZ2 image gets zoom 1
+clip range         ``[1/1.5, 1.5]``; no size: 1                    ``[0.25, 4]`` (:data:`ZOOM_RANGE`); no
+                                                                   size: 1, flagged not found
+=================  ==============================================  ==========================================
+
+So the ``paper-recentred`` preset is the paper's idea with this module's rule, not a
+replica of its numbers: the wider clip range and the flux-based choice are for survey
+cutouts, whose galaxies can be far smaller or larger than GZ2's and off centre.
+
 Geometry arrays are float32 ``(4,)``: ``[dx, dy, zoom, found]``, ``dx``/``dy`` the
 galaxy's offset from the image centre as a fraction of the side (x right, y down).
 """

@@ -3,8 +3,8 @@
 :func:`analyze` loads a trained run and a set of images and writes, into one folder,
 PNG figures linked from ``analysis.html``:
 
-* ``filters.png``: the first-layer filters per colour channel, each contrast-normalised
-  (the paper's Figure 10);
+* ``filters.png``: the first-layer filters per colour channel, each filter
+  contrast-normalised over its three channels together (the paper's Figure 10);
 * ``viewpoint.png`` and ``activations_<layer>.png``: one viewpoint of one image and the
   activations of every convolutional and pooling layer for it (Figures 11-12);
 * ``units.png``: for the most variable units of the last hidden layer, the images that
@@ -195,9 +195,14 @@ def _mosaic(tiles: np.ndarray, ncols: int, pad: int = 1, fill: float = 1.0) -> n
 
 def plot_filters(weight: np.ndarray) -> Figure:
     """First-layer filters ``(C_out, 3, k, k)``: one panel per colour channel, each filter
-    contrast-normalised to its own range (the paper's Figure 10)."""
-    lo = weight.min(axis=(2, 3), keepdims=True)
-    span = weight.max(axis=(2, 3), keepdims=True) - lo
+    contrast-normalised to its own range over its three channels jointly (the paper's Figure 10).
+
+    One range per filter, not per channel: a channel whose weights are 1000 times
+    smaller than the others' is drawn flat (mid-grey of its filter's range), as its
+    effect on the filter's response is; stretched alone it would look as strong.
+    """
+    lo = weight.min(axis=(1, 2, 3), keepdims=True)
+    span = weight.max(axis=(1, 2, 3), keepdims=True) - lo
     norm = (weight - lo) / np.where(span > 0, span, 1.0)
     ncols = min(8, len(weight))
     mosaics = [_mosaic(norm[:, c], ncols) for c in range(3)]

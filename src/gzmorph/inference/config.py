@@ -27,8 +27,9 @@ class PredictConfig(Config):
     Parameters
     ----------
     tta : {"none", "rot", "paper"}
-        Test-time averaging: one pass, 5 rotations, or the paper's 60 transforms
-        (:func:`gzmorph.nn.augment.tta_transforms`).
+        Test-time averaging: one pass, rotations over one symmetry period of each model
+        (5 for the paper's network, 10 for p4m), or the paper's 60 transforms (reduced
+        by the symmetry of an exactly invariant model); :mod:`gzmorph.nn.tta`.
     batch_size : int or None
         Images per forward pass.  ``None``: chosen for the device the job runs on
         (:data:`DEFAULT_BATCH`: 64 on a CPU, where larger batches leave the caches and were

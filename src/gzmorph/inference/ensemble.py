@@ -1,7 +1,8 @@
 """Ensembles of trained runs: weighted mean, test-time averaging, fitted weights.
 
 :class:`Ensemble` turns a batch of uint8 images into tree-consistent probabilities:
-for every ``(angle, scale, flip)`` of :func:`gzmorph.nn.augment.tta_transforms` the crops
+for every ``(angle, scale, flip)`` of the run's test-time set (:func:`gzmorph.nn.tta.run_tta`,
+matched to each network's symmetry period) the crops
 are rendered with fixed transforms and each run's outputs are averaged, then the runs
 are combined with non-negative weights summing to one (uniform by default, or fitted
 on labelled data by :func:`gzmorph.inference.predict.fit_weights` with
@@ -30,6 +31,7 @@ from gzmorph.inference.timing import Stopwatch
 from gzmorph.nn import augment as aug
 from gzmorph.nn.fused import crops_used, fuse_for_prediction
 from gzmorph.nn.model import to_channels_last
+from gzmorph.nn.tta import run_tta
 from gzmorph.models.resolve import resolve_model
 from gzmorph.models.rundir import TrainedModel
 from gzmorph.runtime import Runtime
@@ -91,7 +93,9 @@ class Ensemble:
         self.weights = w / w.sum()
         self.runtime = runtime
         self.tta = tta
-        self.transforms = aug.tta_transforms(tta)
+        # Each run's own set, matched to its symmetry period (gzmorph.nn.tta): p4m turns
+        # within 90 degrees, the paper's network within 45.
+        self.run_transforms = [run_tta(tta, run) for run in self.runs]
         self.image_size = max(run.image_size for run in self.runs)
         if runtime.channels_last:
             for run in self.runs:
@@ -137,6 +141,11 @@ class Ensemble:
         # An onnxruntime network (gzmorph.models.onnx.OnnxNet) has nothing for torch to compile.
         self._nets = [torch.compile(net) if self._compile and not getattr(net, "is_onnx", False) else net
                       for net in base]
+
+    @property
+    def transforms(self) -> list[tuple[float, float, bool]]:
+        """The first run's test-time transforms (each run's are :attr:`run_transforms`)."""
+        return self.run_transforms[0]
 
     @property
     def recentre(self) -> bool:
@@ -199,7 +208,7 @@ class Ensemble:
         # Embeddings keep the runtime's precision (comparable across machines); predictions the run's rule.
         autocast = self.runtime.autocast if features else self._autocast[k]
         total: torch.Tensor | float = 0.0
-        for angle, scale, flip in self.transforms:
+        for angle, scale, flip in self.run_transforms[k]:
             with self.stopwatch("warp"):
                 t = aug.place(aug.fixed_transforms(n, angle=angle, scale=scale, flip=flip), geometry)
                 crops = aug.render_crops(images, t.to(images.device), run.augment, run.pca, crops=ncrops)
@@ -208,7 +217,7 @@ class Ensemble:
             with self.stopwatch("forward"), torch.autocast(device_type=self.runtime.device.type,
                                                            dtype=torch.bfloat16, enabled=autocast):
                 total += net(crops)[:n].float()
-        return total / len(self.transforms)
+        return total / len(self.run_transforms[k])
 
     @torch.inference_mode()
     def predict_runs(self, images: np.ndarray, geometry: np.ndarray | None = None,

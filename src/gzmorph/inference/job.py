@@ -181,7 +181,7 @@ def job_manifest(ensemble: Any, cfg: Any, catalog: Any, thresholds: dict[str, fl
         "steps": [run.step for run in ensemble.runs],
         "model_weights": [weights_digest(run.model) for run in ensemble.runs],
         "untrained": list(getattr(ensemble, "untrained_columns", [])), "weights": ensemble.weights.tolist(),
-        "tta": cfg.tta, "which": cfg.which, "precision": cfg.precision, "thresholds": dict(thresholds),
+        "tta": cfg.tta, "tta_transforms": getattr(ensemble, "run_transforms", None), "which": cfg.which, "precision": cfg.precision, "thresholds": dict(thresholds),
         "reach_threshold": REACH_THRESHOLD, "n_inputs": len(catalog), "ids": ids_digest(catalog.ids),
         "id_column": catalog.id_column, "image_size": image_size, "batch_size": cfg.batch_size,
         "chunk_rows": cfg.chunk_rows, "recentre": list(getattr(ensemble, "recentred", [])),

@@ -167,7 +167,10 @@ def column_docs(tree: Any) -> dict[str, tuple[str, str]]:
 def _preset_of(config: Any) -> str:
     from gzmorph.training.recipes import PRESETS
 
-    found = [name for name, preset in PRESETS.items() if preset.model == getattr(config, "model", None)]
+    model, augment = getattr(config, "model", None), getattr(config, "augment", None)
+    same_model = [name for name, preset in PRESETS.items() if preset.model == model]
+    # Presets that share a network differ by their crops (p4m / p4m-72, paper / paper-recentred).
+    found = [name for name in same_model if PRESETS[name].augment == augment] or same_model
     return found[0] if found else "custom"
 
 

@@ -312,7 +312,10 @@ TTA_SETS: dict[str, list[tuple[float, float, bool]]] = {
 
 
 def tta_transforms(name: str) -> list[tuple[float, float, bool]]:
-    """Test-time augmentation set ``name`` as a list of ``(angle, scale, flip)``.
+    """Test-time augmentation set ``name`` of the paper's network, as a list of ``(angle, scale, flip)``.
+
+    Prediction uses each run's set matched to its symmetry period
+    (:func:`gzmorph.nn.tta.run_tta`); for the paper's network it is this one.
 
     ``"none"``
         The identity.

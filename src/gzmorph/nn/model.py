@@ -10,7 +10,7 @@ per answer and the tree's output constraint; dropout 0.5 precedes every dense
 layer.  About 42.4M parameters.
 
 The paper's variants are presets of :class:`ModelConfig` (data, not code):
-``MODEL_PRESETS[name]``.
+``MODEL_PRESETS[name]``; ``"pooled"`` and ``"small"`` are this project's, not the paper's.
 """
 
 from __future__ import annotations
@@ -129,8 +129,13 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     "paper": _PAPER,
     "2dense": replace(_PAPER, dense_units=(2048,)),
     "filters-8433": replace(_PAPER, conv_kernels=(8, 4, 3, 3)),
-    "relu-dense": replace(_PAPER, dense_activation="relu"),
+    # ReLU dense layers as wide as the maxout layers' linear filters (2048 units x 2
+    # pieces = 4096): the paper's comparison holds the linear part fixed and changes only
+    # the nonlinearity, so the variant is 4096 ReLU units per layer (about 51M parameters).
+    "relu-dense": replace(_PAPER, dense_activation="relu", dense_units=(4096, 4096)),
     "conv4-256": replace(_PAPER, conv_channels=(32, 64, 128, 256)),
+    # Not one of the paper's variants (its training preset is "pooled", outside the
+    # "paper-" family): the 16 viewpoint features averaged instead of concatenated.
     "pooled": replace(_PAPER, viewpoint_merge="mean"),
     # A quarter of the filters and one narrow maxout layer: about 1/9 of the paper's
     # convolution work per image and 1/40 of its parameters, for demos and tests on a

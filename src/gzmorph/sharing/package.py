@@ -11,6 +11,7 @@ import datetime as _dt
 import json
 import os
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from gzmorph.models.extra import require
 from gzmorph.models.metrics_log import read_metrics
 from gzmorph.models.package import PACKAGE_FILES, PACKAGE_FORMAT, PACKAGE_VERSION, config_digest, sha256_file
 from gzmorph.models.rundir import TrainedModel, load_run, read_run
-from gzmorph.nn import augment as aug
+from gzmorph.nn.tta import network_symmetry, run_tta
 from gzmorph.outputs import temporary_folder
 from gzmorph.runtime import refuse_overwrite, write_json
 from gzmorph.sharing.card import read_report, render_card
@@ -48,7 +49,9 @@ def _package_config(trained: TrainedModel, data: dict[str, Any], which: str, sha
             "stretch": trained.stretch,
             "input": "uint8 RGB images (N, S, S, 3), S = image_size; crops rendered by "
                      "gzmorph.nn.augment.render_crops",
-            "tta": {name: [list(t) for t in aug.tta_transforms(name)] for name in TTA_LEVELS}},
+            # Each level as this network's matched set (gzmorph.nn.tta: its symmetry period).
+            "tta": {name: [list(t) for t in run_tta(name, trained)] for name in TTA_LEVELS},
+            "symmetry": asdict(network_symmetry(cfg.model, cfg.augment))},
         "train": cfg.to_dict(),
         "data": {k: v for k, v in data.items() if k != "pca"},
         "triage_thresholds": thresholds,

@@ -8,6 +8,7 @@ directory as ``config.json``.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 from gzmorph.models.trainconfig import TrainConfig
@@ -15,7 +16,7 @@ from gzmorph.nn.augment import AugmentConfig
 from gzmorph.nn.model import MODEL_PRESETS
 from gzmorph.nn.symmetric import SYMMETRIC_PRESETS
 
-__all__ = ["PRESETS", "get_preset", "recorded_predict_precision", "BF16_MEASURED"]
+__all__ = ["PRESETS", "RENAMED_PRESETS", "get_preset", "recorded_predict_precision", "BF16_MEASURED"]
 
 
 def _paper(model: str) -> TrainConfig:
@@ -66,7 +67,12 @@ def _symmetric(model: str) -> TrainConfig:
 
 
 def _recentred(model: str) -> TrainConfig:
-    """The paper's network and recipe on recentred, rescaled images (its section 7.3)."""
+    """The paper's network and recipe on recentred, rescaled images (its section 7.3).
+
+    The recentring rule is :mod:`gzmorph.data.recentre`'s, which differs from the paper's
+    code in the channel measured, the object chosen, the size measure and the clip range
+    (the table in that module's docstring).
+    """
     base = _paper(model)
     return replace(base, augment=replace(base.augment, recentre=True))
 
@@ -97,21 +103,49 @@ def _finetune_small_labels() -> TrainConfig:
     return replace(base, lr=1e-3, batch_size=32, examples=6_000, warmup_examples=500, eval_every=2_000,
                    ema_decay=0.99, freeze_stages=1, lr_layer_decay=0.5)
 
+# Model presets that are not the paper's variants: no "paper-" preset of their own.
+_NOT_PAPER = ("paper", "small", "pooled")
 
 PRESETS: dict[str, TrainConfig] = {
     "paper": _paper("paper"),
     "paper-recentred": _recentred("paper"),
     "fast": _FAST,
     "small": _SMALL,
-    **{f"paper-{name}": _paper(name) for name in MODEL_PRESETS if name not in ("paper", "small")},
+    **{f"paper-{name}": _paper(name) for name in MODEL_PRESETS if name not in _NOT_PAPER},
+    # The paper's network and recipe with the 16 viewpoints averaged: this project's variant.
+    "pooled": _paper("pooled"),
     **{name: _symmetric(name) for name in SYMMETRIC_PRESETS},
     "p4m-robust": _robust("p4m"),
     "finetune-small-labels": _finetune_small_labels(),
 }
 
+# Issue 20 candidates that let p4m see more (defined and tested for invariance; their
+# accuracy is not measured yet, see BENCHMARKS.md "Protocol"):
+# - "p4m-72": one crop at 72 px, 2.875 original pixels per network pixel (the paper's 69 px
+#   is 3; p4m needs a side divisible by 8 for exact invariance through its 3 poolings, and
+#   the 141-px working images hold the 3x resolution anyway).  About 2.25x p4m's cost.
+# - "p4m-2crop": p4m on both crops (0 and 45 degrees) with their features averaged, which
+#   adds invariance to 45-degree turns (exact for turns of the sampling angle, up to
+#   interpolation for turned images).  About 2x p4m's cost.
+# Their bf16 accuracy is not measured: they predict in fp32 unless asked (BF16_MEASURED).
+PRESETS["p4m-72"] = replace(PRESETS["p4m"], augment=replace(PRESETS["p4m"].augment, out_size=72),
+                            predict_precision="auto")
+PRESETS["p4m-2crop"] = replace(PRESETS["p4m"], model=replace(SYMMETRIC_PRESETS["p4m"], crops=2),
+                               predict_precision="auto")
+
+#: Old preset names still accepted, with a deprecation message: old name -> current name.
+#: Run directories never need them (``config.json`` holds the whole configuration).
+RENAMED_PRESETS: dict[str, str] = {"paper-pooled": "pooled"}
+
 
 def get_preset(name: str) -> TrainConfig:
-    """A fresh copy of preset ``name``."""
+    """A fresh copy of preset ``name`` (an old name of :data:`RENAMED_PRESETS` warns and maps)."""
+    if name in RENAMED_PRESETS:
+        new = RENAMED_PRESETS[name]
+        warnings.warn(f"preset {name!r} is deprecated: it is not one of the paper's variants and is now "
+                      f"called {new!r} (the same network and recipe); use --preset {new}", FutureWarning,
+                      stacklevel=2)
+        name = new
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
     return TrainConfig.from_dict(PRESETS[name].to_dict())

@@ -1,0 +1,43 @@
+"""Is model A better than model B on these galaxies?  A paired bootstrap of the RMSE difference.
+
+Both prediction files (CSV or Parquet, as written by ``gzmorph predict``) must cover the
+same labelled galaxies; the galaxies are resampled with replacement and both RMSEs are
+recomputed on every resample (:func:`gzmorph.evaluation.bootstrap.paired_bootstrap`).
+
+Usage::
+
+    gzmorph predict --model runs/p4m-seed0 --catalog runs/splits/dev500.csv --out a.parquet
+    gzmorph predict --model runs/p4m-72-seed0 --catalog runs/splits/dev500.csv --out b.parquet
+    python benchmarks/compare_runs.py a.parquet b.parquet --labels runs/splits/dev500.csv
+
+Prints one JSON line: both RMSEs with their intervals, the difference ``a - b`` with its
+interval and a two-sided bootstrap p-value.  Compare designs on the development split;
+the validation split is scored once, for the final choice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from gzmorph.evaluation.bootstrap import compare_predictions
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("a", type=Path, help="predictions of model A")
+    p.add_argument("b", type=Path, help="predictions of model B (the same galaxies)")
+    p.add_argument("--labels", required=True, help="labels: a catalog, a Kaggle folder or a CSV/Parquet table")
+    p.add_argument("--id-column", default="GalaxyID")
+    p.add_argument("--n-boot", type=int, default=10_000)
+    p.add_argument("--level", type=float, default=0.95)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    res = compare_predictions(args.a, args.b, args.labels, id_column=args.id_column, n_boot=args.n_boot,
+                              level=args.level, seed=args.seed)
+    print(json.dumps({"a": str(args.a), "b": str(args.b), **res.to_dict()}))
+
+
+if __name__ == "__main__":
+    main()
