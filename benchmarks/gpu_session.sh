@@ -16,7 +16,7 @@ mkdir -p "$OUT"
 step() { echo "== $*" | tee -a "$OUT/session.log"; timeout "${LIMIT:-240}" "$@" >>"$OUT/session.log" 2>&1; echo "   rc=$?" >>"$OUT/session.log"; }
 
 python -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" | tee "$OUT/device.txt"
-step python -m pytest -q -p no:cacheprovider -k cuda tests/test_augment.py tests/test_model.py tests/test_symmetric.py
+step python -m pytest -q -p no:cacheprovider -k cuda tests/nn tests/inference/test_precision.py
 step python benchmarks/model_speed.py --device cuda --presets small p4m cyclic paper --batch-size 512 --json "$OUT/model_eager.json"
 step python benchmarks/model_speed.py --device cuda --presets paper --batch-size 1024 --compile --json "$OUT/model_compiled.json"
 step python benchmarks/predict_speed.py --device cuda --preset paper --images "$DATA/images_training_rev1" \
@@ -31,4 +31,11 @@ cp /tmp/gzmorph-acc/*/metrics.jsonl "$OUT/accuracy_fast_metrics.jsonl" 2>/dev/nu
 LIMIT=240 step python benchmarks/learning_curve.py --preset p4m --device cuda --data "$DATA" --points 1 2 4 \
     --out /tmp/gzmorph-curves
 cp /tmp/gzmorph-curves/*/curve.jsonl "$OUT/curve_p4m_cuda.jsonl" 2>/dev/null
+# Issue 20: the paper preset trains in fp32 by default; its bf16 speed path (--precision fast)
+# needs its accuracy effect measured: the same short paper-recipe curve in both precisions.
+for prec in fp32 fast; do
+  LIMIT=120 step python benchmarks/learning_curve.py --preset paper --device cuda --data "$DATA" --points 1 2 \
+      --precision $prec --out /tmp/gzmorph-paper-$prec
+  cp /tmp/gzmorph-paper-$prec/*/curve.jsonl "$OUT/curve_paper_$prec.jsonl" 2>/dev/null
+done
 tail -n 40 "$OUT/session.log"

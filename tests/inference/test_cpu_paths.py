@@ -17,7 +17,7 @@ from gzmorph.data.decode import decode
 from gzmorph.inference.predict import predict
 from gzmorph.models.rundir import load_run, save_checkpoint
 from gzmorph.nn import augment as aug
-from gzmorph.nn.augment import tta_transforms
+from gzmorph.nn.tta import run_tta
 
 from discovery_helpers import make_p4m_run
 from factories import make_images
@@ -55,7 +55,7 @@ def plain_path(run_dir: Path, folder: Path, tta: str) -> np.ndarray:
     x = torch.from_numpy(np.stack([decode(p, run.image_size) for p in files]))
     with torch.inference_mode():
         outs = [run.model(aug.render_crops(x, aug.fixed_transforms(len(x), a, s, f), run.augment, run.pca)).numpy()
-                for a, s, f in tta_transforms(tta)]
+                for a, s, f in run_tta(tta, run)]  # the set matched to p4m's 90-degree period
     return np.mean(outs, axis=0)
 
 

@@ -154,10 +154,11 @@ def get_preset(name: str) -> TrainConfig:
 def recorded_predict_precision(cfg: TrainConfig) -> str:
     """The prediction precision rule a run's config records (``TrainConfig.predict_precision``).
 
-    A run from before the field inherits it from the presets with the same network and
-    optimizer when they agree (so a `p4m` run keeps its measured bf16), else ``"auto"``.
+    A run from before the field inherits it from the presets with the same network,
+    optimizer and input size when they agree (so a `p4m` run keeps its measured bf16), else ``"auto"``.
     """
     if cfg.predict_precision is not None:
         return cfg.predict_precision
-    rules = {p.predict_precision for p in PRESETS.values() if p.model == cfg.model and p.optimizer == cfg.optimizer}
+    rules = {p.predict_precision for p in PRESETS.values()
+             if p.model == cfg.model and p.optimizer == cfg.optimizer and p.augment.out_size == cfg.augment.out_size}
     return rules.pop() if len(rules) == 1 and None not in rules else "auto"
