@@ -16,17 +16,7 @@ from gzmorph.inference.ray import RayConfig  # noqa: E402
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
-    yield
-    if started:
-        ray.shutdown()
-
-
-def test_embed_on_ray_writes_the_local_file_byte_for_byte(cluster, tmp_path):
+def test_embed_on_ray_writes_the_local_file_byte_for_byte(ray_cluster, tmp_path):
     run = make_p4m_run(tmp_path / "run")
     blob_images(tmp_path / "img", 10)
     (tmp_path / "img" / "1010.png").write_bytes(b"not an image")
@@ -43,7 +33,7 @@ def test_embed_on_ray_writes_the_local_file_byte_for_byte(cluster, tmp_path):
     assert "1010" in on_ray.errors_file.read_text()
 
 
-def test_embed_cli_with_ray_matches_without(cluster, tmp_path):
+def test_embed_cli_with_ray_matches_without(ray_cluster, tmp_path):
     run = make_p4m_run(tmp_path / "run")
     blob_images(tmp_path / "img", 7)
     args = ["embed", "--model", str(run), "--images", str(tmp_path / "img"), "--chunk-rows", "2", "--no-progress"]

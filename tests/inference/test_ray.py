@@ -37,14 +37,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """One local Ray cluster on loopback for the module (starting one takes seconds)."""
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
-    yield
-    if started:
-        ray.shutdown()
+def cluster(ray_cluster):
+    """The module's local Ray cluster (``ray_cluster`` of conftest)."""
 
 
 @pytest.fixture(scope="module")
