@@ -19,8 +19,7 @@ EMBED_FIELDS = ("tta", "batch_size", "device", "precision", "workers", "threads"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from gzmorph.commands.predict import RAY_FIELDS, add_survey_options
-    from gzmorph.inference.ray import RayConfig
+    from gzmorph.commands.predict import add_ray_options, add_survey_options
     from gzmorph.inference.config import PredictConfig
     from gzmorph.options import add_config_options
 
@@ -38,16 +37,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_survey_options(p)
     p.add_argument("--resume", action="store_true", help="continue an interrupted job writing the same --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    r = p.add_argument_group("Ray cluster (pip install 'gzmorph[ray]')")
-    r.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                   help="compute the chunks on Ray actors: the cluster at ADDRESS, or without ADDRESS "
-                        "RAY_ADDRESS / a cluster started here / a new local one; this process fits the PCA and "
-                        "writes the same OUT.parquet as without --ray")
-    add_config_options(r, RayConfig, fields=RAY_FIELDS, prefix="ray-")
+    add_ray_options(p, "compute the chunks on Ray actors: the cluster at ADDRESS, or without ADDRESS "
+                       "RAY_ADDRESS / a cluster started here / a new local one; this process fits the PCA and "
+                       "writes the same OUT.parquet as without --ray")
 
 
 def run(args: argparse.Namespace) -> int:
-    from gzmorph.commands.predict import survey_stretch
+    from gzmorph.commands.predict import ray_config, survey_stretch
     from gzmorph.config import build
     from gzmorph.discovery.embed import embed_to_file
     from gzmorph.inference.config import PredictConfig
@@ -55,13 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     values = config_values(args, PredictConfig, fields=EMBED_FIELDS)
     cfg = build(PredictConfig, {**values, "progress": not args.no_progress, "stretch": survey_stretch(args)})
-    rcfg = None
-    if args.ray is not None:
-        from gzmorph.commands.predict import RAY_FIELDS
-        from gzmorph.inference.ray import RayConfig
-
-        rcfg = build(RayConfig, {**config_values(args, RayConfig, fields=RAY_FIELDS, prefix="ray_"),
-                                 "address": args.ray or None})
+    rcfg = ray_config(args) if args.ray is not None else None
     summary = embed_to_file(args.model, args.images or args.catalog or args.cache, args.out, config=cfg,
                             pca_dim=args.pca_dim, pca=args.pca, pca_fit_rows=args.pca_fit_rows, resume=args.resume,
                             ray_config=rcfg)

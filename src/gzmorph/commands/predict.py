@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
     from gzmorph.inference.predict import PredictConfig
@@ -32,7 +32,6 @@ RAY_FIELDS = ("actors", "gpus_per_actor", "cpus_per_actor")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from gzmorph.inference.predict import PredictConfig
-    from gzmorph.inference.ray import RayConfig
     from gzmorph.options import add_config_options
 
     p.add_argument("--model", nargs="+", required=True, metavar="MODEL",
@@ -63,13 +62,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights-out", metavar="W.json", help="where --fit-weights stores the weights")
     p.add_argument("--resume", action="store_true", help="continue an interrupted job writing the same --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_ray_options(p, "run on Ray: the cluster at ADDRESS (HEAD_IP:6379, ray://HEAD_IP:10001, auto), or "
+                       "without ADDRESS RAY_ADDRESS / a cluster started here / a new local one; --out is "
+                       "a directory of Parquet parts, --chunk-rows rows each; --workers and --device are "
+                       "not used (Ray tasks decode; actors use the GPUs Ray gives them)")
+
+
+def add_ray_options(p: argparse.ArgumentParser, help_text: str) -> None:
+    """``--ray [ADDRESS]`` and the actor resources (``--ray-actors``...); shared by predict and embed."""
+    from gzmorph.inference.ray import RayConfig
+    from gzmorph.options import add_config_options
+
     r = p.add_argument_group("Ray cluster (pip install 'gzmorph[ray]')")
-    r.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                   help="run on Ray: the cluster at ADDRESS (HEAD_IP:6379, ray://HEAD_IP:10001, auto), or "
-                        "without ADDRESS RAY_ADDRESS / a cluster started here / a new local one; --out is "
-                        "a directory of Parquet parts, --chunk-rows rows each; --workers and --device are "
-                        "not used (Ray tasks decode; actors use the GPUs Ray gives them)")
+    r.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS", help=help_text)
     add_config_options(r, RayConfig, fields=RAY_FIELDS, prefix="ray-")
+
+
+def ray_config(args: argparse.Namespace) -> Any:
+    """The :class:`~gzmorph.inference.ray.RayConfig` of ``--ray`` and its options (Ray itself is not imported)."""
+    from gzmorph.config import build
+    from gzmorph.inference.ray import RayConfig
+    from gzmorph.options import config_values
+
+    return build(RayConfig, {**config_values(args, RayConfig, fields=RAY_FIELDS, prefix="ray_"),
+                             "address": args.ray or None})
 
 
 def add_survey_options(p: argparse.ArgumentParser) -> None:
@@ -108,13 +124,9 @@ def _check(p_args: argparse.Namespace) -> str | None:
 def _predict_on_ray(args: argparse.Namespace, source: str, cfg: PredictConfig,
                     weights: str | Sequence[float] | None) -> RaySummary:
     # Imported here: without --ray nothing imports Ray (an optional extra).
-    from gzmorph.config import build
-    from gzmorph.inference.ray import RayConfig, predict_ray
-    from gzmorph.options import config_values
+    from gzmorph.inference.ray import predict_ray
 
-    rcfg = build(RayConfig, {**config_values(args, RayConfig, fields=RAY_FIELDS, prefix="ray_"),
-                             "address": args.ray or None})
-    return predict_ray(args.model, source, args.out, config=cfg, ray_config=rcfg, weights=weights,
+    return predict_ray(args.model, source, args.out, config=cfg, ray_config=ray_config(args), weights=weights,
                        triage_thresholds=args.triage_thresholds, resume=args.resume,
                        keep_columns=_kept(args), keep_all=args.keep_all)
 
