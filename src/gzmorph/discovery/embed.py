@@ -4,8 +4,9 @@ What is stored is the network's *pooled features before the head*
 (``pooled_features`` of the networks):
 
 * ``p4m`` / ``cyclic`` (:class:`~gzmorph.nn.symmetric.SymmetricNet`): the features
-  averaged over space and over the 8 orientations of the dihedral group D4, averaged
-  over the two crops: exactly invariant to turns by 90 degrees and flips of the image.
+  averaged over space and over the 8 orientations of the dihedral group D4 (and over
+  the 0- and 45-degree crops for ``p4m-2crop``; ``p4m`` reads the first crop only):
+  exactly invariant to turns by 90 degrees and flips of the image.
 * the paper's :class:`~gzmorph.nn.model.GalaxyNet`: the 16 viewpoints' conv features
   concatenated (``viewpoint_merge="concat"``, 8,192 numbers for ``paper``) or averaged
   (``"mean"``); turns by multiples of 45 degrees permute the viewpoints, so this is not
