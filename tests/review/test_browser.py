@@ -106,6 +106,8 @@ def test_two_reviewers_by_clicks_and_keys(review):
         wait_for_question(driver, nxt)
     press(driver, "2")
     WebDriverWait(driver, 15).until(lambda d: d.current_url.rsplit("/", 1)[1] != gid)
+    # Under load the last answer's request can still be in flight when the next page shows.
+    WebDriverWait(driver, 15).until(lambda d: len(session.store.answers(gid, "bob")) >= 6)
     rows = session.store.table()
     assert len(rows[(rows["galaxy"] == gid) & (rows["reviewer"] == "bob")]) == 6
     assert set(rows["model_version"]) == {session.model_version}
