@@ -152,3 +152,28 @@ def test_switching_one_off_keeps_the_other_draws():
     assert torch.equal(off.blur_fwhm, torch.zeros(16))
     assert torch.equal(on.noise_sd, off.noise_sd) and torch.equal(on.degrade, off.degrade)
     assert on.noise_seed == off.noise_seed
+
+
+def test_survey_prob_perturbs_that_fraction_and_leaves_the_rest_as_rendered():
+    half = AugmentConfig(**{**ALL_ON.to_dict(), "survey_prob": 0.5})
+    full = sa.sample_survey(4000, ALL_ON, torch.Generator().manual_seed(2))
+    part = sa.sample_survey(4000, half, torch.Generator().manual_seed(2))
+    hit = part.noise_sd > 0
+    assert float(hit.double().mean()) == pytest.approx(0.5, abs=0.03)
+    # The perturbed examples keep exactly the draws they get at survey_prob 1 ...
+    assert torch.equal(part.noise_sd[hit], full.noise_sd[hit])
+    assert torch.equal(part.band_scale[hit], full.band_scale[hit])
+    # ... and the others are neutral in every operation.
+    miss = ~hit
+    assert torch.equal(part.blur_fwhm[miss], torch.zeros(int(miss.sum())))
+    assert torch.equal(part.degrade[miss], torch.ones(int(miss.sum())))
+    assert torch.equal(part.band_scale[miss], torch.ones(int(miss.sum()), 3))
+    assert torch.allclose(part.beta[miss], torch.full((int(miss.sum()),), sa.REFERENCE_BETA))
+    x = torch.rand(64, 2, 3, 24, 24, generator=torch.Generator().manual_seed(3)) * 0.9
+    y = sa.augment_survey(x, half, seed=11)
+    d = sa.sample_survey(64, half, torch.Generator().manual_seed(11))
+    same = (y - x).abs().amax(dim=(1, 2, 3, 4)) < 1e-4  # (64,) unchanged up to the stretch round trip
+    assert torch.equal(same, d.noise_sd == 0) and 0 < int(same.sum()) < 64
+    assert sa.augment_survey(x, AugmentConfig(**{**ALL_ON.to_dict(), "survey_prob": 0.0}), seed=11) is x
+    with pytest.raises(ValueError, match="survey_prob"):
+        AugmentConfig(survey_prob=1.5)

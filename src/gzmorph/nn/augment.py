@@ -101,6 +101,10 @@ class AugmentConfig(Config):
         down-up sampling factor minus 1 (1: down to half the resolution); ``color_jitter``:
         standard deviation of the log flux scale of each band; ``stretch_jitter``: half
         width of the log range of the asinh softening and of the flux gain of the re-stretch.
+    survey_prob : float
+        Fraction of the training examples that get the survey-robust perturbation (1: every
+        one); the others reach the network as rendered, so the training survey's own images
+        are still learnt exactly.
     """
 
     crop_fraction: float = 207 / 424
@@ -118,8 +122,11 @@ class AugmentConfig(Config):
     degrade: float = 0.0
     color_jitter: float = 0.0
     stretch_jitter: float = 0.0
+    survey_prob: float = 1.0
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.survey_prob, (int, float)) and 0 <= self.survey_prob <= 1):
+            raise ValueError(f"survey_prob must be in [0, 1] (a fraction of the examples), got {self.survey_prob!r}")
         for name, top in SURVEY_STRENGTHS.items():
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= top):

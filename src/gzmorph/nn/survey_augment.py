@@ -16,7 +16,9 @@ and ``F(I) = asinh(I / beta) / asinh(1 / beta)`` (white at ``I = 1``), with the
 softening ``beta = REFERENCE_BETA`` of the SDSS/GZ2 composites.  :func:`to_linear`
 inverts it exactly (``I = F^-1(mean c)``, ``x_k = c_k I / mean c``), so with neutral
 parameters the round trip is the identity up to float rounding; saturated cores
-(clipped at 1) come back as their clipped values.  In that linear space, per example:
+(clipped at 1) come back as their clipped values.  A fraction ``survey_prob`` of the
+examples is perturbed (the others get neutral parameters and pass through as rendered);
+in that linear space, per perturbed example:
 
 1. ``color_jitter``: each band's flux times ``exp(N(0, color_jitter))`` (other bands,
    other zero points);
@@ -104,7 +106,7 @@ class SurveyDraws:
 
 def survey_active(cfg: AugmentConfig) -> bool:
     """Whether ``cfg`` switches on any survey-robust augmentation."""
-    return any(getattr(cfg, name) > 0 for name in SURVEY_STRENGTHS)
+    return cfg.survey_prob > 0 and any(getattr(cfg, name) > 0 for name in SURVEY_STRENGTHS)
 
 
 def sample_survey(n: int, cfg: AugmentConfig, generator: torch.Generator | None = None) -> SurveyDraws:
@@ -116,13 +118,15 @@ def sample_survey(n: int, cfg: AugmentConfig, generator: torch.Generator | None 
     band = torch.randn(n, 3, generator=g, dtype=torch.float64)
     seed = int(torch.randint(0, 2**62, (1,), generator=g))
     s = cfg.stretch_jitter
+    # The last column picks the examples that are perturbed; the others get neutral parameters.
+    on = (u[:, 5] < cfg.survey_prob).double()  # (n,) 1 or 0
     return SurveyDraws(
-        band_scale=torch.exp(band * cfg.color_jitter).float(),
-        blur_fwhm=(u[:, 0] * cfg.psf_blur).float(),
-        degrade=(1 + u[:, 1] * cfg.degrade).float(),
-        beta=(REFERENCE_BETA * torch.exp((2 * u[:, 2] - 1) * s)).float(),
-        gain=torch.exp((2 * u[:, 3] - 1) * s).float(),
-        noise_sd=(u[:, 4] * cfg.noise).float(),
+        band_scale=torch.exp(band * cfg.color_jitter * on[:, None]).float(),
+        blur_fwhm=(u[:, 0] * cfg.psf_blur * on).float(),
+        degrade=(1 + u[:, 1] * cfg.degrade * on).float(),
+        beta=(REFERENCE_BETA * torch.exp((2 * u[:, 2] - 1) * s * on)).float(),
+        gain=torch.exp((2 * u[:, 3] - 1) * s * on).float(),
+        noise_sd=(u[:, 4] * cfg.noise * on).float(),
         noise_seed=seed,
     )
 
