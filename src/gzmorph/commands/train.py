@@ -12,6 +12,8 @@ OVERRIDES = ("examples", "batch_size", "lr", "eval_every", "image_size", "val_fr
              "pixel_scale", "pixel_scale_side")
 # Fine-tuning (gzmorph.training.finetune): with --init-from.
 OVERRIDES += ("freeze_stages", "head_only", "lr_layer_decay")
+# Survey-robust augmentation strengths (gzmorph.nn.survey_augment), options --augment-NAME.
+SURVEY_AUGMENT = ("psf_blur", "noise", "degrade", "color_jitter", "stretch_jitter", "survey_prob")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,6 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS) + sorted(RENAMED_PRESETS),  # old names warn
                    help="model + training recipe (default: paper, or with --init-from that run's configuration)")
     add_config_options(p, TrainConfig, fields=OVERRIDES, keep_defaults="the preset's")
+    from gzmorph.nn.augment import AugmentConfig
+
+    g = p.add_argument_group("survey-robust augmentation (README: \"Using gzmorph on another survey\")")
+    add_config_options(g, AugmentConfig, fields=SURVEY_AUGMENT, prefix="augment-", keep_defaults="the preset's")
     add_data_options(p, ("device",))
     p.add_argument("--gpus", type=int, default=1, help="train on K GPUs of this machine with DistributedDataParallel (with --device cpu: K gloo processes)")
     add_data_options(p, ("workers",))
@@ -69,6 +75,7 @@ def _resume_config(out: str):
 def run(args: argparse.Namespace) -> int:
     from gzmorph.config import build
     from gzmorph.models.trainconfig import TrainConfig
+    from gzmorph.nn.augment import AugmentConfig
     from gzmorph.options import config_values, data_options
     from gzmorph.training.options import RunOptions
     from gzmorph.training.recipes import get_preset
@@ -86,8 +93,11 @@ def run(args: argparse.Namespace) -> int:
     from gzmorph.commands.predict import survey_stretch
 
     cfg = build(TrainConfig, {**base.to_dict(), **overrides})
+    augment = config_values(args, AugmentConfig, fields=SURVEY_AUGMENT, prefix="augment-", drop_none=True)
     if args.recentre is not None:
-        cfg = build(TrainConfig, {**cfg.to_dict(), "augment": {**cfg.augment.to_dict(), "recentre": args.recentre}})
+        augment["recentre"] = args.recentre
+    if augment:
+        cfg = build(TrainConfig, {**cfg.to_dict(), "augment": {**cfg.augment.to_dict(), **augment}})
     data = data_options(args)
     options = build(RunOptions, {"device": data.device, "resume": args.resume, "workers": data.workers,
                                  "max_minutes": args.max_minutes, "progress": not args.no_progress,

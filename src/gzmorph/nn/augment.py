@@ -93,14 +93,21 @@ class AugmentConfig(Config):
         the GZ2 convention (:mod:`gzmorph.data.recentre`, the paper's section 7.3);
         composed into the same warp by :func:`place`.  A run trained with it records
         it, and prediction with that run measures and applies it automatically.
-    psf_blur, noise, degrade, color_jitter, stretch_jitter : float
-        Survey-robust augmentation (:mod:`gzmorph.nn.survey_augment`), applied to the
-        training crops after the warp; 0 (the default) is off.  ``psf_blur``: largest
-        extra Gaussian PSF FWHM in crop pixels; ``noise``: largest sky-noise standard
-        deviation in display units ([0, 1] pixel values); ``degrade``: largest extra
-        down-up sampling factor minus 1 (1: down to half the resolution); ``color_jitter``:
-        standard deviation of the log flux scale of each band; ``stretch_jitter``: half
-        width of the log range of the asinh softening and of the flux gain of the re-stretch.
+    psf_blur : float
+        Survey-robust augmentation (:mod:`gzmorph.nn.survey_augment`, applied to the
+        training crops after the warp; 0, the default, is off): largest extra Gaussian PSF
+        FWHM in crop pixels.
+    noise : float
+        Survey-robust: largest added sky-noise standard deviation in display units ([0, 1]
+        pixel values); 0: off.
+    degrade : float
+        Survey-robust: largest extra down-up sampling factor minus 1 (1: down to half the
+        resolution); 0: off.
+    color_jitter : float
+        Survey-robust: standard deviation of the log flux scale of each band; 0: off.
+    stretch_jitter : float
+        Survey-robust: half width of the log range of the asinh softening and of the flux
+        gain of the re-stretch; 0: off.
     survey_prob : float
         Fraction of the training examples that get the survey-robust perturbation (1: every
         one); the others reach the network as rendered, so the training survey's own images
