@@ -139,13 +139,13 @@ def test_the_cli_predicts_at_a_survey_scale(scaled_run, tmp_path, capsys):
     assert len(pd.read_csv(out)) == 2
 
 
-def test_a_training_config_takes_a_survey_name_and_refuses_header_and_bad_sides():
+def test_a_training_config_takes_a_survey_name_and_refuses_none_and_bad_sides():
     from gzmorph.models.trainconfig import TrainConfig
 
     cfg = TrainConfig(pixel_scale="legacy", pixel_scale_side=256)
     assert cfg.pixel_scale == 0.262 and cfg.field == pytest.approx(67.072)
-    with pytest.raises(ValueError, match="number or a survey name"):
-        TrainConfig(pixel_scale="header")
+    with pytest.raises(ValueError, match="a number, a survey name or 'header'"):  # header: training/header_scale.py
+        TrainConfig(pixel_scale=None)
     with pytest.raises(ValueError, match="pixel_scale_side must be a positive"):
         TrainConfig(pixel_scale_side=0)
     with pytest.raises(ValueError, match="absurd"):

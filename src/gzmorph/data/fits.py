@@ -41,7 +41,7 @@ import numpy as np
 
 from gzmorph.data.pixscale import header_pixel_scale
 
-__all__ = ["FITS_SUFFIXES", "is_fits", "FitsInfo", "FitsError", "read_bands", "MAX_BAD_FRACTION"]
+__all__ = ["FITS_SUFFIXES", "is_fits", "FitsInfo", "FitsError", "read_bands", "read_extent", "MAX_BAD_FRACTION"]
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fits.fz", ".fz")
 #: Largest fraction of NaN/inf pixels in a band that is repaired rather than refused.
@@ -229,3 +229,24 @@ def read_bands(path: str | Path, bands: tuple[str, ...]) -> tuple[np.ndarray, Fi
     out = np.stack([_sanitise(p, b) for p, b in zip(planes, bands)])  # (B, H, W)
     unit = header.get("BUNIT") if header is not None else None
     return out, FitsInfo(header_pixel_scale(header), None if unit is None else str(unit), layout, out.shape[1:])
+
+
+def read_extent(path: str | Path, bands: tuple[str, ...]) -> tuple[int, float | None]:
+    """The native side (px) of a cutout's square centre and its header's pixel scale, from the header alone.
+
+    The same HDU :func:`read_bands` takes its header from (the first image HDU; for a
+    path holding ``{band}``, the first band's file), without reading its pixels: cheap
+    enough to read every training image's field before decoding any.
+
+    Raises
+    ------
+    FitsError
+        Missing or unreadable file, no image HDU.
+    """
+    path = str(path)
+    first = path.replace("{band}", bands[0]) if "{band}" in path else path
+    with _open(first) as hdus:
+        for hdu in hdus:
+            if hdu.is_image and int(hdu.header.get("NAXIS", 0)) >= 2:
+                return int(min(hdu.shape[-2:])), header_pixel_scale(hdu.header)  # shape (..., H, W)
+    raise FitsError("no image data in the file")

@@ -161,7 +161,8 @@ def load_images(
         Rows of images that failed are zeros.
     errors : list of (index, reason)
     geometry : ndarray, shape (N, 4), float32, or None
-        With ``options.recentre``; failed rows get the plain centre crop, flagged not found.
+        With ``options.recentre`` or ``options.pixel_scale`` (every item then carries
+        one); failed rows get the plain centre crop, flagged not found.
     """
     if size is None or size < 1:
         raise ValueError(f"load_images needs a positive output size, got {size}")
@@ -169,9 +170,9 @@ def load_images(
 
     from gzmorph.data.recentre import NO_GEOMETRY
 
-    recentre = options is not None and options.recentre
+    measured = options is not None and (options.recentre or options.pixel_scale is not None)
     out = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
-    geometry = np.tile(NO_GEOMETRY, (len(paths), 1)) if recentre else None
+    geometry = np.tile(NO_GEOMETRY, (len(paths), 1)) if measured else None
     errors: list[tuple[int, str]] = []
     stream = iter_decoded(paths, size=size, workers=workers, options=options)
     for i, image, reason, geom in tqdm(stream, total=len(paths), disable=not progress, unit="img", desc="decode"):

@@ -12,7 +12,7 @@ from typing import Any
 
 from gzmorph.config import Config
 from gzmorph.data.decode import DEFAULT_SIZE
-from gzmorph.data.pixscale import GZ2_PIXEL_SCALE, GZ2_SIDE, parse_pixel_scale
+from gzmorph.data.pixscale import GZ2_PIXEL_SCALE, GZ2_SIDE, HEADER, parse_pixel_scale
 from gzmorph.nn.augment import AugmentConfig
 from gzmorph.nn.model import ModelConfig, model_config_from_dict
 from gzmorph.nn.symmetric import SymmetricConfig
@@ -110,7 +110,10 @@ class TrainConfig(Config):
         Arcsec per pixel of the training images at their native side ``pixel_scale_side``
         (a number or a survey: sdss, legacy, decals, hsc, euclid, lsst); with it,
         prediction at a given pixel scale shows galaxies at the angular size they were
-        trained at (:mod:`gzmorph.data.pixscale`).  Default: the median scale of the
+        trained at (:mod:`gzmorph.data.pixscale`).  "header" (FITS cutouts only): read
+        each cutout's scale from its header (PIXSCALE or WCS), train every image at the
+        median field of the set and record that field as a number
+        (:mod:`gzmorph.training.header_scale`).  Default: the median scale of the
         GZ2/Kaggle JPEGs, 0.09 at 424 px (they were cut per galaxy at 0.02 petroR90_r
         arcsec/px; measured by ``benchmarks/gz2_pixel_scale.py``).
     pixel_scale_side : int
@@ -221,9 +224,10 @@ class TrainConfig(Config):
 
     def _check_pixel_scale(self) -> None:
         scale = parse_pixel_scale(self.pixel_scale)
-        if not isinstance(scale, float):
-            raise ValueError("pixel_scale of a training run must be a number or a survey name, "
+        if scale is None:
+            raise ValueError("pixel_scale of a training run must be a number, a survey name or 'header', "
                              f"not {self.pixel_scale!r}")
+        # "header" stays until training has read the FITS headers; the run then stores the number.
         self.pixel_scale = scale
         if int(self.pixel_scale_side) != self.pixel_scale_side or self.pixel_scale_side < 1:
             raise ValueError(f"pixel_scale_side must be a positive number of pixels, got {self.pixel_scale_side!r}")
@@ -232,6 +236,8 @@ class TrainConfig(Config):
     @property
     def field(self) -> float:
         """The side of the training images in arcsec (what prediction at a pixel scale matches)."""
+        if self.pixel_scale == HEADER:
+            raise ValueError("pixel_scale 'header': the run's field is known once training has read the FITS headers")
         return float(self.pixel_scale) * self.pixel_scale_side
 
     @property

@@ -23,6 +23,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
+from gzmorph.data.pixscale import HEADER
 from gzmorph.errors import RunError
 from gzmorph.metrics import masked_mse, masked_sums
 from gzmorph.nn import augment as aug
@@ -38,6 +39,7 @@ from gzmorph.models.trainconfig import TrainConfig
 from gzmorph.training.options import RunOptions
 from gzmorph.models.metrics_log import append_metrics, read_metrics, truncate_metrics
 from gzmorph.models.rundir import RUN_FILES, claim_run_dir, init_weights, read_run, save_checkpoint, save_run
+from gzmorph.training.header_scale import RECORD_KEY
 from gzmorph.training.trainset import load_training_data
 from gzmorph.tree import get_tree
 
@@ -155,17 +157,9 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, options: RunOptio
     if opts.processes > 1:
         launch(train, opts.processes, cfg, data, out, replace(opts, processes=1))
         return _result_from_run(out)
-    last_path = out / RUN_FILES["last"]
+    ckpt, header_field = None, None
     if resume:
-        ckpt = load_checkpoint(last_path)
-        stored = TrainConfig.from_dict(ckpt["config"])
-        changed = sorted(k for k, v in cfg.to_dict().items() if k != "tree" and stored.to_dict()[k] != v)
-        if changed:
-            warnings.warn(f"resuming {out} with its stored configuration; ignoring the new values of "
-                          f"{', '.join(changed)}", stacklevel=2)
-        cfg = stored
-    else:
-        ckpt = None
+        cfg, ckpt, header_field = _resumed(cfg, out)
     rt = resolve_device(device, precision=cfg.precision)
     d = setup(rt.device.type)
     if d.enabled and rt.is_cuda:
@@ -178,12 +172,16 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, options: RunOptio
     # Store the tree itself, so the run stays loadable when a tree file moves.
     cfg = cfg.override(tree=tree.to_dict())
     ds = load_training_data(data, cfg, tree, out, workers=workers, progress=progress and d.is_main,
-                            id_column=opts.id_column, path_column=opts.path_column, stretch=stretch)
+                            id_column=opts.id_column, path_column=opts.path_column, stretch=stretch,
+                            header_field=header_field)
+    if cfg.pixel_scale == HEADER:  # the run stores the field it trained at as a number (training/header_scale.py)
+        cfg = cfg.override(pixel_scale=ds.header_scale["pixel_scale"], pixel_scale_side=ds.header_scale["side"])
     facts = {"pca": ds.pca, "source": str(data), "source_path": _resolved(data),
              "fingerprint": ds.fingerprint, "n_train": len(ds.train_images), "n_val": len(ds.val_images),
              "label_columns": ds.label_columns, "processes": d.world, "n_unlabelled_dropped": ds.n_unlabelled,
              **({"stretch": stretch.to_dict()} if stretch is not None else {}),
-             **({"n_not_recentred": ds.n_not_recentred} if cfg.augment.recentre else {})}
+             **({"n_not_recentred": ds.n_not_recentred} if cfg.augment.recentre else {}),
+             **({RECORD_KEY: ds.header_scale} if ds.header_scale is not None else {})}
     if ckpt is not None:
         facts["data_history"] = _resumed_data(out, facts, int(ckpt["step"]), opts.new_data)
     model = build_model(cfg.model, tree).to(rt.device)
@@ -216,6 +214,24 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, options: RunOptio
         fwd = torch.compile(fwd)
     return _loop(cfg, model, fwd, optimizer, ds, rt, d, out, step, best, opts.max_minutes, progress and d.is_main,
                  ema, tuning)
+
+
+def _resumed(cfg: TrainConfig, out: Path) -> tuple[TrainConfig, dict[str, Any], float | None]:
+    """The stored configuration and last checkpoint of the run to resume (warning about new values given).
+
+    The third value is the run's field when it trained at its FITS headers' scales
+    (:mod:`gzmorph.training.header_scale`): the resumed run shows its images at that field.
+    """
+    ckpt = load_checkpoint(out / RUN_FILES["last"])
+    stored = TrainConfig.from_dict(ckpt["config"])
+    header_field = stored.field if RECORD_KEY in read_run(out)[1] else None
+    # "header" given again on resume is where the stored number came from: not a new value.
+    same = ("pixel_scale", "pixel_scale_side") if cfg.pixel_scale == HEADER and header_field else ()
+    changed = sorted(k for k, v in cfg.to_dict().items() if k != "tree" and k not in same and stored.to_dict()[k] != v)
+    if changed:
+        warnings.warn(f"resuming {out} with its stored configuration; ignoring the new values of "
+                      f"{', '.join(changed)}", stacklevel=3)
+    return stored, ckpt, header_field
 
 
 def _resolved(data: Any) -> str:

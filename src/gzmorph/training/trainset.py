@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +13,14 @@ import torch
 from gzmorph.data.catalog import Catalog, train_val_split
 from gzmorph.data.composite import Stretch, require_survey_extra
 from gzmorph.data.decode import DecodeOptions
+from gzmorph.data.pixscale import HEADER
 from gzmorph.errors import CatalogError
 from gzmorph.data.source import Source, open_source
 from gzmorph.data.votes import pseudo_counts
 from gzmorph.nn import augment as aug
 from gzmorph.models.trainconfig import TrainConfig
 from gzmorph.models.rundir import write_skipped
+from gzmorph.training.header_scale import describe, read_header_scale
 from gzmorph.tree import Tree
 
 __all__ = ["TrainingData", "load_training_data", "data_fingerprint", "training_counts"]
@@ -40,6 +42,7 @@ class TrainingData:
     val_geometry: torch.Tensor | None = None
     n_not_recentred: int = 0  # decoded rows where no galaxy was found (plain centre crop)
     train_votes: torch.Tensor | None = None  # (N, n_answers) counts for the dirichlet-multinomial loss, NaN masked
+    header_scale: dict[str, Any] | None = None  # with pixel scales from FITS headers: HeaderScale.summary
 
 
 def training_counts(catalog: Catalog, cfg: TrainConfig) -> np.ndarray | None:
@@ -92,12 +95,15 @@ def _check_validation(val: Catalog, catalog: Catalog, cfg: TrainConfig) -> None:
 
 def load_training_data(data: Any, cfg: TrainConfig, tree: Tree, out: Path, workers: int | None = None,
                        progress: bool = True, id_column: str = "GalaxyID", path_column: str = "path",
-                       stretch: Stretch | None = None) -> TrainingData:
+                       stretch: Stretch | None = None, header_field: float | None = None) -> TrainingData:
     """Decode a labelled source, drop (and record) undecodable rows, split it, compute the PCA.
 
     ``data`` is anything :func:`gzmorph.data.source.open_source` opens; ``stretch``
     makes FITS cutouts colour composites.  With ``cfg.augment.recentre`` every image's
-    geometry is measured (or read from a cache prepared with it).
+    geometry is measured (or read from a cache prepared with it).  With
+    ``cfg.pixel_scale == "header"`` (or ``header_field``, a resumed run's field) every
+    FITS cutout is shown at the one field of the run (:mod:`gzmorph.training.header_scale`):
+    its geometry carries the zoom, composed with the recentring when both are on.
     """
     if stretch is not None or cfg.augment.recentre:
         require_survey_extra()
@@ -105,6 +111,10 @@ def load_training_data(data: Any, cfg: TrainConfig, tree: Tree, out: Path, worke
                          options=DecodeOptions(stretch) if stretch is not None else None)
     if not source.catalog.has_labels:
         source.catalog.require_labels()  # raises: no answer column of the tree has a value
+    scale = None
+    if cfg.pixel_scale == HEADER or header_field is not None:
+        scale = read_header_scale(source, stretch, header_field, progress)  # before any decoding
+        source.options = replace(source.options, pixel_scale=HEADER, model_field=scale.field)
     images, failed, geometry = source.load(cfg.image_size, workers=workers, progress=progress,
                                            recentre=cfg.augment.recentre)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,6 +123,9 @@ def load_training_data(data: Any, cfg: TrainConfig, tree: Tree, out: Path, worke
         _record_skips(source, failed, out)
         keep[[row for row, _ in failed]] = False
     rows = np.flatnonzero(keep)
+    summary = None if scale is None else scale.summary(rows)
+    if summary is not None:
+        print(describe(summary))
     catalog = source.catalog.subset(rows)
     images = images[rows]
     geometry = None if geometry is None else torch.from_numpy(np.ascontiguousarray(geometry[rows]))
@@ -141,5 +154,6 @@ def load_training_data(data: Any, cfg: TrainConfig, tree: Tree, out: Path, worke
         fingerprint=data_fingerprint(source.catalog),
         train_geometry=None if geometry is None else geometry[tr],
         val_geometry=None if geometry is None else geometry[va],
-        n_not_recentred=0 if geometry is None else int((geometry[:, 3] == 0).sum()),
+        n_not_recentred=0 if geometry is None or not cfg.augment.recentre else int((geometry[:, 3] == 0).sum()),
+        header_scale=summary,
     )
