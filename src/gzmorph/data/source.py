@@ -133,7 +133,7 @@ class Source:
         failed : list of (int, str)
             Positions in ``rows`` that failed, with the reason.
         geometry : ndarray, shape (len(rows), 4), or None
-            With ``recentre``.
+            With ``recentre``, or with files decoded at a pixel scale (``options.pixel_scale``).
         """
         rows = np.arange(len(self)) if rows is None else np.asarray(rows, dtype=np.int64)
         self._require_paths()

@@ -119,7 +119,8 @@ class TrainConfig(Config):
     pixel_scale_side : int
         The native side (px) of the training images that ``pixel_scale`` refers to; the
         run's field is ``pixel_scale x pixel_scale_side`` arcsec (the 141-px copies of the
-        Kaggle images: 0.27 at 141, the same field as 0.09 at 424).
+        Kaggle images: 0.27 at 141, the same field as 0.09 at 424); with pixel_scale
+        "header", the median side of the cutouts (a value given is replaced).
     """
 
     model: ModelConfig | SymmetricConfig = field(default_factory=ModelConfig)
