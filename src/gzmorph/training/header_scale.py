@@ -112,6 +112,8 @@ def _row_field(path: Any, bands: tuple[str, ...]) -> tuple[float, float]:
         scale = check_pixel_scale(scale) if scale is not None else None
     except (FitsError, ValueError):
         return math.nan, math.nan
+    except Exception:  # noqa: BLE001 - a broken header is a skip row (decoding names it), never a crash
+        return math.nan, math.nan
     return (float(side), side * scale) if scale is not None else (math.nan, math.nan)
 
 
