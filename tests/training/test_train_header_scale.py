@@ -170,3 +170,16 @@ def test_a_training_config_keeps_header_until_the_headers_are_read():
     assert cfg.pixel_scale == "header"
     with pytest.raises(ValueError, match="known once training has read"):
         cfg.field
+
+
+def test_a_set_without_any_header_scale_is_a_one_line_error(tmp_path):
+    from astropy.io import fits
+
+    from gzmorph.errors import CatalogError
+
+    catalog = write_set(tmp_path / "set")
+    for path in pd.read_csv(catalog)["path"]:
+        fits.PrimaryHDU(galaxy_planes(64, 0.262, 1.5)).writeto(path, overwrite=True)  # no PIXSCALE, no WCS
+    with pytest.raises(CatalogError, match="none of the 12 FITS cutouts has a usable pixel scale"):
+        load_training_data(catalog, tiny(pixel_scale="header"), GZ2, tmp_path / "run", workers=0, progress=False,
+                           stretch=LEGACY)
