@@ -88,6 +88,21 @@ def test_the_catalogue_keeps_the_column_and_subsets_it(merged):
     assert open_catalog(merged, id_column="objid").pixel_scales is None  # read only when asked
 
 
+@pytest.mark.parametrize("fmt", ["parquet", "fits", "ecsv", "votable"])
+def test_every_catalogue_format_gives_its_column(merged, fmt):
+    from astropy.table import Table
+
+    table = Table.from_pandas(pd.read_csv(merged))
+    path = merged.parent / f"merged.{ {'votable': 'vot'}.get(fmt, fmt) }"
+    if fmt == "parquet":
+        table.to_pandas().to_parquet(path)
+    else:
+        table.write(path, format={"ecsv": "ascii.ecsv"}.get(fmt, fmt), overwrite=True)
+    catalog = open_catalog(path, id_column="objid", scale_column="scale")
+    np.testing.assert_array_equal(catalog.pixel_scales, [0.396] * 4 + [0.168] * 4)
+    assert catalog.paths[4].endswith("hsc/10.png")
+
+
 def test_worker_processes_decode_each_row_at_its_own_scale(merged):
     """The pool sends each chunk's scales with its paths: every row's zoom is its own field over the model's."""
     catalog = open_catalog(merged, id_column="objid", scale_column="scale")
