@@ -238,3 +238,14 @@ def test_ray_predicts_the_same_rows_as_one_machine(scaled_run, merged, tmp_path,
     pd.testing.assert_frame_equal(got.sort_values("objid").reset_index(drop=True),
                                   want.sort_values("objid").reset_index(drop=True))
     assert remote.n_predicted == 8
+
+
+def test_a_catalog_object_must_carry_its_scales(scaled_run, merged):
+    """The Python API: a Catalog built in memory is predicted at its ``pixel_scales``, refused without them."""
+    catalog = open_catalog(merged, id_column="objid")
+    with pytest.raises(CatalogError, match="no pixel scales of column 'scale'"):
+        predict(scaled_run, catalog, pixel_scale="column:scale", progress=False, device="cpu")
+    catalog.pixel_scales = np.array([0.396] * 4 + [0.168] * 4)
+    from_object = predict(scaled_run, catalog, pixel_scale="column:scale", progress=False, device="cpu", workers=0)
+    from_file = run_predict(scaled_run, merged, pixel_scale="column:scale")
+    np.testing.assert_array_equal(from_object[COLS].to_numpy(), from_file[COLS].to_numpy())

@@ -24,8 +24,8 @@ import pandas as pd
 from gzmorph.errors import CatalogError
 from gzmorph.tree import Tree, check_labels
 
-__all__ = ["CatalogError", "LabelWarning", "read_catalog_table", "read_catalog_with_column", "parse_ids_text", "listing", "show_id",
-           "user_stacklevel", "RANGE_TOL", "MAX_LISTED"]
+__all__ = ["CatalogError", "LabelWarning", "read_catalog_table", "read_catalog_with_column", "parse_ids_text",
+           "listing", "show_id", "user_stacklevel", "RANGE_TOL", "MAX_LISTED"]
 
 # Values this far outside [0, 1] are errors; smaller overshoots (rounding in the
 # published tables) are clipped.
