@@ -33,7 +33,7 @@ from gzmorph.errors import ConfigError
 from gzmorph.data.fits import FITS_SUFFIXES
 from gzmorph.data.votes import read_votes
 from gzmorph.data.tables import (MAX_LISTED, CatalogError, LabelWarning, listing, parse_ids_text, read_catalog_table,
-                             show_id, user_stacklevel)
+                                 read_catalog_with_column, show_id, user_stacklevel)
 from gzmorph.tree import GZ2, Tree
 
 __all__ = ["Catalog", "CatalogError", "LabelWarning", "open_catalog", "train_val_split",
@@ -76,6 +76,11 @@ class Catalog:
         Where the catalog came from (for messages and provenance).
     votes : ndarray, shape (N, tree.n_answers), float32, optional
         Vote counts per answer (:mod:`gzmorph.data.votes`); None when the catalog has none.
+    pixel_scales : ndarray, shape (N,), optional
+        Each row's arcsec/px as read from the catalogue column of ``--pixel-scale
+        column:NAME`` (:mod:`gzmorph.data.pixscale`): ``float64``, or ``object`` where the
+        column held text, kept raw so that a bad value's error row can name it; None
+        when no such column was asked for.
     """
 
     ids: np.ndarray
@@ -85,6 +90,7 @@ class Catalog:
     id_column: str = "GalaxyID"
     source: str = ""
     votes: np.ndarray | None = None
+    pixel_scales: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.ids = np.asarray(self.ids)
@@ -100,6 +106,10 @@ class Catalog:
                 f"labels must have shape ({n}, {self.tree.n_answers}) for tree {self.tree.name!r}, "
                 f"got {self.labels.shape}"
             )
+        if self.pixel_scales is not None:
+            self.pixel_scales = np.asarray(self.pixel_scales)
+            if self.pixel_scales.shape != (n,):
+                raise ValueError(f"pixel_scales must have shape ({n},), got {self.pixel_scales.shape}")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -108,7 +118,8 @@ class Catalog:
         """The rows ``index`` (integer positions or a boolean mask), in that order."""
         index = np.asarray(index)
         return Catalog(self.ids[index], self.paths[index], self.labels[index], self.tree, self.id_column, self.source,
-                       None if self.votes is None else self.votes[index])
+                       None if self.votes is None else self.votes[index],
+                       None if self.pixel_scales is None else self.pixel_scales[index])
 
     @property
     def column_mask(self) -> np.ndarray:
@@ -207,7 +218,7 @@ def _open_kaggle_train(root: Path, tree: Tree, id_column: str, require_images: b
     return catalog
 
 
-def _open_cutouts(folder: Path, tree: Tree, id_column: str, path_column: str) -> Catalog:
+def _open_cutouts(folder: Path, tree: Tree, id_column: str, path_column: str, scale_column: str | None) -> Catalog:
     """The catalogue of a folder written by ``gzmorph cutouts`` (the fetched rows)."""
     import json
 
@@ -219,8 +230,20 @@ def _open_cutouts(folder: Path, tree: Tree, id_column: str, path_column: str) ->
 
     if id_column not in pq.read_schema(table).names:  # the folder's own id column (e.g. "objid")
         id_column = json.loads((folder / CUTOUTS_MANIFEST).read_text())["id_column"]
-    ids, paths, labels = read_catalog_table(table, tree, id_column, path_column)
-    return Catalog(ids, paths, labels, tree, id_column, str(table))
+    return _read_file(table, tree, id_column, path_column, scale_column, votes=False)
+
+
+def _read_file(path: Path, tree: Tree, id_column: str, path_column: str, scale_column: str | None,
+               votes: bool = True) -> Catalog:
+    """A catalogue file, with the values of ``scale_column`` (``--pixel-scale column:NAME``) when given."""
+    if scale_column is None:
+        ids, paths, labels = read_catalog_table(path, tree, id_column, path_column)
+        scales = None
+    else:
+        ids, paths, labels, scales = read_catalog_with_column(path, tree, id_column, path_column, scale_column,
+                                                              f"asked for by --pixel-scale column:{scale_column}")
+    return Catalog(ids, paths, labels, tree, id_column, str(path),
+                   read_votes(path, tree, labels, id_column) if votes else None, scales)
 
 
 def _is_kaggle(folder: Path) -> bool:
@@ -236,6 +259,7 @@ def open_catalog(
     path_column: str = "path",
     require_labels: bool = False,
     require_images: bool = True,
+    scale_column: str | None = None,
 ) -> Catalog:
     """Open a Kaggle directory, a CSV/Parquet catalog or an image folder.
 
@@ -260,6 +284,9 @@ def open_catalog(
         Kaggle layout: raise for label rows without an image file (training);
         ``False`` keeps them with the path their image would have (prediction
         reports them as error rows; evaluation reads labels only).
+    scale_column : str or None
+        Keep this column's values as :attr:`Catalog.pixel_scales` (``--pixel-scale
+        column:NAME``); only a catalogue file or a cutouts folder has columns.
 
     Returns
     -------
@@ -277,13 +304,15 @@ def open_catalog(
     if not path.exists():
         raise CatalogError(f"{path}: no such file or directory")
     if path.is_file():
-        ids, paths, labels = read_catalog_table(path, tree, id_column, path_column)
-        catalog = Catalog(ids, paths, labels, tree, id_column, str(path), read_votes(path, tree, labels, id_column))
+        catalog = _read_file(path, tree, id_column, path_column, scale_column)
     elif (path / "cache.json").is_file():  # gzmorph.data.cache.CACHE_META
         raise CatalogError(f"{path}: a cache written by `gzmorph prepare`; open it with "
                            "gzmorph.data.source.open_source")
+    elif scale_column is not None and not (path / CUTOUTS_MANIFEST).is_file():
+        raise CatalogError(f"{path}: a folder has no catalogue columns, so no column {scale_column!r} "
+                           f"(--pixel-scale column:{scale_column}); give a CSV/Parquet catalogue holding it")
     elif (path / CUTOUTS_MANIFEST).is_file():
-        catalog = _open_cutouts(path, tree, id_column, path_column)
+        catalog = _open_cutouts(path, tree, id_column, path_column, scale_column)
     elif _is_kaggle(path):
         if split == "train":
             catalog = _open_kaggle_train(path, tree, id_column, require_images)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,7 +32,7 @@ from PIL import Image, ImageFile
 from gzmorph.config import Config
 from gzmorph.data.composite import Stretch, make_composite
 from gzmorph.data.fits import FitsError, is_fits, read_bands
-from gzmorph.data.pixscale import GZ2_FIELD
+from gzmorph.data.pixscale import GZ2_FIELD, row_pixel_scale, scale_column
 
 __all__ = ["DEFAULT_SIZE", "ImageError", "DecodeOptions", "Item", "decode", "decode_measured", "decode_item"]
 
@@ -99,10 +99,12 @@ class DecodeOptions(Config):
     recentre : bool
         Measure every image's galaxy centre and size (:mod:`gzmorph.data.recentre`):
         on the linear bands of a FITS cutout, on the decoded pixels of a JPEG.
-    pixel_scale : float, "header" or None
+    pixel_scale : float, "header", "column:NAME" or None
         Show every image at its angular size (:mod:`gzmorph.data.pixscale`): arcsec per
-        pixel of the files at their native size, or ``"header"`` (each FITS file's own);
-        every item then carries the geometry whose zoom is its field over ``model_field``.
+        pixel of the files at their native size, ``"header"`` (each FITS file's own), or
+        ``"column:NAME"`` (each catalogue row's own, handed to :func:`decode_item` with
+        its path); every item then carries the geometry whose zoom is its field over
+        ``model_field``.
     model_field : float
         The field (arcsec) of the images the model was trained on.
     """
@@ -197,6 +199,9 @@ def decode_measured(path: str | Path, size: int | None = DEFAULT_SIZE,
         image on its decoded pixels.
     """
     options = options or DecodeOptions()
+    if scale_column(options.pixel_scale) is not None:
+        raise ValueError(f"pixel scale {options.pixel_scale!r} is per row: decode with decode_item(..., scale=) "
+                         "or iter_decoded(..., scales=)")
     if is_fits(path) or "{band}" in str(path):
         image, placement, side, header_scale = _decode_fits(path, size, options)
         geometry = None if placement is None else placement.geometry()
@@ -328,10 +333,22 @@ def _is_empty(path: str | Path) -> bool:
         return False
 
 
-def decode_item(row: int, path: str | Path | None, size: int | None, options: DecodeOptions | None = None) -> Item:
-    """:func:`decode_measured` as an :class:`Item`: a failure becomes a reason, never an exception."""
+def decode_item(row: int, path: str | Path | None, size: int | None, options: DecodeOptions | None = None,
+                scale: Any = None) -> Item:
+    """:func:`decode_measured` as an :class:`Item`: a failure becomes a reason, never an exception.
+
+    With ``options.pixel_scale = "column:NAME"``, ``scale`` is the row's raw value in
+    that column: the image is decoded at it exactly as at a single number, and a value
+    that is not a usable scale makes the row a failure naming it.
+    """
     if path is None:
         return Item(row, None, "no image path")
+    column = None if options is None else scale_column(options.pixel_scale)
+    if column is not None:
+        try:
+            options = replace(options, pixel_scale=row_pixel_scale(scale, column))
+        except ValueError as exc:
+            return Item(row, None, str(exc))
     try:
         image, geometry = decode_measured(path, size, options)
     except ImageError as exc:

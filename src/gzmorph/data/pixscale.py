@@ -19,7 +19,11 @@ Where a scale comes from:
 * a survey name (:data:`SURVEY_PIXEL_SCALES`: ``sdss``, ``legacy``/``decals``, ``hsc``,
   ``euclid``, ``lsst``);
 * ``"header"``: each FITS file's own header, ``PIXSCALE`` or else its celestial WCS
-  (:func:`wcs_pixel_scale`); a FITS without either is an error row naming the file.
+  (:func:`wcs_pixel_scale`); a FITS without either is an error row naming the file;
+* ``"column:NAME"``: each row's own value in column ``NAME`` of the input catalogue
+  (:func:`scale_column`; e.g. the ``cutout_pixscale`` that ``gzmorph cutouts`` writes),
+  for catalogues that merge images from several services; a row whose value is empty
+  or not a usable scale (:func:`row_pixel_scale`) is an error row naming the value.
 
 What the GZ2 images are: Galaxy Zoo 2 (and so Kaggle's) 424-px JPEGs were cut from SDSS
 imaging (0.396"/px) at ``0.02 x petroR90_r`` arcsec per pixel **per galaxy** (Willett et
@@ -43,7 +47,8 @@ import math
 import numpy as np
 
 __all__ = ["SURVEY_PIXEL_SCALES", "GZ2_PIXEL_SCALE", "GZ2_SIDE", "GZ2_FIELD", "MIN_PIXEL_SCALE",
-           "MAX_PIXEL_SCALE", "HEADER", "check_pixel_scale", "parse_pixel_scale", "wcs_pixel_scale",
+           "MAX_PIXEL_SCALE", "HEADER", "COLUMN", "check_pixel_scale", "parse_pixel_scale", "scale_column",
+           "row_pixel_scale", "wcs_pixel_scale",
            "header_pixel_scale", "scale_zoom", "scaled_geometry", "pixel_geometry", "kept_fraction"]
 
 #: Native pixel scales (arcsec/px) of the surveys users bring.
@@ -67,6 +72,8 @@ MIN_PIXEL_SCALE = 0.01
 MAX_PIXEL_SCALE = 60.0
 #: The spec that reads each FITS file's own header.
 HEADER = "header"
+#: The prefix of the spec that reads each row's scale from a catalogue column (``column:NAME``).
+COLUMN = "column:"
 
 
 def check_pixel_scale(value: float, what: str = "pixel scale") -> float:
@@ -94,7 +101,7 @@ def check_pixel_scale(value: float, what: str = "pixel scale") -> float:
 
 
 def parse_pixel_scale(spec: float | str | None) -> float | str | None:
-    """A pixel-scale setting: ``None``, :data:`HEADER`, or arcsec/px from a number or a survey name.
+    """A pixel-scale setting: ``None``, :data:`HEADER`, ``"column:NAME"``, or arcsec/px from a number or a survey.
 
     Raises ``ValueError`` (one line) for anything else.
     """
@@ -106,15 +113,47 @@ def parse_pixel_scale(spec: float | str | None) -> float | str | None:
         name = spec.strip().lower()
         if name == HEADER:
             return HEADER
+        if name.startswith(COLUMN):
+            # The column name keeps its case: catalogue headers are case-sensitive.
+            column = spec.strip()[len(COLUMN):].strip()
+            if not column:
+                raise ValueError(f"pixel scale {spec!r}: name the catalogue column, e.g. 'column:cutout_pixscale'")
+            return COLUMN + column
         if name in SURVEY_PIXEL_SCALES:
             return SURVEY_PIXEL_SCALES[name]
         try:
             value = float(name)
         except ValueError:
-            raise ValueError(f"pixel scale {spec!r} is neither a number of arcsec per pixel, 'header', nor a "
-                             f"survey ({', '.join(SURVEY_PIXEL_SCALES)})") from None
+            raise ValueError(f"pixel scale {spec!r} is neither a number of arcsec per pixel, 'header', "
+                             f"'column:NAME', nor a survey ({', '.join(SURVEY_PIXEL_SCALES)})") from None
         return check_pixel_scale(value)
     return check_pixel_scale(spec)
+
+
+def scale_column(spec: float | str | None) -> str | None:
+    """The catalogue column of a parsed ``"column:NAME"`` spec (:func:`parse_pixel_scale`), else None."""
+    if isinstance(spec, str) and spec.startswith(COLUMN):
+        return spec[len(COLUMN):]
+    return None
+
+
+def row_pixel_scale(value, column: str) -> float:
+    """One catalogue row's arcsec/px from column ``column``, or ``ValueError`` naming the value and why.
+
+    An empty cell (None, NaN, blank text) says so; any other value is checked as a number
+    by :func:`check_pixel_scale` (text that is a number, such as a CSV cell read as
+    text, is accepted).
+    """
+    what = f"the pixel scale in column {column!r}"
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValueError(f"no pixel scale in column {column!r} (empty)")
+    try:
+        empty = isinstance(value, (float, np.floating)) and math.isnan(value)
+    except TypeError:
+        empty = False
+    if empty:
+        raise ValueError(f"no pixel scale in column {column!r} (empty or NaN)")
+    return check_pixel_scale(value.strip() if isinstance(value, str) else value, what)
 
 
 _CELESTIAL = ("RA--", "DEC-", "GLON", "GLAT", "ELON", "ELAT")

@@ -30,9 +30,10 @@ def default_workers() -> int:
 
 
 def _decode_chunk(start: int, paths: Sequence[str | None], size: int | None,
-                  options: DecodeOptions | None = None) -> list[Item]:
-    """Worker-side: decode a chunk of paths starting at position ``start``."""
-    return [decode_item(start + i, path, size, options) for i, path in enumerate(paths)]
+                  options: DecodeOptions | None = None, scales: Sequence | None = None) -> list[Item]:
+    """Worker-side: decode a chunk of paths starting at position ``start`` (with their per-row scales)."""
+    scales = [None] * len(paths) if scales is None else scales
+    return [decode_item(start + i, path, size, options, scale) for i, (path, scale) in enumerate(zip(paths, scales))]
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
@@ -71,6 +72,7 @@ def iter_decoded(
     workers: int | None = None,
     chunk: int = 64,
     options: DecodeOptions | None = None,
+    scales: Sequence | None = None,
 ) -> Iterator[Item]:
     """Decode images in worker processes, streaming one :class:`Item` per path in input order.
 
@@ -92,6 +94,10 @@ def iter_decoded(
         Images per task sent to a worker.
     options : DecodeOptions, optional
         FITS composite, and recentring (then every item carries its geometry).
+    scales : sequence, optional
+        Each path's raw pixel-scale value, needed (and only used) when
+        ``options.pixel_scale`` is ``"column:NAME"``; a task carries only its chunk's
+        values, never a mapping of the whole input.
 
     Yields
     ------
@@ -103,17 +109,30 @@ def iter_decoded(
     if workers is not None and workers < 0:
         raise ValueError(f"workers must be >= 0 or None, got {workers}")
     items = [None if p is None else str(p) for p in paths]
+    scales = _check_scales(scales, len(items), options)
     if workers is None:
         workers = 0 if len(items) < 2 * chunk else default_workers()
     if workers == 0:
         for i, path in enumerate(items):
-            yield decode_item(i, path, size, options)
+            yield decode_item(i, path, size, options, None if scales is None else scales[i])
         return
-    yield from _iter_pool(items, size, workers, chunk, options)
+    yield from _iter_pool(items, size, workers, chunk, options, scales)
+
+
+def _check_scales(scales: Sequence | None, n: int, options: DecodeOptions | None) -> Sequence | None:
+    """``scales`` when per-row scales are asked for (checked eagerly: a wrong call is no error row)."""
+    from gzmorph.data.pixscale import scale_column
+
+    if options is None or scale_column(options.pixel_scale) is None:
+        return None
+    if scales is None or len(scales) != n:
+        raise ValueError(f"pixel scale {options.pixel_scale!r} needs one scale per path: got "
+                         f"{'none' if scales is None else len(scales)} for {n} paths")
+    return scales
 
 
 def _iter_pool(items: list[str | None], size: int | None, workers: int, chunk: int,
-               options: DecodeOptions | None) -> Iterator[Item]:
+               options: DecodeOptions | None, scales: Sequence | None = None) -> Iterator[Item]:
     starts = iter(range(0, len(items), chunk))
     pending: deque[Future] = deque()
     with _pool(workers) as pool:
@@ -122,7 +141,9 @@ def _iter_pool(items: list[str | None], size: int | None, workers: int, chunk: i
             def submit_next() -> None:
                 start = next(starts, None)
                 if start is not None:
-                    pending.append(pool.submit(_decode_chunk, start, items[start : start + chunk], size, options))
+                    part = None if scales is None else scales[start : start + chunk]
+                    pending.append(pool.submit(_decode_chunk, start, items[start : start + chunk], size, options,
+                                               part))
 
             for _ in range(2 * workers):
                 submit_next()
@@ -142,6 +163,7 @@ def load_images(
     workers: int | None = None,
     progress: bool = True,
     options: DecodeOptions | None = None,
+    scales: Sequence | None = None,
 ) -> tuple[np.ndarray, list[tuple[int, str]], np.ndarray | None]:
     """Decode a list of images into one array (for collections that fit in memory).
 
@@ -150,7 +172,7 @@ def load_images(
     paths : sequence of str, Path or None
     size : int
         Output side in pixels (a fixed size is needed to stack the images).
-    workers, options
+    workers, options, scales
         See :func:`iter_decoded`.
     progress : bool
         Show a tqdm progress bar.
@@ -174,7 +196,7 @@ def load_images(
     out = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
     geometry = np.tile(NO_GEOMETRY, (len(paths), 1)) if measured else None
     errors: list[tuple[int, str]] = []
-    stream = iter_decoded(paths, size=size, workers=workers, options=options)
+    stream = iter_decoded(paths, size=size, workers=workers, options=options, scales=scales)
     for i, image, reason, geom in tqdm(stream, total=len(paths), disable=not progress, unit="img", desc="decode"):
         if image is None:
             errors.append((i, str(reason)))

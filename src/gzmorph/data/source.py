@@ -21,6 +21,7 @@ import numpy as np
 from gzmorph.data.cache import ImageCache, is_cache
 from gzmorph.data.catalog import Catalog, open_catalog
 from gzmorph.data.decode import DecodeOptions, Item
+from gzmorph.data.pixscale import scale_column
 from gzmorph.data.pool import iter_decoded, load_images
 from gzmorph.errors import CatalogError
 from gzmorph.tree import GZ2, Tree
@@ -31,9 +32,10 @@ CACHE_FAILED = "failed when the cache was prepared"
 
 
 def decode_rows(paths: Sequence[str | None], rows: np.ndarray, size: int, workers: int | None,
-                options: DecodeOptions | None = None) -> Iterator[Item]:
-    """Decode ``paths`` (the images of catalog ``rows``) in order, one :class:`Item` per row."""
-    for item in iter_decoded(paths, size=size, workers=workers, options=options):
+                options: DecodeOptions | None = None, scales: Sequence | None = None) -> Iterator[Item]:
+    """Decode ``paths`` (the images of catalog ``rows``, at their per-row ``scales``) in order, one
+    :class:`Item` per row."""
+    for item in iter_decoded(paths, size=size, workers=workers, options=options, scales=scales):
         yield item._replace(row=int(rows[item.row]))
 
 
@@ -91,6 +93,20 @@ class Source:
         options = self.options or DecodeOptions()
         return options if recentre == options.recentre else replace(options, recentre=recentre)
 
+    def _scales(self, rows: np.ndarray) -> np.ndarray | None:
+        """The per-row pixel scales of ``rows`` when the options ask for a catalogue column's."""
+        if self.options is None or scale_column(self.options.pixel_scale) is None:
+            return None
+        return self.catalog.pixel_scales[rows]
+
+    def check_scales(self) -> None:
+        """Refuse ``column:NAME`` when the catalog does not carry that column's values (before any decoding)."""
+        column = None if self.options is None else scale_column(self.options.pixel_scale)
+        if column is not None and self.cache is None and self.catalog.pixel_scales is None:
+            raise CatalogError(f"{self.name}: no pixel scales of column {column!r} in this catalog "
+                               f"(--pixel-scale column:{column}); open it from its CSV/Parquet file, or set "
+                               "Catalog.pixel_scales")
+
     def stream(self, rows: np.ndarray | None = None, size: int | None = None, workers: int | None = None,
                recentre: bool = False) -> Iterator[Item]:
         """One :class:`Item` per row of ``rows`` (default all), in order.
@@ -104,7 +120,8 @@ class Source:
         self._require_paths()
         size = self._check_size(size)  # a cache at another size is refused, as by load
         if self.cache is None:
-            yield from decode_rows(self.catalog.paths[rows], rows, size, workers, self._options(recentre))
+            yield from decode_rows(self.catalog.paths[rows], rows, size, workers, self._options(recentre),
+                                   self._scales(rows))
             return
         reasons = self._cache_reasons()
         for row in rows:
@@ -140,7 +157,7 @@ class Source:
         size = self._check_size(size)
         if self.cache is None:
             return load_images(self.catalog.paths[rows], size=size, workers=workers, progress=progress,
-                               options=self._options(recentre))
+                               options=self._options(recentre), scales=self._scales(rows))
         reasons = self._cache_reasons()
         failed = [(i, reasons.get(str(self.catalog.ids[r]), CACHE_FAILED))
                   for i, r in enumerate(rows) if not self.cache.ok[r]]
@@ -188,7 +205,9 @@ def open_source(spec: str | Path | Catalog | ImageCache | Source, *, tree: Tree 
         ``False`` keeps the row with the path it would have, so prediction reports
         it as an error row and evaluation, which reads labels only, ignores it.
     options : DecodeOptions, optional
-        FITS composite and recentring of image files.
+        FITS composite, recentring and pixel scale of image files; with
+        ``pixel_scale="column:NAME"`` the catalog file's ``NAME`` column is kept as
+        each row's scale.
 
     Raises
     ------
@@ -204,11 +223,14 @@ def open_source(spec: str | Path | Catalog | ImageCache | Source, *, tree: Tree 
     elif is_cache(spec):
         source = _from_cache(ImageCache.open(spec), tree)
     else:
+        column = None if options is None else scale_column(options.pixel_scale)
         source = Source(open_catalog(spec, tree=tree, split=split, id_column=id_column, path_column=path_column,
-                                     require_labels=require_labels, require_images=require_images), options=options)
+                                     require_labels=require_labels, require_images=require_images,
+                                     scale_column=column), options=options)
         return source
     if require_labels:
         source.catalog.require_labels()
     if options is not None and source.cache is None:
         source.options = options
+    source.check_scales()
     return source

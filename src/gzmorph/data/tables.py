@@ -24,8 +24,8 @@ import pandas as pd
 from gzmorph.errors import CatalogError
 from gzmorph.tree import Tree, check_labels
 
-__all__ = ["CatalogError", "LabelWarning", "read_catalog_table", "parse_ids_text", "listing", "show_id",
-           "user_stacklevel", "RANGE_TOL", "MAX_LISTED"]
+__all__ = ["CatalogError", "LabelWarning", "read_catalog_table", "read_catalog_with_column", "parse_ids_text",
+           "listing", "show_id", "user_stacklevel", "RANGE_TOL", "MAX_LISTED"]
 
 # Values this far outside [0, 1] are errors; smaller overshoots (rounding in the
 # published tables) are clipped.
@@ -236,7 +236,7 @@ def read_catalog_table(
     Parameters
     ----------
     path : Path
-        ``.csv``, ``.parquet`` or ``.pq`` file.
+        ``.csv``, ``.parquet`` or ``.pq`` file (or an astropy table: FITS, ECSV, VOTable).
     tree : Tree
     id_column : str
     path_column : str or None
@@ -251,6 +251,30 @@ def read_catalog_table(
     labels : ndarray, shape (N, tree.n_answers), float32
         NaN where the table lacks a column or a value.
     """
+    return _read_checked(path, tree, id_column, path_column)[1:]
+
+
+def read_catalog_with_column(
+    path: Path, tree: Tree, id_column: str, path_column: str | None, column: str, why: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`read_catalog_table` and the raw values of one more ``column`` (read once).
+
+    Returns the ids, paths and labels, and ``values`` (ndarray (N,)): ``float64`` when
+    the column is numeric, else ``object`` (the cells as read: text stays text, so an
+    error can name it).  A table without ``column`` is a :class:`CatalogError` naming
+    the file, the column and ``why`` it was asked for.
+    """
+    table, ids, paths, labels = _read_checked(path, tree, id_column, path_column)
+    if column not in table.columns:
+        shown = ", ".join(map(str, table.columns[:12])) + (", ..." if len(table.columns) > 12 else "")
+        raise CatalogError(f"{path}: no column {column!r} ({why}); its columns: {shown}")
+    values = table[column].to_numpy()
+    return ids, paths, labels, (values.astype(np.float64) if values.dtype.kind in "iuf" else values.astype(object))
+
+
+def _read_checked(path: Path, tree: Tree, id_column: str, path_column: str | None
+                  ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """The table as read, and its validated ids, paths and labels (:func:`read_catalog_table`)."""
     table = _read_table(path, id_column)
     table.columns = [str(c).strip() for c in table.columns]
     _check_header(list(table.columns), path, id_column, tree)
@@ -266,4 +290,4 @@ def read_catalog_table(
         paths = _resolve_paths(table[path_column], path.parent.resolve(), path)
     else:
         paths = np.full(len(table), None, dtype=object)
-    return ids, paths, labels
+    return table, ids, paths, labels

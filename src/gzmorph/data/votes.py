@@ -113,20 +113,25 @@ def _check_tree(counts: np.ndarray, totals: np.ndarray, table: pd.DataFrame, pat
 def read_votes(path: str | Path, tree: Tree, labels: np.ndarray, id_column: str) -> np.ndarray | None:
     """Vote counts of a catalog file (rows in file order), or None without vote columns.
 
-    The header is looked at first, so a catalog without counts is not read twice.
+    The header of a CSV or Parquet file is looked at first, so a catalog without counts is
+    not read twice; an astropy table (FITS, ECSV, VOTable) is read whole.
     """
+    from gzmorph.data.tablefile import ASTROPY_FORMATS, read_table_file, table_format
+
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        header = pq.read_schema(path).names
+    if table_format(path) in ASTROPY_FORMATS:  # FITS table, ECSV, VOTable: binary or typed, not plain CSV
+        table = read_table_file(path).frame
+        if not vote_columns([str(c).strip() for c in table.columns], tree):
+            return None
     else:
-        header = [c.strip() for c in pd.read_csv(path, nrows=0, encoding="utf-8-sig").columns]
-    if not vote_columns(header, tree):
-        return None
-    if suffix in (".parquet", ".pq"):
-        table = pd.read_parquet(path)
-    else:
-        table = pd.read_csv(path, dtype={id_column: str}, skipinitialspace=True, encoding="utf-8-sig")
+        parquet = suffix in (".parquet", ".pq")
+        header = (pq.read_schema(path).names if parquet
+                  else [c.strip() for c in pd.read_csv(path, nrows=0, encoding="utf-8-sig").columns])
+        if not vote_columns(header, tree):
+            return None
+        table = (pd.read_parquet(path) if parquet
+                 else pd.read_csv(path, dtype={id_column: str}, skipinitialspace=True, encoding="utf-8-sig"))
     table.columns = [str(c).strip() for c in table.columns]
     return votes_from_table(table, path, tree, labels)
 

@@ -87,10 +87,12 @@ class PredictConfig(Config):
     pixel_scale : float, str or None
         Show each galaxy at the angular size the model was trained at
         (:mod:`gzmorph.data.pixscale`): arcsec per pixel of the image files at their
-        native size, a survey (sdss, legacy, decals, hsc, euclid, lsst), or ``header``
-        (each FITS file's PIXSCALE or WCS); the zoom (image field over the run's recorded
-        field) goes into the one crop warp.  ``None``: off (the crop is a fixed fraction
-        of each image).
+        native size, a survey (sdss, legacy, decals, hsc, euclid, lsst), ``header``
+        (each FITS file's PIXSCALE or WCS), or ``column:NAME`` (each row's own value in
+        column NAME of the input catalogue, e.g. ``column:cutout_pixscale`` for a
+        catalogue written by ``gzmorph cutouts``; a row without a usable value is an
+        error row); the zoom (image field over the run's recorded field) goes into the
+        one crop warp.  ``None``: off (the crop is a fixed fraction of each image).
     adapt_bn : bool
         Test-time adaptation (:mod:`gzmorph.inference.adapt`): before predicting,
         re-estimate the runs' BatchNorm statistics on a sample of the target images

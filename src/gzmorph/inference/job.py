@@ -33,6 +33,7 @@ import pyarrow as pa
 
 from gzmorph.data.composite import Stretch, require_survey_extra
 from gzmorph.data.decode import DecodeOptions, Item
+from gzmorph.data.pixscale import scale_column
 from gzmorph.data.prefetch import prefetch
 from gzmorph.data.source import Source, open_source
 from gzmorph.errors import CatalogError
@@ -346,6 +347,8 @@ class PredictionJob:
             manifest.update(calibration=self.calibration.to_dict(), interval_level=self.config.interval_level)
         if self.config.pixel_scale is not None:  # absent when off, so older records still match
             manifest.update(pixel_scale=self.config.pixel_scale, model_field=self.ensemble.field)
+        if scale_column(self.config.pixel_scale) is not None:  # resumed rows must have had the same values
+            manifest.update(pixel_scales=ids_digest(self.source.catalog.pixel_scales))
         if self.adapted is not None:  # model_weights above already hold the adapted statistics
             manifest.update(adapt_bn=self.adapted)
         return manifest

@@ -12,7 +12,7 @@ from typing import Any
 
 from gzmorph.config import Config
 from gzmorph.data.decode import DEFAULT_SIZE
-from gzmorph.data.pixscale import GZ2_PIXEL_SCALE, GZ2_SIDE, HEADER, parse_pixel_scale
+from gzmorph.data.pixscale import GZ2_PIXEL_SCALE, GZ2_SIDE, HEADER, parse_pixel_scale, scale_column
 from gzmorph.nn.augment import AugmentConfig
 from gzmorph.nn.model import ModelConfig, model_config_from_dict
 from gzmorph.nn.symmetric import SymmetricConfig
@@ -225,7 +225,8 @@ class TrainConfig(Config):
 
     def _check_pixel_scale(self) -> None:
         scale = parse_pixel_scale(self.pixel_scale)
-        if scale is None:
+        # Per-row scales (column:NAME) are a prediction option: a run records one field.
+        if scale is None or scale_column(scale) is not None:
             raise ValueError("pixel_scale of a training run must be a number, a survey name or 'header', "
                              f"not {self.pixel_scale!r}")
         # "header" stays until training has read the FITS headers; the run then stores the number.
