@@ -66,3 +66,19 @@ def ray_cluster():
     yield
     if started:
         ray.shutdown()
+
+
+@pytest.fixture
+def rendered_crops(monkeypatch) -> list:
+    """Every batch of crops prediction gives the network (``render_crops`` spied on), in call order."""
+    import gzmorph.inference.ensemble as ensemble
+
+    seen: list = []
+    real = ensemble.aug.render_crops
+
+    def spy(*args, **kwargs):
+        seen.append(real(*args, **kwargs))
+        return seen[-1]
+
+    monkeypatch.setattr(ensemble.aug, "render_crops", spy)
+    return seen

@@ -49,20 +49,11 @@ def test_a_run_records_its_scale_and_old_runs_load_with_the_gz2_default(scaled_r
     assert load_run(old, device="cpu").config.field == pytest.approx(0.09 * 424)
 
 
-def test_two_pixel_scales_reach_the_network_alike(scaled_run, tmp_path, monkeypatch):
+def test_two_pixel_scales_reach_the_network_alike(scaled_run, tmp_path, rendered_crops):
     """The crops the network gets from one galaxy drawn at two scales are the same with the scale."""
-    import gzmorph.inference.ensemble as ensemble
-
     sdss = galaxies(tmp_path / "sdss", 100, 0.396)  # 39.6"
     hsc = galaxies(tmp_path / "hsc", 120, 0.168)  # 20.2": each galaxy twice the fraction of the image
-    seen: list = []
-    real = ensemble.aug.render_crops
-
-    def spy(*args, **kwargs):
-        seen.append(real(*args, **kwargs))
-        return seen[-1]
-
-    monkeypatch.setattr(ensemble.aug, "render_crops", spy)
+    seen = rendered_crops
 
     def crops(folder: str, scale) -> np.ndarray:
         seen.clear()

@@ -117,18 +117,9 @@ def test_worker_processes_decode_each_row_at_its_own_scale(merged):
 
 
 # ------------------------------------------------------------------ known answers
-def test_one_galaxy_at_two_scales_reaches_the_network_alike_with_the_column(scaled_run, merged, monkeypatch):
+def test_one_galaxy_at_two_scales_reaches_the_network_alike_with_the_column(scaled_run, merged, rendered_crops):
     """The crops of each galaxy's SDSS-like and HSC-like rows match, as with one number per folder."""
-    import gzmorph.inference.ensemble as ensemble
-
-    seen: list = []
-    real = ensemble.aug.render_crops
-
-    def spy(*args, **kwargs):
-        seen.append(real(*args, **kwargs))
-        return seen[-1]
-
-    monkeypatch.setattr(ensemble.aug, "render_crops", spy)
+    seen = rendered_crops
 
     def crops_and_answers(**options) -> tuple[np.ndarray, pd.DataFrame]:
         seen.clear()
