@@ -147,11 +147,7 @@ def row_pixel_scale(value, column: str) -> float:
     what = f"the pixel scale in column {column!r}"
     if value is None or (isinstance(value, str) and not value.strip()):
         raise ValueError(f"no pixel scale in column {column!r} (empty)")
-    try:
-        empty = isinstance(value, (float, np.floating)) and math.isnan(value)
-    except TypeError:
-        empty = False
-    if empty:
+    if isinstance(value, (float, np.floating)) and math.isnan(value):
         raise ValueError(f"no pixel scale in column {column!r} (empty or NaN)")
     return check_pixel_scale(value.strip() if isinstance(value, str) else value, what)
 

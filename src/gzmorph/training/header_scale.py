@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from gzmorph.data.composite import Stretch
-from gzmorph.data.fits import FitsError, is_fits, read_extent
+from gzmorph.data.fits import is_fits, read_extent
 from gzmorph.data.pixscale import check_pixel_scale
 from gzmorph.data.source import Source
 from gzmorph.errors import CatalogError
@@ -110,9 +110,7 @@ def _row_field(path: Any, bands: tuple[str, ...]) -> tuple[float, float]:
     try:
         side, scale = read_extent(path, bands)
         scale = check_pixel_scale(scale) if scale is not None else None
-    except (FitsError, ValueError):
-        return math.nan, math.nan
-    except Exception:  # noqa: BLE001 - a broken header is a skip row (decoding names it), never a crash
+    except Exception:  # noqa: BLE001 - FitsError, a bad scale or a broken header: a skip row (decoding names it)
         return math.nan, math.nan
     return (float(side), side * scale) if scale is not None else (math.nan, math.nan)
 
