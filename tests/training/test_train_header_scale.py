@@ -183,3 +183,27 @@ def test_a_set_without_any_header_scale_is_a_one_line_error(tmp_path):
     with pytest.raises(CatalogError, match="none of the 12 FITS cutouts has a usable pixel scale"):
         load_training_data(catalog, tiny(pixel_scale="header"), GZ2, tmp_path / "run", workers=0, progress=False,
                            stretch=LEGACY)
+
+
+def test_fine_tuning_at_header_scales_keeps_the_starting_runs_field(tmp_path, capsys):
+    first = write_set(tmp_path / "set")  # median field 16.768"
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    paths = []
+    for gid in range(1, 9):  # another survey's cutouts: all 64 px at 0.3"/px, a 19.2" field
+        paths.append(wide / f"{gid}.fits")
+        write_cube(galaxy_planes(64, 0.3, 1.0 + 0.2 * gid), paths[-1], replace(MOCK_SURVEYS["legacy"], pixscale=0.3))
+    frame = pd.read_csv(first).iloc[:8].assign(path=[str(p) for p in paths])
+    frame.to_csv(wide / "catalog.csv", index=False)
+    common = ["--preset", "small", "--examples", "32", "--eval-every", "32", "--batch-size", "16", "--image-size",
+              "48", "--val-fraction", "0.25", "--device", "cpu", "--workers", "0", "--no-progress", "--stretch",
+              "legacy-grz", "--pixel-scale", "header"]
+    assert main(["train", "--data", str(first), "--out", str(tmp_path / "a"), *common]) == 0
+    start = read_run(tmp_path / "a")[0].field
+    assert main(["train", "--data", str(wide / "catalog.csv"), "--out", str(tmp_path / "b"), "--init-from",
+                 str(tmp_path / "a"), *common]) == 0
+    assert f"shown at its field {start:.4g}" in capsys.readouterr().out
+    cfg, facts = read_run(tmp_path / "b")
+    assert start == pytest.approx(np.median(FIELDS)) and cfg.field == pytest.approx(start)
+    record = facts["header_pixel_scale"]
+    assert record["field_median"] == pytest.approx(64 * 0.3) and record["n_rescaled"] == 8

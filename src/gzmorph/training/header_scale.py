@@ -5,7 +5,8 @@ A run learns galaxies at one angular scale, its *field* (side x arcsec/px,
 at it.  With ``pixel_scale="header"`` nothing is assumed: every cutout's field (the native
 side of its square centre x the scale in its header, ``PIXSCALE`` or the celestial WCS)
 is read first from the headers alone (:func:`gzmorph.data.fits.read_extent`, no pixels);
-the run's field is their **median**; every image is then decoded with the geometry that
+the run's field is their **median** (fine-tuning, ``init_from``: the starting run's
+field, the angular size its network learned galaxies at); every image is then decoded with the geometry that
 shows it at that field, the very one prediction uses
 (:func:`gzmorph.data.pixscale.pixel_geometry`): an image wider than the field is cut to
 it before decoding's one resize, a narrower one is enlarged by the training warp, one

@@ -157,9 +157,15 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, options: RunOptio
     if opts.processes > 1:
         launch(train, opts.processes, cfg, data, out, replace(opts, processes=1))
         return _result_from_run(out)
-    ckpt, header_field = None, None
+    ckpt, header_field, start = None, None, None
     if resume:
         cfg, ckpt, header_field = _resumed(cfg, out)
+    elif cfg.init_from and cfg.pixel_scale == HEADER:
+        # Fine-tuning on FITS cutouts: show them at the field the starting network learned
+        # galaxies at, not at their own median, or its features would see every galaxy resized.
+        start = resolve_model(cfg.init_from, "best", device="cpu", purpose="fine-tuned")
+        header_field = start.config.field
+        print(f"fine-tuning from {cfg.init_from}: the cutouts are shown at its field {header_field:.4g}\"")
     rt = resolve_device(device, precision=cfg.precision)
     d = setup(rt.device.type)
     if d.enabled and rt.is_cuda:
@@ -192,7 +198,8 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, options: RunOptio
     step, best, init = 0, math.inf, None
     if ckpt is None and cfg.init_from:
         # fine-tuning: start from that run's best weights (or a model package's, or a Hub model's)
-        init = init_weights(model, cfg, tree, resolve_model(cfg.init_from, "best", device="cpu", purpose="fine-tuned"))
+        start = start or resolve_model(cfg.init_from, "best", device="cpu", purpose="fine-tuned")
+        init = init_weights(model, cfg, tree, start)
     elif ckpt is not None and cfg.init_from:  # resumed: keep the record of the first start
         init = read_run(out)[1].get("init")
     if ckpt is not None:
