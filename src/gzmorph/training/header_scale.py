@@ -6,8 +6,8 @@ at it.  With ``pixel_scale="header"`` nothing is assumed: every cutout's field (
 side of its square centre x the scale in its header, ``PIXSCALE`` or the celestial WCS)
 is read first from the headers alone (:func:`gzmorph.data.fits.read_extent`, no pixels);
 the run's field is their **median** (fine-tuning, ``init_from``: the starting run's
-field, the angular size its network learned galaxies at); every image is then decoded with the geometry that
-shows it at that field, the very one prediction uses
+field, the angular size its network learned galaxies at); every image is then decoded
+with the geometry that shows it at that field, the very one prediction uses
 (:func:`gzmorph.data.pixscale.pixel_geometry`): an image wider than the field is cut to
 it before decoding's one resize, a narrower one is enlarged by the training warp, one
 whose zoom is outside the warp's range is a recorded skip, as it is an error row in
