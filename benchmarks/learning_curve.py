@@ -163,7 +163,7 @@ def plot(folder: Path, png: Path) -> None:
                 label = f"{name} ({tta}" + (f", mean ± sd of {len(runs)} seeds)" if len(runs) > 1 else ")")
                 y = [r[f"rmse17_{tta}"]["mean"] if len(runs) > 1 else r[f"rmse17_{tta}"] for r in rows]
                 err = [r[f"rmse17_{tta}"]["sd"] for r in rows] if len(runs) > 1 else None
-                ys += [v + (e or 0) * s for v, e in zip(y, err or [0] * len(y)) for s in (-1, 1)]
+                ys += [v + sign * e for v, e in zip(y, err or [0.0] * len(y)) for sign in (-1, 1)]
                 ax.errorbar(t, y, yerr=err, fmt=style, label=label, ms=4, capsize=2)
                 bx.errorbar(n, y, yerr=err, fmt=style, label=label, ms=4, capsize=2)
     for a in (ax, bx):
