@@ -16,9 +16,12 @@ Rows (Kaggle RMSE over the 37 answers, ``which="last"``: the averaged weights):
   (``predict(pixel_scale=...)``: the survey's arcsec/px folded into the crop warp),
   ``+ augmentation`` (the ``p4m-robust`` run instead), ``+ adaptation`` (``adapt_bn``:
   batch-norm statistics re-estimated on the target images), ``+ recentre`` (the zoom
-  from each galaxy's measured size where one is found);
+  from each galaxy's measured size where one is found); and, apart from that cumulative
+  chain, ``p4m + pixel scale + adaptation``: adaptation on the ``p4m`` run, to tell what
+  the survey-robust augmentation adds once the statistics are adapted;
 * fine-tuned: the ``p4m-robust`` run fine-tuned (``finetune-small-labels``, ``init_from``)
-  on 100, 500 and 2,000 labelled target cutouts, tested on the target survey.
+  on 100, 500 and 2,000 labelled target cutouts, tested on the target survey; ``fine-tuned
+  from p4m``: the same from the ``p4m`` run.
 
 Three training seeds (the data is the same), mean and standard deviation.  Every
 result is one JSON line in ``OUT/results.jsonl``; a rerun skips what is there.
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import time
@@ -43,7 +47,11 @@ import pandas as pd
 
 TRAIN_SIDE = 96
 VIEWS = {"legacy": 100, "hsc": 160}  # cutout sides (px): ~26" at each survey's scale
-ZERO_SHOT = ("nothing", "+ pixel scale", "+ augmentation", "+ adaptation", "+ recentre")
+ZERO_SHOT = ("nothing", "+ pixel scale", "+ augmentation", "+ adaptation", "+ recentre",
+             "p4m + pixel scale + adaptation")
+#: (starting run, row prefix, run-name tag) of the fine-tuned rows
+FINE_TUNED = (("p4m-robust", "fine-tuned", ""), ("p4m", "fine-tuned from p4m", "p4m-"))
+NO_AUGMENT = ("nothing", "+ pixel scale", "p4m + pixel scale + adaptation")  # rows on the p4m run
 
 
 def _fields(cls) -> set[str]:
@@ -93,14 +101,20 @@ def _scale_fields(pixscale: float, side: int) -> dict:
 
 
 def train_run(preset: str, data: Path, run: Path, seed: int, args: argparse.Namespace, **changes) -> Path:
+    from gzmorph.models.trainconfig import TrainConfig
+    from gzmorph.runtime import load_checkpoint
     from gzmorph.training.recipes import get_preset
     from gzmorph.training.train import train
 
-    if (run / "checkpoints" / "last.pt").exists():
-        return run
+    last = run / "checkpoints" / "last.pt"
+    if last.exists():
+        ckpt = load_checkpoint(last)
+        if int(ckpt["step"]) >= TrainConfig.from_dict(ckpt["config"]).steps:
+            return run
+        # a run killed before its end is not done: it goes on from its last checkpoint
     cfg = get_preset(preset).override(seed=seed, **changes)
     t0, load = time.monotonic(), os.getloadavg()[0]
-    result = train(cfg, data, run, device="cpu", workers=args.workers, progress=False)
+    result = train(cfg, data, run, device="cpu", workers=args.workers, progress=False, resume=last.exists())
     print(f"trained {run.name}: {result['examples']} examples in {time.monotonic() - t0:.0f}s "
           f"(load {load:.1f}), val RMSE {result['last_val_rmse']:.4f}", flush=True)
     return run
@@ -131,16 +145,17 @@ def subset_catalog(folder: Path, k: int) -> Path:
 
 
 def zero_shot_options(row: str, pixscale: float) -> tuple[str, dict]:
-    """Which base run and which predict options a zero-shot row uses (each row adds to the one above)."""
+    """Which base run and which predict options a zero-shot row uses (each row of the chain adds to the one
+    above; ``p4m + pixel scale + adaptation`` is the adaptation row without the augmentation)."""
     opts: dict = {}
     if row != "nothing":
         opts["pixel_scale"] = pixscale
-    if row in ("+ adaptation", "+ recentre"):
+    if row in ("+ adaptation", "+ recentre", "p4m + pixel scale + adaptation"):
         opts["adapt_bn"] = True
     if row == "+ recentre":
         # The measured galaxy size sets the zoom where a galaxy is found (the pixel scale elsewhere).
         opts["recentre"] = True
-    return ("p4m" if row in ("nothing", "+ pixel scale") else "p4m-robust"), opts
+    return ("p4m" if row in NO_AUGMENT else "p4m-robust"), opts
 
 
 def one_seed(seed: int, data: dict[str, Path], out: Path, args: argparse.Namespace, done: set, log) -> None:
@@ -170,14 +185,14 @@ def one_seed(seed: int, data: dict[str, Path], out: Path, args: argparse.Namespa
                 record(row, survey, predict_rmse(runs[preset], data[f"{survey}-test"], **opts))
             except Exception as exc:  # noqa: BLE001 - one row failing must not lose the others
                 record(row, survey, None, f"{type(exc).__name__}: {exc}")
-        for k in args.labels:
-            row = f"fine-tuned, {k} labels"
+        for (base, prefix, tag), k in itertools.product(FINE_TUNED, args.labels):
+            row = f"{prefix}, {k} labels"
             if (row, survey) in done:
                 continue
             try:
                 ft = train_run("finetune-small-labels", subset_catalog(data[f"{survey}-labelled"], k),
-                               out / "runs" / f"ft-{survey}-{k}-s{seed}", seed, args,
-                               init_from=str(runs["p4m-robust"]), image_size=TRAIN_SIDE, examples=args.ft_examples,
+                               out / "runs" / f"ft-{tag}{survey}-{k}-s{seed}", seed, args,
+                               init_from=str(runs[base]), image_size=TRAIN_SIDE, examples=args.ft_examples,
                                **_scale_fields(pixscale, side))
                 opts = {"pixel_scale": pixscale} if _scale_fields(pixscale, side) else {}
                 record(row, survey, predict_rmse(ft, data[f"{survey}-test"], **opts))
@@ -189,7 +204,8 @@ def table(results: list[dict]) -> str:
     """The markdown table: mean ± sd over seeds, one column per survey."""
     frame = pd.DataFrame([r for r in results if r["rmse"] is not None])
     rows = ["in-survey", "in-survey, p4m-robust", *(f"zero-shot, {r}" for r in ZERO_SHOT)]
-    rows += sorted({r for r in frame["row"] if r.startswith("fine-tuned")}, key=lambda r: int(r.split()[1]))
+    rows += sorted({r for r in frame["row"] if r.startswith("fine-tuned")},
+                   key=lambda r: (r.split(",")[0] != "fine-tuned", int(r.split(", ")[1].split()[0])))
     lines = ["| | SDSS-like (in-survey) | Legacy-like | HSC-like |", "|---|---:|---:|---:|"]
     for row in rows:
         key = row.removeprefix("zero-shot, ")

@@ -91,3 +91,41 @@ def test_files_are_joined_on_ids_and_must_cover_the_same_galaxies():
     assert (res.rmse_a, res.rmse_b, res.n_galaxies) == pytest.approx((0.05, 0.1, 60))
     with pytest.raises(CatalogError, match="different galaxies"):
         compare_predictions(a, b.iloc[1:], labels, n_boot=10)
+
+
+def test_seed_stacks_compare_the_mean_of_their_rmses():
+    y = _labels(200)
+    err = np.random.default_rng(4).normal(0, 0.1, y.shape)
+    a = np.stack([y + s * err for s in (1.0, 1.1, 1.2)])  # (3, N, A): seeds of RMSE r, 1.1 r, 1.2 r
+    b = np.stack([y + 1.3 * err, y + 1.5 * err])  # two seeds: 1.3 r and 1.5 r
+    res = paired_bootstrap(a, b, y, n_boot=500, seed=1)
+    r = paired_bootstrap(y + err, y, y, n_boot=10).rmse_a
+    assert (res.rmse_a, res.rmse_b) == pytest.approx((1.1 * r, 1.4 * r))
+    assert (res.n_seeds_a, res.n_seeds_b) == (3, 2)
+    # every seed scales the same errors, so each resample's difference is -0.3 times its own r
+    assert res.interval[0] < res.difference < res.interval[1] < 0
+    one = paired_bootstrap(a[0], b[0], y, n_boot=500, seed=1)
+    assert one.n_seeds_a == 1 and one.difference == pytest.approx(-0.3 * r)
+    assert paired_bootstrap(a[:1], b[:1], y, n_boot=500, seed=1).to_dict() == one.to_dict()  # (1, N, A) == (N, A)
+    with pytest.raises(ValueError, match="one shape"):
+        paired_bootstrap(a, b[:, :-1], y)
+
+
+def test_lists_of_files_are_seed_stacks_on_the_same_galaxies():
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0.2, 0.7, (40, 3))
+    labels = pd.DataFrame({"GalaxyID": np.arange(40), "Class1.1": truth[:, 0], "Class1.2": truth[:, 1],
+                           "Class1.3": truth[:, 2]})
+
+    def table(offset: float) -> pd.DataFrame:
+        v = np.full((40, GZ2.n_answers), 0.3)
+        v[:, :3] = truth + offset
+        return _table(np.arange(40), v)
+
+    res = compare_predictions([table(0.02), table(0.04)], (table(0.1),), labels, n_boot=100)
+    assert (res.rmse_a, res.rmse_b, res.difference) == pytest.approx((0.03, 0.1, -0.07))
+    assert (res.n_seeds_a, res.n_seeds_b) == (2, 1)
+    with pytest.raises(CatalogError, match="different galaxies"):
+        compare_predictions([table(0.02), table(0.04).iloc[:-1]], table(0.1), labels, n_boot=10)
+    with pytest.raises(ValueError, match="at least one"):
+        compare_predictions([], table(0.1), labels)
