@@ -27,6 +27,7 @@ import argparse
 import json
 from pathlib import Path
 
+from gzmorph.errors import CatalogError
 from gzmorph.evaluation.bootstrap import compare_predictions
 
 
@@ -49,8 +50,11 @@ def main() -> None:
     else:
         a, b = args.files, args.vs
         names = {"a": [str(f) for f in a], "b": [str(f) for f in b]}
-    res = compare_predictions(a, b, args.labels, id_column=args.id_column, n_boot=args.n_boot, level=args.level,
-                              seed=args.seed)
+    try:
+        res = compare_predictions(a, b, args.labels, id_column=args.id_column, n_boot=args.n_boot,
+                                  level=args.level, seed=args.seed)
+    except (CatalogError, ValueError) as exc:  # a missing file, other galaxies, no labels: one line
+        p.error(str(exc))
     print(json.dumps({**names, **res.to_dict()}))
 
 

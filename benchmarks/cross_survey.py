@@ -52,6 +52,7 @@ ZERO_SHOT = ("nothing", "+ pixel scale", "+ augmentation", "+ adaptation", "+ re
 #: (starting run, row prefix, run-name tag) of the fine-tuned rows
 FINE_TUNED = (("p4m-robust", "fine-tuned", ""), ("p4m", "fine-tuned from p4m", "p4m-"))
 NO_AUGMENT = ("nothing", "+ pixel scale", "p4m + pixel scale + adaptation")  # rows on the p4m run
+ADAPTED = ("+ adaptation", "+ recentre", "p4m + pixel scale + adaptation")  # rows with adapt_bn
 
 
 def _fields(cls) -> set[str]:
@@ -150,7 +151,7 @@ def zero_shot_options(row: str, pixscale: float) -> tuple[str, dict]:
     opts: dict = {}
     if row != "nothing":
         opts["pixel_scale"] = pixscale
-    if row in ("+ adaptation", "+ recentre", "p4m + pixel scale + adaptation"):
+    if row in ADAPTED:
         opts["adapt_bn"] = True
     if row == "+ recentre":
         # The measured galaxy size sets the zoom where a galaxy is found (the pixel scale elsewhere).

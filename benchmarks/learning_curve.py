@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+PAPER_RMSE17 = 0.0891  # the paper network on this benchmark (2M examples on an H100, BENCHMARKS.md)
+MEAN_RMSE17 = 0.1759  # predicting the training mean for every galaxy
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "gz2-kaggle-5k-141px"
 
 
@@ -148,7 +150,7 @@ def plot(folder: Path, png: Path) -> None:
     for log in sorted(folder.glob("*/curve.jsonl")):
         name = re.sub(r"-seed\d+$", "", log.parent.name)
         groups.setdefault(name, {})[log.parent.name] = [json.loads(x) for x in log.read_text().splitlines()]
-    ys: list[float] = [0.0891]
+    ys: list[float] = [PAPER_RMSE17]
     for name, runs in groups.items():
         rows = list(runs.values())[0] if len(runs) == 1 else seed_summary(dict(enumerate(runs.values())))
         if len(runs) > 1:
@@ -167,9 +169,10 @@ def plot(folder: Path, png: Path) -> None:
                 ax.errorbar(t, y, yerr=err, fmt=style, label=label, ms=4, capsize=2)
                 bx.errorbar(n, y, yerr=err, fmt=style, label=label, ms=4, capsize=2)
     for a in (ax, bx):
-        a.axhline(0.0891, color="k", lw=0.8, ls=":", label="paper network, 2M examples on an H100 (0.0891)")
+        a.axhline(PAPER_RMSE17, color="k", lw=0.8, ls=":",
+                  label=f"paper network, 2M examples on an H100 ({PAPER_RMSE17})")
         if max(ys) > 0.15:  # only when a curve starts near it: otherwise it flattens the curves' spread
-            a.axhline(0.1759, color="grey", lw=0.8, ls=":", label="training mean (0.1759)")
+            a.axhline(MEAN_RMSE17, color="grey", lw=0.8, ls=":", label=f"training mean ({MEAN_RMSE17})")
         a.grid(alpha=0.3)
     ax.set_ylim(min(ys) - 0.002, max(ys) + 0.002)
     ax.set(xlabel="training wall-clock on 2 CPU cores (minutes)", ylabel="RMSE17, 500 validation galaxies",

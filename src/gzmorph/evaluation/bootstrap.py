@@ -98,6 +98,17 @@ def _stack(pred: np.ndarray, name: str) -> np.ndarray:
     return x
 
 
+def _seed_sse(stack: np.ndarray, labels: np.ndarray, name: str) -> np.ndarray:
+    """Summed squared error of every seed and galaxy, ``(S, N)``."""
+    return np.stack([_per_galaxy(p, labels, f"{name}[{k}]" if len(stack) > 1 else name)
+                     for k, p in enumerate(stack)])
+
+
+def _mean_rmse(sse: np.ndarray, total: np.ndarray | float) -> np.ndarray:
+    """Mean over seeds (axis 0) of each seed's RMSE, the galaxies (last axis) summed and divided by ``total``."""
+    return np.sqrt(sse.sum(axis=-1) / total).mean(axis=0)
+
+
 def paired_bootstrap(pred_a: np.ndarray, pred_b: np.ndarray, labels: np.ndarray, n_boot: int = 10_000,
                      level: float = 0.95, seed: int = 0) -> PairedBootstrap:
     """Bootstrap the masked RMSE difference of two prediction sets on the same galaxies.
@@ -128,10 +139,7 @@ def paired_bootstrap(pred_a: np.ndarray, pred_b: np.ndarray, labels: np.ndarray,
         raise ValueError(f"need n_boot >= 1 and 0 < level < 1, got {n_boot}, {level}")
     counts = (~np.isnan(y)).sum(axis=1).astype(np.float64)
     keep = counts > 0
-    # (S, N) summed squared error of every seed and galaxy
-    sa = np.stack([_per_galaxy(p, y, f"a[{k}]" if len(a) > 1 else "a") for k, p in enumerate(a)])[:, keep]
-    sb = np.stack([_per_galaxy(p, y, f"b[{k}]" if len(b) > 1 else "b") for k, p in enumerate(b)])[:, keep]
-    counts = counts[keep]
+    sa, sb, counts = _seed_sse(a, y, "a")[:, keep], _seed_sse(b, y, "b")[:, keep], counts[keep]  # (S, N)
     n = len(counts)
     if n == 0:
         raise ValueError("no galaxy has a label: nothing to compare")
@@ -142,8 +150,8 @@ def paired_bootstrap(pred_a: np.ndarray, pred_b: np.ndarray, labels: np.ndarray,
         idx = rng.integers(0, n, size=(min(step, n_boot - start), n))  # (chunk, N) galaxies of each resample
         total = counts[idx].sum(axis=1)  # (chunk,)
         # sa[:, idx]: (S, chunk, N) -> each seed's RMSE (S, chunk) -> mean over seeds (chunk,)
-        ra[start : start + len(idx)] = np.sqrt(sa[:, idx].sum(axis=2) / total).mean(axis=0)
-        rb[start : start + len(idx)] = np.sqrt(sb[:, idx].sum(axis=2) / total).mean(axis=0)
+        ra[start : start + len(idx)] = _mean_rmse(sa[:, idx], total)
+        rb[start : start + len(idx)] = _mean_rmse(sb[:, idx], total)
     diff = ra - rb
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
 
@@ -152,8 +160,7 @@ def paired_bootstrap(pred_a: np.ndarray, pred_b: np.ndarray, labels: np.ndarray,
         return float(lo), float(hi)
 
     p = min(1.0, 2 * min(float(np.mean(diff <= 0)), float(np.mean(diff >= 0))))
-    rmse_a = float(np.sqrt(sa.sum(axis=1) / counts.sum()).mean())
-    rmse_b = float(np.sqrt(sb.sum(axis=1) / counts.sum()).mean())
+    rmse_a, rmse_b = float(_mean_rmse(sa, counts.sum())), float(_mean_rmse(sb, counts.sum()))
     return PairedBootstrap(rmse_a=rmse_a, rmse_b=rmse_b, difference=rmse_a - rmse_b, interval=interval(diff),
                            interval_a=interval(ra), interval_b=interval(rb), p_value=p, level=level,
                            n_galaxies=n, n_boot=n_boot, seed=seed, n_seeds_a=len(a), n_seeds_b=len(b))

@@ -160,10 +160,13 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, options: RunOptio
     ckpt, header_field, start = None, None, None
     if resume:
         cfg, ckpt, header_field = _resumed(cfg, out)
-    elif cfg.init_from and cfg.pixel_scale == HEADER:
+    elif cfg.init_from:
+        # fine-tuning: start from that run's best weights (or a model package's, or a Hub model's),
+        # loaded before the data so a bad --init-from fails before any decoding
+        start = resolve_model(cfg.init_from, "best", device="cpu", purpose="fine-tuned")
+    if start is not None and cfg.pixel_scale == HEADER:
         # Fine-tuning on FITS cutouts: show them at the field the starting network learned
         # galaxies at, not at their own median, or its features would see every galaxy resized.
-        start = resolve_model(cfg.init_from, "best", device="cpu", purpose="fine-tuned")
         header_field = start.config.field
         print(f"fine-tuning from {cfg.init_from}: the cutouts are shown at its field {header_field:.4g}\"")
     rt = resolve_device(device, precision=cfg.precision)
@@ -196,9 +199,7 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, options: RunOptio
     tuning = prepare_finetuning(model, cfg)  # frozen stages, per-group learning rates
     optimizer = _make_optimizer(model, cfg, tuning.param_groups)
     step, best, init = 0, math.inf, None
-    if ckpt is None and cfg.init_from:
-        # fine-tuning: start from that run's best weights (or a model package's, or a Hub model's)
-        start = start or resolve_model(cfg.init_from, "best", device="cpu", purpose="fine-tuned")
+    if start is not None:
         init = init_weights(model, cfg, tree, start)
     elif ckpt is not None and cfg.init_from:  # resumed: keep the record of the first start
         init = read_run(out)[1].get("init")
